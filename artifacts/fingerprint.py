@@ -1,0 +1,81 @@
+"""Code fingerprints: a stage's module and the project modules it imports, by their syntax trees."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+
+PROJECT_PACKAGES = frozenset({"tasks", "artifacts", "flows", "charflow"})
+
+
+def normalized_source(source: str) -> str:
+    """The module's syntax tree without docstrings: comments and formatting do not count."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = module.split(".")
+                base = parts if is_package else parts[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            names.add(prefix)
+            # `from pkg import mod` may name a submodule.
+            names.update(f"{prefix}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _module_file(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+def module_closure(modules: Iterable[str], packages: frozenset[str] = PROJECT_PACKAGES) -> dict[str, Path]:
+    """The given modules and every project module they import, transitively."""
+    found: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in found or name.split(".")[0] not in packages:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        found[name] = path
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        todo.extend(_imported_modules(tree, name, path.name == "__init__.py"))
+    return found
+
+
+@cache
+def code_fingerprint(modules: tuple[str, ...], packages: frozenset[str] = PROJECT_PACKAGES) -> str:
+    digest = hashlib.sha256()
+    for name, path in sorted(module_closure(modules, packages).items()):
+        digest.update(name.encode())
+        digest.update(b"\0")
+        digest.update(normalized_source(path.read_text(encoding="utf-8")).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()

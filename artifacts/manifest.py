@@ -1,0 +1,67 @@
+"""The manifest: what an artifact is, where it came from, and the checksums of its files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+MANIFEST_NAME = "manifest.json"
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    size: int
+    rows: int | None
+    sha256: str
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str
+    key: str
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    code: str
+    libraries: dict[str, str]
+    created: str
+    files: list[FileEntry]
+    summary: dict[str, Any] = {}
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_file(path: Path) -> FileEntry:
+    rows = pq.ParquetFile(path).metadata.num_rows if path.suffix == ".parquet" else None
+    return FileEntry(name=path.name, size=path.stat().st_size, rows=rows, sha256=file_sha256(path))
+
+
+def read_manifest(folder: Path) -> Manifest:
+    return Manifest.model_validate(json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")))
+
+
+def problems(folder: Path, manifest: Manifest) -> list[str]:
+    """What is wrong with the folder's files against its manifest; empty when intact."""
+    found: list[str] = []
+    for entry in manifest.files:
+        path = folder / entry.name
+        if not path.is_file():
+            found.append(f"{entry.name}: missing")
+        elif path.stat().st_size != entry.size:
+            found.append(f"{entry.name}: size {path.stat().st_size} != {entry.size}")
+        elif file_sha256(path) != entry.sha256:
+            found.append(f"{entry.name}: sha256 differs from the manifest")
+    return found

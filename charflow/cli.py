@@ -1,0 +1,132 @@
+"""The `charflow` command. Prefect's settings are fixed before anything imports Prefect."""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from charflow import settings
+
+
+def _unescape(text: str) -> str:
+    return codecs.decode(text, "unicode_escape") if "\\" in text else text
+
+
+def _replacement(spec: str) -> tuple[str, str]:
+    if "=" not in spec:
+        raise argparse.ArgumentTypeError(f"expected OLD=NEW (escapes such as \\n allowed), got {spec!r}")
+    old, new = spec.split("=", 1)
+    return _unescape(old), _unescape(new)
+
+
+def _max_chars(value: str) -> int | None:
+    if value.lower() in ("none", "all"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of characters or 'none', got {value!r}") from None
+
+
+def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", nargs="?", help="file, folder, .zip or http(s) URL (default: the book's lyrics)")
+    parser.add_argument("--name", help="corpus name (default: from the source's file name)")
+    parser.add_argument("--sha256", help="expected sha256 of the source's bytes")
+    ingest = parser.add_argument_group("ingest")
+    ingest.add_argument("--decode-errors", choices=["strict", "replace"], default="strict")
+    ingest.add_argument("--pattern", action="append", help="text file / zip member pattern (default: *.txt)")
+    ingest.add_argument("--max-uncompressed-bytes", type=int, help="cap on a zip's expanded size")
+    clean = parser.add_argument_group("clean")
+    clean.add_argument(
+        "--replace",
+        action="append",
+        type=_replacement,
+        metavar="OLD=NEW",
+        help="replacement, repeatable, applied in order (default: \\n= and \\r= to a space)",
+    )
+    clean.add_argument("--no-replace", action="store_true", help="no replacements at all")
+    clean.add_argument("--max-chars", type=_max_chars, default=10_000, help="keep the first N characters, or 'none'")
+    clean.add_argument("--normalize", choices=["NFC", "NFKC"])
+    clean.add_argument("--lowercase", action="store_true")
+    vocab = parser.add_argument_group("vocab")
+    vocab.add_argument("--order", choices=["codepoint", "frequency"], default="codepoint")
+    vocab.add_argument("--reserved", action="append", default=[], help="reserved token such as '<unk>', repeatable")
+    vocab.add_argument("--min-count", type=int, default=1, help="rarer characters map to <unk>")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _prepare_params(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.clean import CleanParams
+    from tasks.ingest import IngestParams
+    from tasks.vocab import VocabParams
+
+    ingest: dict[str, Any] = {"errors": args.decode_errors}
+    if args.pattern:
+        ingest["patterns"] = tuple(args.pattern)
+    if args.max_uncompressed_bytes is not None:
+        ingest["max_uncompressed_bytes"] = args.max_uncompressed_bytes
+    clean: dict[str, Any] = {"max_chars": args.max_chars, "normalize": args.normalize, "lowercase": args.lowercase}
+    if args.no_replace:
+        clean["replacements"] = ()
+    elif args.replace:
+        clean["replacements"] = tuple(args.replace)
+    return {
+        "source": args.source,
+        "name": args.name,
+        "sha256": args.sha256,
+        "ingest": IngestParams(**ingest),
+        "clean": CleanParams(**clean),
+        "vocab": VocabParams(order=args.order, reserved=tuple(args.reserved), min_count=args.min_count),
+    }
+
+
+def _print_prepared(prepared: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(prepared.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        return
+    state = "new version" if prepared.new_version else "known version"
+    print(f"corpus {prepared.corpus} v{prepared.version} ({state}, sha256 {prepared.sha256[:12]})")
+    for stage, ref in prepared.stages.items():
+        how = "cached" if ref.cache_hit else "computed"
+        facts = ", ".join(f"{k}={v}" for k, v in ref.summary.items() if isinstance(v, (int, str)) and k != "source")
+        print(f"  {stage:<7} {ref.key[:12]}  {how:<8}  {facts}\n          {ref.path}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    params = _prepare_params(args)
+    from flows.prepare import prepare
+
+    _print_prepared(prepare(**params), args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="charflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser("prepare", help="ingest, clean, build the vocabulary and encode a corpus")
+    _add_prepare_options(prepare)
+    prepare.set_defaults(func=cmd_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings.configure()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        print(f"charflow: invalid parameters: {problems}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"charflow: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

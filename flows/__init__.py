@@ -1,0 +1,1 @@
+"""Flows: they only wire the tasks of `tasks.prefect_tasks` together."""

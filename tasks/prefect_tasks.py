@@ -1,0 +1,101 @@
+"""Every stage as a Prefect task, cached under one policy keyed by the artifact's content key."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.context import TaskRunContext
+from prefect.locking.filesystem import FileSystemLockManager
+from prefect.transactions import IsolationLevel
+
+from artifacts.catalog import Catalog, CorpusVersion
+from artifacts.store import ArtifactRef, Store
+from charflow import settings
+from tasks import stages
+from tasks.ingest import Fetched, fetch
+
+log = logging.getLogger("charflow.tasks")
+
+
+def _prefect_dir(name: str) -> Path:
+    return settings.charflow_home() / "prefect" / name
+
+
+@dataclass
+class ContentKeyPolicy(CachePolicy):
+    """The Prefect cache key is the artifact's content key (stage, params, inputs, code, libraries).
+
+    Prefect trusts its record even when the files it points to are gone, so the record is dropped
+    whenever the store does not hold an intact artifact under that key: the task then recomputes.
+    """
+
+    def compute_key(
+        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
+        stage = task_ctx.task.name
+        key = stages.stage_key(stage, inputs)
+        if Store(settings.store_root()).lookup(stage, key) is None:
+            (Path(self.key_storage) / key).unlink(missing_ok=True)
+        return key
+
+
+CONTENT_KEY = ContentKeyPolicy(
+    key_storage=_prefect_dir("cache-keys"),
+    isolation_level=IsolationLevel.SERIALIZABLE,
+    lock_manager=FileSystemLockManager(lock_files_directory=_prefect_dir("locks")),
+)
+
+
+def _store() -> Store:
+    return Store(settings.store_root())
+
+
+@task(name="fetch", cache_policy=NO_CACHE)
+def fetch_task(source: str, sha256: str | None, patterns: tuple[str, ...]) -> Fetched:
+    return fetch(source, settings.downloads_dir(), sha256, patterns)
+
+
+@task(name="ingest", cache_policy=CONTENT_KEY, persist_result=True)
+def ingest_task(fetched: Fetched, params: stages.IngestParams) -> ArtifactRef:
+    return stages.ingest_stage(_store(), fetched, params)
+
+
+@task(name="clean", cache_policy=CONTENT_KEY, persist_result=True)
+def clean_task(text: ArtifactRef, params: stages.CleanParams) -> ArtifactRef:
+    return stages.clean_stage(_store(), text, params)
+
+
+@task(name="vocab", cache_policy=CONTENT_KEY, persist_result=True)
+def vocab_task(text: ArtifactRef, params: stages.VocabParams) -> ArtifactRef:
+    return stages.vocab_stage(_store(), text, params)
+
+
+@task(name="encode", cache_policy=CONTENT_KEY, persist_result=True)
+def encode_task(text: ArtifactRef, vocab: ArtifactRef, params: stages.EncodeParams) -> ArtifactRef:
+    return stages.encode_stage(_store(), text, vocab, params)
+
+
+@task(name="register-version", cache_policy=NO_CACHE)
+def register_task(corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
+    return Catalog(settings.store_root()).register(corpus, fetched.sha256, fetched.size, fetched.source, ingested.key)
+
+
+@task(name="record-outputs", cache_policy=NO_CACHE)
+def record_task(version: CorpusVersion, outputs: dict[str, ArtifactRef]) -> None:
+    Catalog(settings.store_root()).record_outputs(
+        version.corpus, version.version, {stage: ref.key for stage, ref in outputs.items()}
+    )
+
+
+def run_stage(stage_task: Any, **inputs: Any) -> ArtifactRef:
+    """Run a stage task and mark its reference as a cache hit when Prefect served it from cache."""
+    state = stage_task(**inputs, return_state=True)
+    ref: ArtifactRef = state.result()
+    if state.name == "Cached":
+        ref = ref.model_copy(update={"cache_hit": True})
+    return ref

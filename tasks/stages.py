@@ -1,0 +1,121 @@
+"""Each stage as a cached, versioned artifact: key it, look it up, or build and publish it. No Prefect here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from artifacts import schemas
+from artifacts.fingerprint import code_fingerprint
+from artifacts.keys import canonical, content_key, library_versions
+from artifacts.store import ArtifactRef, Store
+from tasks.clean import CleanParams, clean
+from tasks.encode import encode
+from tasks.ingest import Fetched, IngestParams, ingest, read_members
+from tasks.vocab import Vocab, VocabParams, build_vocab
+
+
+class EncodeParams(BaseModel):
+    """Encoding has no knobs yet; a model all the same, so every stage is keyed alike."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# The code behind each stage's bytes: its module, the writers, and (transitively) what they import.
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "ingest": ("tasks.ingest", "artifacts.schemas", "tasks.stages"),
+    "clean": ("tasks.clean", "artifacts.schemas", "tasks.stages"),
+    "vocab": ("tasks.vocab", "artifacts.schemas", "tasks.stages"),
+    "encode": ("tasks.encode", "artifacts.schemas", "tasks.stages"),
+}
+
+
+def input_digests(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """An input artifact counts by its key, a source by its bytes' digest."""
+    digests = {}
+    for name, value in inputs.items():
+        if isinstance(value, ArtifactRef):
+            digests[name] = value.key
+        elif isinstance(value, Fetched):
+            digests[name] = value.sha256
+    return digests
+
+
+def stage_key(stage: str, inputs: Mapping[str, Any]) -> str:
+    """The content key of `stage` applied to `inputs` (its artifacts, source and `params`)."""
+    return content_key(stage, inputs.get("params"), input_digests(inputs), code_fingerprint(STAGE_CODE[stage]))
+
+
+def _materialize(
+    store: Store, stage: str, inputs: Mapping[str, Any], build: Callable[[Path], Mapping[str, Any]]
+) -> ArtifactRef:
+    return store.materialize(
+        stage=stage,
+        key=stage_key(stage, inputs),
+        params=canonical(inputs.get("params")) or {},
+        inputs=input_digests(inputs),
+        code=code_fingerprint(STAGE_CODE[stage]),
+        libraries=library_versions(),
+        build=build,
+    )
+
+
+def ingest_stage(store: Store, fetched: Fetched, params: IngestParams) -> ArtifactRef:
+    def build(folder: Path) -> dict[str, Any]:
+        members = read_members(fetched, params)
+        text = ingest(members, params)
+        summary = {
+            "chars": len(text),
+            "source": fetched.source,
+            "sha256": fetched.sha256,
+            "size": fetched.size,
+            "members": [{"name": name, "bytes": len(data)} for name, data in members],
+        }
+        schemas.write_text(folder, text, {"stage": "ingest", **summary})
+        return summary
+
+    return _materialize(store, "ingest", {"fetched": fetched, "params": params}, build)
+
+
+def clean_stage(store: Store, text: ArtifactRef, params: CleanParams) -> ArtifactRef:
+    def build(folder: Path) -> dict[str, Any]:
+        cleaned = clean(schemas.read_text(Path(text.path)), params)
+        summary = {"chars": len(cleaned)}
+        schemas.write_text(folder, cleaned, {"stage": "clean", "input": text.key, **summary})
+        return summary
+
+    return _materialize(store, "clean", {"text": text, "params": params}, build)
+
+
+def vocab_stage(store: Store, text: ArtifactRef, params: VocabParams) -> ArtifactRef:
+    def build(folder: Path) -> dict[str, Any]:
+        vocab = build_vocab(schemas.read_text(Path(text.path)), params)
+        policy = canonical(params)
+        schemas.write_vocab(folder, vocab.tokens, vocab.counts, vocab.reserved, {"stage": "vocab", "policy": policy})
+        return {"size": len(vocab), "reserved": vocab.reserved, "policy": policy}
+
+    return _materialize(store, "vocab", {"text": text, "params": params}, build)
+
+
+def encode_stage(store: Store, text: ArtifactRef, vocab: ArtifactRef, params: EncodeParams) -> ArtifactRef:
+    def build(folder: Path) -> dict[str, Any]:
+        indices = encode(schemas.read_text(Path(text.path)), load_vocab(vocab))
+        summary = {"rows": len(indices), "vocab_key": vocab.key, "vocab_size": vocab.summary.get("size")}
+        schemas.write_indices(folder, indices, {"stage": "encode", **summary})
+        return summary
+
+    return _materialize(store, "encode", {"text": text, "vocab": vocab, "params": params}, build)
+
+
+def load_vocab(ref: ArtifactRef) -> Vocab:
+    table = schemas.read_vocab_table(Path(ref.path))
+    reserved = int(np.count_nonzero(table.column("reserved").to_numpy()))
+    return Vocab(
+        tokens=table.column("token").to_pylist(),
+        counts=table.column("count").to_numpy(),
+        reserved=reserved,
+    )
