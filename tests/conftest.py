@@ -1,0 +1,128 @@
+"""Shared fixtures. CHARFLOW_HOME points at a session folder before anything imports Prefect."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="charflow-tests-"))
+os.environ["CHARFLOW_HOME"] = str(_SESSION_HOME)
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from charflow import settings  # noqa: E402
+
+settings.configure()
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CHARFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
+LYRICS_ZIP = SHARED_DATA / "jaychou_lyrics.txt.zip"
+
+
+@pytest.fixture(scope="session")
+def lyrics_zip() -> Path:
+    if not LYRICS_ZIP.is_file():
+        pytest.fail(f"the lyrics corpus is missing: expected {LYRICS_ZIP} (../shared/data beside the repo)")
+    return LYRICS_ZIP
+
+
+@pytest.fixture(scope="session")
+def lyrics_text(lyrics_zip, tmp_path_factory) -> str:
+    from tasks.ingest import IngestParams, fetch, ingest, read_members
+
+    fetched = fetch(str(lyrics_zip), tmp_path_factory.mktemp("downloads"))
+    return ingest(read_members(fetched, IngestParams()), IngestParams())
+
+
+@pytest.fixture(scope="session")
+def book_text(lyrics_text) -> str:
+    """The book's cleaning, written out as the notebook does it."""
+    return lyrics_text.replace("\n", " ").replace("\r", " ")[:10000]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh CHARFLOW_HOME store for one test (Prefect's own home stays the session's)."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("CHARFLOW_HOME", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server on a free loopback port, for commands run as subprocesses."""
+    port = free_port()
+    prefect_home = tmp_path_factory.mktemp("prefect-server")
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = (prefect_home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.read().strip() == b"true":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"prefect server did not start: {(prefect_home / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def run_cli(*args: str, home: Path, api_url: str | None = None, cwd: Path | None = None, timeout: int = 300):
+    env = {**os.environ, "CHARFLOW_HOME": str(home)}
+    env.pop("PREFECT_HOME", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    else:
+        env.pop("PREFECT_API_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "charflow.cli", *args],
+        env=env, cwd=cwd or home, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: to check that a failure changed nothing."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
