@@ -105,6 +105,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem: the parameter, the value given, and what is expected."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(map(str, error["loc"])) or exc.title
+        given = f"={error['input']!r}" if error["loc"] and not isinstance(error["input"], dict) else ""
+        problems.append(f"{field}{given}: {error['msg']}")
+    return "; ".join(problems)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="charflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        print(f"charflow: invalid parameters: {problems}", file=sys.stderr)
+        print(f"charflow: invalid parameters: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
         print(f"charflow: error: {exc}", file=sys.stderr)

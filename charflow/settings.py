@@ -15,7 +15,7 @@ DEFAULTS = {
 
 
 def charflow_home() -> Path:
-    return Path(os.environ.get("CHARFLOW_HOME", ".charflow")).expanduser().resolve()
+    return Path(os.environ.get("CHARFLOW_HOME") or ".charflow").expanduser().resolve()
 
 
 def configure() -> Path:
@@ -24,9 +24,9 @@ def configure() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     # Absolute, so flow runs started elsewhere (a worker's temporary directory) find the same state.
     os.environ["CHARFLOW_HOME"] = str(home)
-    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
-    for name, value in DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    for name, value in {"PREFECT_HOME": str(home / "prefect"), **DEFAULTS}.items():
+        if not os.environ.get(name):
+            os.environ[name] = value
     return home
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="charflow-tests-"))
 os.environ["CHARFLOW_HOME"] = str(_SESSION_HOME)
@@ -68,12 +69,6 @@ def prefect_harness():
             yield
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """A real Prefect server on a free loopback port, for commands run as subprocesses."""
@@ -84,7 +79,9 @@ def prefect_server(tmp_path_factory):
     log = (prefect_home / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 180
@@ -106,23 +103,3 @@ def prefect_server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
-
-
-def run_cli(*args: str, home: Path, api_url: str | None = None, cwd: Path | None = None, timeout: int = 300):
-    env = {**os.environ, "CHARFLOW_HOME": str(home)}
-    env.pop("PREFECT_HOME", None)
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    else:
-        env.pop("PREFECT_API_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "charflow.cli", *args],
-        env=env, cwd=cwd or home, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` with its bytes: to check that a failure changed nothing."""
-    if not folder.exists():
-        return {}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -19,7 +19,10 @@ def test_versions_follow_content(tmp_path):
 
 def _register_many(root: str, worker: int) -> list[int]:
     catalog = Catalog(root)
-    return [catalog.register("c", hashlib.sha256(f"{worker}-{i}".encode()).hexdigest(), 1, "s", "k").version for i in range(25)]
+    return [
+        catalog.register("c", hashlib.sha256(f"{worker}-{i}".encode()).hexdigest(), 1, "s", "k").version
+        for i in range(25)
+    ]
 
 
 def test_two_processes_lose_no_line(tmp_path):

@@ -19,12 +19,12 @@ def f(x):
 
 def test_comments_docstrings_and_formatting_do_not_count():
     reformatted = textwrap.dedent(
-        '''
+        """
         import math
         # a new comment
         def f( x ):
             return 2*x
-        '''
+        """
     )
     assert normalized_source(SOURCE) == normalized_source(reformatted)
 

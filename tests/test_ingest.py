@@ -177,8 +177,12 @@ def test_url_not_found(tmp_path, http_root):
 
 @pytest.mark.parametrize(
     "source,name",
-    [("a/jaychou_lyrics.txt.zip", "jaychou_lyrics"), ("x/poems.txt", "poems"), ("https://h/p/songs.zip?x=1", "songs"),
-     ("lyrics/", "lyrics")],
+    [
+        ("a/jaychou_lyrics.txt.zip", "jaychou_lyrics"),
+        ("x/poems.txt", "poems"),
+        ("https://h/p/songs.zip?x=1", "songs"),
+        ("lyrics/", "lyrics"),
+    ],
 )
 def test_corpus_name(source, name):
     assert corpus_name(source) == name

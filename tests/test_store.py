@@ -25,7 +25,12 @@ def materialize(store: Store, key: str = "k" * 64, build=build_table):
 def test_manifest_records_everything(tmp_path):
     ref = materialize(Store(tmp_path))
     manifest = read_manifest(Path(ref.path))
-    assert (manifest.stage, manifest.key, manifest.params, manifest.inputs) == ("demo", "k" * 64, {"a": 1}, {"src": "abc"})
+    assert (manifest.stage, manifest.key, manifest.params, manifest.inputs) == (
+        "demo",
+        "k" * 64,
+        {"a": 1},
+        {"src": "abc"},
+    )
     assert manifest.code == "c0de" and manifest.libraries == {"lib": "1"} and manifest.created
     [entry] = manifest.files
     assert (entry.name, entry.rows) == ("data.parquet", 3)

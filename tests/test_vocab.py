@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from tasks.encode import EncodeError, decode, encode
 from tasks.vocab import BOOK_VOCAB_SIZE, UNK, VocabParams, build_vocab
 
+
 def test_book_vocabulary_by_code_point(book_text):
     vocab = build_vocab(book_text, VocabParams())
     assert len(vocab) == BOOK_VOCAB_SIZE == 1_027
