@@ -1,18 +1,24 @@
-"""Parquet schemas of each artifact kind, with their writers and readers.
+"""Parquet schemas of each artifact kind, with their streaming writers and readers.
 
 text     text.parquet     chunk: int32, text: large_string   (the text is the chunks joined in order)
 vocab    vocab.parquet    index: int32, token: string, count: int64, reserved: bool
 indices  indices.parquet  index: int32                       (one row per character)
+
+Each file carries a `charflow` JSON entry in its schema metadata (stage, inputs, vocabulary key...).
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 TEXT_FILE = "text.parquet"
@@ -28,6 +34,17 @@ INDICES_SCHEMA = pa.schema([("index", pa.int32())])
 # Characters per text row and indices per row group: small enough to stream, large enough to be fast.
 TEXT_CHUNK_CHARS = 1 << 20
 INDICES_ROW_GROUP = 1 << 20
+# Fixed writer options, so the same data always gives the same bytes; chosen by benchmarks/prepare_throughput.py.
+# Text stays uncompressed: zstd or lz4 cost 0.25 s per 100 MB, a quarter of the whole pipeline's time.
+TEXT_OPTIONS: dict[str, Any] = {"compression": "none"}
+VOCAB_OPTIONS: dict[str, Any] = {"compression": "zstd"}
+# Indices are already small dense integers: a dictionary only costs time. Splitting the bytes of each
+# int32 into streams leaves runs of zero bytes that lz4 squeezes fast (about 55 MB per 38 M characters).
+INDICES_OPTIONS: dict[str, Any] = {
+    "compression": "lz4",
+    "use_dictionary": False,
+    "column_encoding": {"index": "BYTE_STREAM_SPLIT"},
+}
 
 METADATA_KEY = b"charflow"
 
@@ -41,23 +58,131 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return json.loads(raw[METADATA_KEY]) if METADATA_KEY in raw else {}
 
 
-def _write(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
-    # Fixed writer options so the same table gives the same bytes.
-    pq.write_table(table, path, row_group_size=row_group_size, compression="zstd", write_statistics=True)
+class _BackgroundWriter:
+    """A ParquetWriter fed through a short queue: encoding and compression (which release the GIL)
+    overlap with the Python work that produces the next table."""
+
+    def __init__(self, path: Path, schema: pa.Schema, options: dict[str, Any]):
+        self._writer = pq.ParquetWriter(path, schema, write_statistics=True, **options)
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (table := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._writer.write_table(table)
+                except BaseException as exc:  # surfaced in write() or close()
+                    self._error = exc
+
+    def write(self, table: pa.Table) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(table)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._writer.close()
+        if self._error is not None:
+            raise self._error
 
 
-def write_text(folder: Path, text: str, metadata: dict[str, Any]) -> None:
-    chunks = [text[i : i + TEXT_CHUNK_CHARS] for i in range(0, len(text), TEXT_CHUNK_CHARS)]
-    table = pa.table(
-        {"chunk": pa.array(range(len(chunks)), pa.int32()), "text": pa.array(chunks, pa.large_string())},
-        schema=_with_metadata(TEXT_SCHEMA, metadata),
-    )
-    _write(table, folder / TEXT_FILE, row_group_size=8)
+def _utf8_row(text: str) -> pa.Array:
+    data = text.encode("utf-8")
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+    return pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data))
+
+
+def write_text(folder: Path, chunks: Iterable[str], metadata: dict[str, Any]) -> int:
+    """Write text given as chunks (re-cut to at most TEXT_CHUNK_CHARS); return its length in characters."""
+    writer = _BackgroundWriter(folder / TEXT_FILE, _with_metadata(TEXT_SCHEMA, metadata), TEXT_OPTIONS)
+    total = row = 0
+    try:
+        for chunk in chunks:
+            for start in range(0, len(chunk), TEXT_CHUNK_CHARS):
+                piece = chunk[start : start + TEXT_CHUNK_CHARS]
+                writer.write(pa.table([pa.array([row], pa.int32()), _utf8_row(piece)], schema=TEXT_SCHEMA))
+                total += len(piece)
+                row += 1
+    finally:
+        writer.close()
+    return total
+
+
+def write_text_utf8(folder: Path, chunks: Iterable[bytes], metadata: dict[str, Any]) -> int:
+    """Write text given as valid UTF-8 chunks, one row each; return its length in characters."""
+    writer = _BackgroundWriter(folder / TEXT_FILE, _with_metadata(TEXT_SCHEMA, metadata), TEXT_OPTIONS)
+    total = 0
+    try:
+        for row, data in enumerate(chunks):
+            offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+            text = pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data))
+            total += pc.sum(pc.utf8_length(text)).as_py() or 0
+            writer.write(pa.table([pa.array([row], pa.int32()), text], schema=TEXT_SCHEMA))
+    finally:
+        writer.close()
+    return total
+
+
+def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Produce `items` in a background thread (Parquet decoding releases the GIL)."""
+    buffer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put((True, item))
+            buffer.put((False, None))
+        except BaseException as exc:
+            buffer.put((False, exc))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = buffer.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.01)
+
+
+def _text_batches(folder: Path) -> Iterator[pa.Array]:
+    parquet = pq.ParquetFile(folder / TEXT_FILE)
+    return _prefetch(batch.column(0) for batch in parquet.iter_batches(batch_size=1, columns=["text"]))
+
+
+def iter_text(folder: Path) -> Iterator[str]:
+    """The text's chunks in order, one row at a time."""
+    for column in _text_batches(folder):
+        yield from column.to_pylist()
+
+
+def iter_text_utf8(folder: Path) -> Iterator[bytes]:
+    """The text's chunks as UTF-8 bytes, without decoding them."""
+    for column in _text_batches(folder):
+        offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[column.offset : column.offset + len(column) + 1]
+        data = column.buffers()[2]
+        for start, end in zip(offsets[:-1], offsets[1:], strict=True):
+            yield data[int(start) : int(end)].to_pybytes()
 
 
 def read_text(folder: Path) -> str:
-    table = pq.read_table(folder / TEXT_FILE, columns=["text"])
-    return "".join(table.column("text").to_pylist())
+    return "".join(iter_text(folder))
 
 
 def write_vocab(folder: Path, tokens: list[str], counts: np.ndarray, reserved: int, metadata: dict[str, Any]) -> None:
@@ -70,16 +195,26 @@ def write_vocab(folder: Path, tokens: list[str], counts: np.ndarray, reserved: i
         },
         schema=_with_metadata(VOCAB_SCHEMA, metadata),
     )
-    _write(table, folder / VOCAB_FILE)
+    pq.write_table(table, folder / VOCAB_FILE, write_statistics=True, **VOCAB_OPTIONS)
 
 
 def read_vocab_table(folder: Path) -> pa.Table:
     return pq.read_table(folder / VOCAB_FILE)
 
 
-def write_indices(folder: Path, indices: np.ndarray, metadata: dict[str, Any]) -> None:
-    table = pa.table({"index": pa.array(indices, pa.int32())}, schema=_with_metadata(INDICES_SCHEMA, metadata))
-    _write(table, folder / INDICES_FILE, row_group_size=INDICES_ROW_GROUP)
+def write_indices(folder: Path, chunks: Iterable[np.ndarray], metadata: dict[str, Any]) -> int:
+    """Write int32 index chunks, one row group per INDICES_ROW_GROUP rows; return the row count."""
+    writer = _BackgroundWriter(folder / INDICES_FILE, _with_metadata(INDICES_SCHEMA, metadata), INDICES_OPTIONS)
+    rows = 0
+    try:
+        for chunk in chunks:
+            for start in range(0, len(chunk), INDICES_ROW_GROUP):
+                piece = np.ascontiguousarray(chunk[start : start + INDICES_ROW_GROUP], dtype=np.int32)
+                writer.write(pa.table([pa.array(piece)], schema=INDICES_SCHEMA))
+                rows += len(piece)
+    finally:
+        writer.close()
+    return rows
 
 
 def read_indices(folder: Path) -> np.ndarray:

@@ -13,8 +13,8 @@ from artifacts import schemas
 from artifacts.fingerprint import code_fingerprint
 from artifacts.keys import canonical, content_key, library_versions
 from artifacts.store import ArtifactRef, Store
-from tasks.clean import CleanParams, clean
-from tasks.encode import encode
+from tasks.clean import CleanParams, ascii_translation, clean_chunks, clean_utf8
+from tasks.encode import encode_chunks
 from tasks.ingest import Fetched, IngestParams, ingest, read_members
 from tasks.vocab import Vocab, VocabParams, build_vocab
 
@@ -75,7 +75,7 @@ def ingest_stage(store: Store, fetched: Fetched, params: IngestParams) -> Artifa
             "size": fetched.size,
             "members": [{"name": name, "bytes": len(data)} for name, data in members],
         }
-        schemas.write_text(folder, text, {"stage": "ingest", **summary})
+        schemas.write_text(folder, [text], {"stage": "ingest", **summary})
         return summary
 
     return _materialize(store, "ingest", {"fetched": fetched, "params": params}, build)
@@ -83,17 +83,19 @@ def ingest_stage(store: Store, fetched: Fetched, params: IngestParams) -> Artifa
 
 def clean_stage(store: Store, text: ArtifactRef, params: CleanParams) -> ArtifactRef:
     def build(folder: Path) -> dict[str, Any]:
-        cleaned = clean(schemas.read_text(Path(text.path)), params)
-        summary = {"chars": len(cleaned)}
-        schemas.write_text(folder, cleaned, {"stage": "clean", "input": text.key, **summary})
-        return summary
+        metadata = {"stage": "clean", "input": text.key}
+        if (table := ascii_translation(params)) is not None:
+            cleaned = clean_utf8(schemas.iter_text_utf8(Path(text.path)), table, params.max_chars)
+            return {"chars": schemas.write_text_utf8(folder, cleaned, metadata)}
+        cleaned = clean_chunks(schemas.iter_text(Path(text.path)), params)
+        return {"chars": schemas.write_text(folder, cleaned, metadata)}
 
     return _materialize(store, "clean", {"text": text, "params": params}, build)
 
 
 def vocab_stage(store: Store, text: ArtifactRef, params: VocabParams) -> ArtifactRef:
     def build(folder: Path) -> dict[str, Any]:
-        vocab = build_vocab(schemas.read_text(Path(text.path)), params)
+        vocab = build_vocab(schemas.iter_text(Path(text.path)), params)
         policy = canonical(params)
         schemas.write_vocab(folder, vocab.tokens, vocab.counts, vocab.reserved, {"stage": "vocab", "policy": policy})
         return {"size": len(vocab), "reserved": vocab.reserved, "policy": policy}
@@ -103,10 +105,10 @@ def vocab_stage(store: Store, text: ArtifactRef, params: VocabParams) -> Artifac
 
 def encode_stage(store: Store, text: ArtifactRef, vocab: ArtifactRef, params: EncodeParams) -> ArtifactRef:
     def build(folder: Path) -> dict[str, Any]:
-        indices = encode(schemas.read_text(Path(text.path)), load_vocab(vocab))
-        summary = {"rows": len(indices), "vocab_key": vocab.key, "vocab_size": vocab.summary.get("size")}
-        schemas.write_indices(folder, indices, {"stage": "encode", **summary})
-        return summary
+        source = {"vocab_key": vocab.key, "vocab_size": vocab.summary.get("size")}
+        chunks = encode_chunks(schemas.iter_text(Path(text.path)), load_vocab(vocab))
+        rows = schemas.write_indices(folder, chunks, {"stage": "encode", "text_key": text.key, **source})
+        return {"rows": rows, **source}
 
     return _materialize(store, "encode", {"text": text, "vocab": vocab, "params": params}, build)
 

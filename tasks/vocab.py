@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,12 +57,28 @@ class Vocab:
 
 
 def code_points(text: str) -> np.ndarray:
-    """The text as an array of code points: a view of its UTF-32 encoding, no Python loop."""
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # (chars,)
+    """The text as an array of code points, (chars,) uint16 or uint32: a view of its encoding, no Python loop."""
+    utf16 = text.encode("utf-16-le")
+    if len(utf16) == 2 * len(text):
+        # No surrogate pairs: every character fits one UTF-16 unit (half the bytes of UTF-32).
+        return np.frombuffer(utf16, dtype=np.uint16)
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
-def build_vocab(text: str, params: VocabParams) -> Vocab:
-    counts = np.bincount(code_points(text))  # (max code point + 1,)
+def count_code_points(chunks: Iterable[str]) -> np.ndarray:
+    """Occurrences of each code point over all chunks: (max code point + 1,) int64."""
+    total = np.zeros(0, dtype=np.int64)
+    for chunk in chunks:
+        counts = np.bincount(code_points(chunk))
+        if len(counts) > len(total):
+            total = np.concatenate([total, np.zeros(len(counts) - len(total), dtype=np.int64)])
+        total[: len(counts)] += counts
+    return total
+
+
+def build_vocab(text: str | Iterable[str], params: VocabParams) -> Vocab:
+    """The vocabulary of a text, given whole or in chunks."""
+    counts = count_code_points([text] if isinstance(text, str) else text)  # (max code point + 1,)
     present = np.flatnonzero(counts)
     if params.order == "frequency":
         present = present[np.lexsort((present, -counts[present]))]

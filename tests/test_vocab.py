@@ -93,3 +93,24 @@ def test_vocabulary_bytes_do_not_depend_on_the_hash_seed(book_text, tmp_path):
             [hashlib.sha256((out / o / "vocab.parquet").read_bytes()).hexdigest() for o in ("codepoint", "frequency")]
         )
     assert digests[0] == digests[1] == digests[2]
+
+
+def test_code_points_beyond_the_basic_plane():
+    from tasks.vocab import code_points
+
+    assert code_points("a好").dtype == np.uint16
+    wide = code_points("a\U0001f600好")
+    assert wide.dtype == np.uint32 and wide.tolist() == [0x61, 0x1F600, 0x597D]
+    vocab = build_vocab(["a\U0001f600", "好a"], VocabParams())
+    assert vocab.tokens == ["a", "好", "\U0001f600"] and vocab.counts.tolist() == [2, 1, 1]
+    assert decode(encode("好\U0001f600a", vocab), vocab) == "好\U0001f600a"
+
+
+def test_encoding_in_chunks_matches_and_reports_global_offsets():
+    from tasks.encode import encode_chunks
+
+    vocab = build_vocab("abc好", VocabParams())
+    chunks = ["ab", "c好a", "b"]
+    assert np.concatenate(list(encode_chunks(chunks, vocab))).tolist() == encode("abc好ab", vocab).tolist()
+    with pytest.raises(EncodeError, match="'z' at 5"):
+        list(encode_chunks(["abc", "aaz"], vocab))
