@@ -70,12 +70,25 @@ def module_closure(modules: Iterable[str], packages: frozenset[str] = PROJECT_PA
     return found
 
 
+def function_source(name: str) -> str:
+    """`module:function`: that top-level function's (or class's) normalized syntax tree alone."""
+    module, function = name.split(":")
+    path = _module_file(module)
+    if path is None:
+        raise ValueError(f"no Python source for module {module!r}")
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == function:
+            return normalized_source(ast.unparse(node))
+    raise ValueError(f"{module} has no top-level {function!r}")
+
+
 @cache
 def code_fingerprint(modules: tuple[str, ...], packages: frozenset[str] = PROJECT_PACKAGES) -> str:
+    """Whole modules with their project imports; `module:function` entries by that function alone."""
+    whole = module_closure([name for name in modules if ":" not in name], packages)
+    parts = {name: normalized_source(path.read_text(encoding="utf-8")) for name, path in whole.items()}
+    parts.update({name: function_source(name) for name in modules if ":" in name})
     digest = hashlib.sha256()
-    for name, path in sorted(module_closure(modules, packages).items()):
-        digest.update(name.encode())
-        digest.update(b"\0")
-        digest.update(normalized_source(path.read_text(encoding="utf-8")).encode())
-        digest.update(b"\0")
+    for name, source in sorted(parts.items()):
+        digest.update(name.encode() + b"\0" + source.encode() + b"\0")
     return digest.hexdigest()

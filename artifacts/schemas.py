@@ -3,6 +3,9 @@
 text     text.parquet     chunk: int32, text: large_string   (the text is the chunks joined in order)
 vocab    vocab.parquet    index: int32, token: string, count: int64, reserved: bool
 indices  indices.parquet  index: int32                       (one row per character)
+batches  batches-NNNNN.parquet  epoch: int32, batch: int32, row: int32, start: int64,
+                                x: fixed_size_list<int32>[num_steps], y: fixed_size_list<int32>[num_steps]
+                                (rows in (epoch, batch, row) order; one row group per batch)
 
 Each file carries a `charflow` JSON entry in its schema metadata (stage, inputs, vocabulary key...).
 """
@@ -31,6 +34,24 @@ VOCAB_SCHEMA = pa.schema(
 )
 INDICES_SCHEMA = pa.schema([("index", pa.int32())])
 
+
+def batches_schema(num_steps: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("epoch", pa.int32()),
+            ("batch", pa.int32()),
+            ("row", pa.int32()),
+            ("start", pa.int64()),
+            ("x", pa.list_(pa.int32(), num_steps)),
+            ("y", pa.list_(pa.int32(), num_steps)),
+        ]
+    )
+
+
+def batches_file(shard: int) -> str:
+    return f"batches-{shard:05d}.parquet"
+
+
 # Characters per text row and indices per row group: small enough to stream, large enough to be fast.
 TEXT_CHUNK_CHARS = 1 << 20
 INDICES_ROW_GROUP = 1 << 20
@@ -45,6 +66,8 @@ INDICES_OPTIONS: dict[str, Any] = {
     "use_dictionary": False,
     "column_encoding": {"index": "BYTE_STREAM_SPLIT"},
 }
+
+BATCHES_OPTIONS: dict[str, Any] = {"compression": "lz4", "use_dictionary": False}
 
 METADATA_KEY = b"charflow"
 
@@ -220,3 +243,38 @@ def write_indices(folder: Path, chunks: Iterable[np.ndarray], metadata: dict[str
 def read_indices(folder: Path) -> np.ndarray:
     column = pq.read_table(folder / INDICES_FILE, columns=["index"]).column("index")
     return column.to_numpy().astype(np.int32, copy=False)
+
+
+class BatchShardWriter:
+    """One batches shard: each `write` call holds whole batches and becomes one row group per batch."""
+
+    def __init__(self, path: Path, num_steps: int, metadata: dict[str, Any]):
+        self.schema = _with_metadata(batches_schema(num_steps), metadata)
+        self._writer = _BackgroundWriter(path, self.schema, BATCHES_OPTIONS)
+
+    def write(
+        self, epoch: int, batch: np.ndarray, row: np.ndarray, start: np.ndarray, x: np.ndarray, y: np.ndarray
+    ) -> None:
+        """Rows of one batch: batch, row, start (rows,), x and y (rows, num_steps)."""
+        rows, steps = x.shape
+        columns = [
+            pa.array(np.full(rows, epoch, dtype=np.int32)),
+            pa.array(batch.astype(np.int32)),
+            pa.array(row.astype(np.int32)),
+            pa.array(start.astype(np.int64)),
+            pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(x, dtype=np.int32).reshape(-1)), steps),
+            pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(y, dtype=np.int32).reshape(-1)), steps),
+        ]
+        self._writer.write(pa.Table.from_arrays(columns, schema=self.schema))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def read_batch_rows(path: Path, row_groups: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of the given row groups (batches), concatenated: (rows, num_steps) int32 each."""
+    parquet = pq.ParquetFile(path)
+    steps = parquet.schema_arrow.field("x").type.list_size
+    table = parquet.read_row_groups(row_groups, columns=["x", "y"], use_threads=False)
+    x, y = (table.column(name).combine_chunks().flatten().to_numpy().reshape(-1, steps) for name in ("x", "y"))
+    return x, y

@@ -60,6 +60,33 @@ def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def _add_sampler_options(parser: argparse.ArgumentParser) -> None:
+    sampler = parser.add_argument_group("batches")
+    sampler.add_argument("--sampler", choices=["random", "consecutive"], default="random")
+    sampler.add_argument("--batch-size", type=int, default=32)
+    sampler.add_argument("--num-steps", type=int, default=35)
+    sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument("--epochs", type=int, default=250)
+    sampler.add_argument("--keep-last", action="store_true", help="keep a partial last batch (random sampling)")
+    sampler.add_argument("--random-offset", action="store_true", help="a seeded start offset per epoch")
+    sampler.add_argument("--max-shard-rows", type=int, default=65_536, help="rows per Parquet shard, at most")
+
+
+def _sampler_params(args: argparse.Namespace) -> Any:
+    from tasks.batches import BatchesParams
+
+    return BatchesParams(
+        sampler=args.sampler,
+        batch_size=args.batch_size,
+        num_steps=args.num_steps,
+        seed=args.seed,
+        epochs=args.epochs,
+        drop_last=not args.keep_last,
+        random_offset=args.random_offset,
+        max_shard_rows=args.max_shard_rows,
+    )
+
+
 def _prepare_params(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.clean import CleanParams
     from tasks.ingest import IngestParams
@@ -115,12 +142,24 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
+def cmd_batches(args: argparse.Namespace) -> int:
+    params = {**_prepare_params(args), "sampler": _sampler_params(args)}
+    from flows.batches import batches
+
+    _print_prepared(batches(**params), args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="charflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help="ingest, clean, build the vocabulary and encode a corpus")
     _add_prepare_options(prepare)
     prepare.set_defaults(func=cmd_prepare)
+    batches = commands.add_parser("batches", help="prepare a corpus, then generate and store its minibatches")
+    _add_prepare_options(batches)
+    _add_sampler_options(batches)
+    batches.set_defaults(func=cmd_batches)
     return parser
 
 

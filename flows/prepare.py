@@ -51,7 +51,7 @@ def prepare(
     vocabulary = run_stage(vocab_task, text=cleaned, params=vocab)
     encoded = run_stage(encode_task, text=cleaned, vocab=vocabulary, params=EncodeParams())
     outputs = {"ingest": ingested, "clean": cleaned, "vocab": vocabulary, "encode": encoded}
-    record_task(version, outputs)
+    record_task(version.corpus, version.version, outputs)
     return Prepared(
         corpus=version.corpus, version=version.version, new_version=version.new, sha256=fetched.sha256, stages=outputs
     )

@@ -80,16 +80,19 @@ def encode_task(text: ArtifactRef, vocab: ArtifactRef, params: stages.EncodePara
     return stages.encode_stage(_store(), text, vocab, params)
 
 
+@task(name="batches", cache_policy=CONTENT_KEY, persist_result=True)
+def batches_task(indices: ArtifactRef, params: stages.BatchesParams) -> ArtifactRef:
+    return stages.batches_stage(_store(), indices, params)
+
+
 @task(name="register-version", cache_policy=NO_CACHE)
 def register_task(corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
     return Catalog(settings.store_root()).register(corpus, fetched.sha256, fetched.size, fetched.source, ingested.key)
 
 
 @task(name="record-outputs", cache_policy=NO_CACHE)
-def record_task(version: CorpusVersion, outputs: dict[str, ArtifactRef]) -> None:
-    Catalog(settings.store_root()).record_outputs(
-        version.corpus, version.version, {stage: ref.key for stage, ref in outputs.items()}
-    )
+def record_task(corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
+    Catalog(settings.store_root()).record_outputs(corpus, version, {stage: ref.key for stage, ref in outputs.items()})
 
 
 def run_stage(stage_task: Any, **inputs: Any) -> ArtifactRef:

@@ -13,6 +13,7 @@ from artifacts import schemas
 from artifacts.fingerprint import code_fingerprint
 from artifacts.keys import canonical, content_key, library_versions
 from artifacts.store import ArtifactRef, Store
+from tasks.batches import BatchesParams, plan_shards, stored_batches
 from tasks.clean import CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import encode_chunks
 from tasks.ingest import Fetched, IngestParams, ingest, read_members
@@ -25,12 +26,15 @@ class EncodeParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# The code behind each stage's bytes: its module, the writers, and (transitively) what they import.
+# The code behind each stage's bytes: its module and the writers with what they import, and its own
+# function here (with the shared helpers), so that editing one stage's glue re-keys that stage alone.
+_SHARED = ("artifacts.schemas", "tasks.stages:_materialize", "tasks.stages:input_digests")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "ingest": ("tasks.ingest", "artifacts.schemas", "tasks.stages"),
-    "clean": ("tasks.clean", "artifacts.schemas", "tasks.stages"),
-    "vocab": ("tasks.vocab", "artifacts.schemas", "tasks.stages"),
-    "encode": ("tasks.encode", "artifacts.schemas", "tasks.stages"),
+    "ingest": ("tasks.ingest", "tasks.stages:ingest_stage", *_SHARED),
+    "clean": ("tasks.clean", "tasks.stages:clean_stage", *_SHARED),
+    "vocab": ("tasks.vocab", "tasks.stages:vocab_stage", *_SHARED),
+    "encode": ("tasks.encode", "tasks.stages:encode_stage", "tasks.stages:load_vocab", *_SHARED),
+    "batches": ("tasks.batches", "tasks.stages:batches_stage", *_SHARED),
 }
 
 
@@ -111,6 +115,38 @@ def encode_stage(store: Store, text: ArtifactRef, vocab: ArtifactRef, params: En
         return {"rows": rows, **source}
 
     return _materialize(store, "encode", {"text": text, "vocab": vocab, "params": params}, build)
+
+
+def batches_stage(store: Store, indices: ArtifactRef, params: BatchesParams) -> ArtifactRef:
+    def build(folder: Path) -> dict[str, Any]:
+        corpus = schemas.read_indices(Path(indices.path))  # (n,) int32
+        per_epoch, shards = plan_shards(len(corpus), params)
+        rows = sum(shard["rows"] for shard in shards)
+        summary = {
+            "spec": canonical(params),
+            "vocab_key": indices.summary.get("vocab_key"),
+            "vocab_size": indices.summary.get("vocab_size"),
+            "indices_key": indices.key,
+            "epochs": params.epochs,
+            "epochs_stored": params.stored_epochs,
+            "same_every_epoch": params.same_every_epoch,
+            "batches_per_epoch": per_epoch,
+            "rows": rows,
+            "tokens": rows * params.num_steps,
+        }
+        batches = stored_batches(corpus, params)
+        for number, shard in enumerate(shards):
+            shard["file"] = schemas.batches_file(number)
+            metadata = {"stage": "batches", **summary, "shard": shard}
+            writer = schemas.BatchShardWriter(folder / shard["file"], params.num_steps, metadata)
+            try:
+                for _ in range(shard["batches"]):
+                    writer.write(*next(batches))
+            finally:
+                writer.close()
+        return {**summary, "shards": shards}
+
+    return _materialize(store, "batches", {"indices": indices, "params": params}, build)
 
 
 def load_vocab(ref: ArtifactRef) -> Vocab:

@@ -60,7 +60,19 @@ def test_imported_project_modules_are_part_of_the_fingerprint(package):
     assert fingerprint(package) != before
 
 
+def test_one_function_of_a_module_counts_alone(package):
+    (package / "glue.py").write_text("def a():\n    return 1\n\n\ndef b():\n    return 2\n")
+    code_fingerprint.cache_clear()
+    before = code_fingerprint(("pkgfp.glue:a",), frozenset({"pkgfp"}))
+    (package / "glue.py").write_text("def a():\n    return 1  # same\n\n\ndef b():\n    return 3\n")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint(("pkgfp.glue:a",), frozenset({"pkgfp"})) == before
+    (package / "glue.py").write_text("def a():\n    return 4\n\n\ndef b():\n    return 3\n")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint(("pkgfp.glue:a",), frozenset({"pkgfp"})) != before
+
+
 def test_stage_fingerprints_cover_their_modules():
-    closure = module_closure(list(STAGE_CODE["encode"]))
+    closure = module_closure([m for m in STAGE_CODE["encode"] if ":" not in m])
     assert {"tasks.encode", "tasks.vocab", "artifacts.schemas"} <= set(closure)
     assert not any(name.startswith("prefect") for name in closure)

@@ -1,0 +1,130 @@
+"""Reading a batches artifact back as tensors: per rank, resumable, without Prefect."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from artifacts import schemas
+from artifacts.manifest import read_manifest
+
+
+class VocabMismatchError(ValueError):
+    """The batches were encoded with another vocabulary than the caller's."""
+
+
+class BatchReader(IterableDataset):
+    """(X, Y) integer tensors of shape (rows, num_steps) in the artifact's order.
+
+    Rank r of `world_size` readers gets its own part, and together they see every batch of an epoch once:
+    with random sampling whole batches (batch b of an epoch goes to rank b % world_size); with consecutive
+    sampling whole streams (rows r*B/N .. (r+1)*B/N of every batch), so each rank's hidden state stays valid.
+    `start=(epoch, batch)` resumes exactly there.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        expected_vocab_key: str | None = None,
+        start: tuple[int, int] = (0, 0),
+        pin_memory: bool = False,
+        dtype: torch.dtype = torch.long,
+    ):
+        self.folder = Path(folder)
+        self.info: dict[str, Any] = read_manifest(self.folder).summary
+        spec = self.info["spec"]
+        self.sampler: str = spec["sampler"]
+        self.batch_size: int = spec["batch_size"]
+        self.num_steps: int = spec["num_steps"]
+        self.epochs: int = self.info["epochs"]
+        if expected_vocab_key is not None and self.info["vocab_key"] != expected_vocab_key:
+            raise VocabMismatchError(
+                f"{self.folder.name}: these batches were encoded with vocabulary {self.info['vocab_key'][:12]}, "
+                f"not the expected {expected_vocab_key[:12]}; generate batches from the same prepare run"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..world_size-1, got rank={rank}, world_size={world_size}")
+        if self.sampler == "consecutive" and self.batch_size % world_size:
+            raise ValueError(
+                f"consecutive batches split by whole streams: batch_size={self.batch_size} does not divide among "
+                f"world_size={world_size} ranks"
+            )
+        self.rank, self.world_size = rank, world_size
+        self.start = start
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        if pin_memory and not self.pin_memory:
+            warnings.warn("pin_memory needs CUDA, which is not available: reading into ordinary memory", stacklevel=2)
+        self.dtype = dtype
+        self._cached: tuple[int, list] | None = None
+
+    def _split(self) -> tuple[int, int]:
+        """This reader's (rank, world), with DataLoader workers splitting a rank further."""
+        worker = get_worker_info()
+        if worker is None or worker.num_workers == 1:
+            return self.rank, self.world_size
+        if self.sampler == "consecutive":
+            raise ValueError(
+                "consecutive batches must reach the model in order: use num_workers=0 or 1 with this reader"
+            )
+        return self.rank * worker.num_workers + worker.id, self.world_size * worker.num_workers
+
+    def _stored_epoch(self, stored: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """All batches of one stored epoch as tensors, in order; the last epoch read is kept."""
+        if self._cached is not None and self._cached[0] == stored:
+            return self._cached[1]
+        counts = self.info["batches_per_epoch"]
+        first = sum(counts[:stored])
+        last = first + counts[stored]
+        xs, ys, sizes = [], [], []
+        for shard in self.info["shards"]:
+            lo = max(first, shard["first_batch"])
+            hi = min(last, shard["first_batch"] + shard["batches"])
+            if lo >= hi:
+                continue
+            groups = list(range(lo - shard["first_batch"], hi - shard["first_batch"]))
+            x, y = schemas.read_batch_rows(self.folder / shard["file"], groups)
+            xs.append(x)
+            ys.append(y)
+        x = torch.from_numpy(np.concatenate(xs)).to(self.dtype)  # (rows, T)
+        y = torch.from_numpy(np.concatenate(ys)).to(self.dtype)  # (rows, T)
+        if self.pin_memory:
+            x, y = x.pin_memory(), y.pin_memory()
+        sizes = [self.batch_size] * counts[stored]
+        if len(x) != sum(sizes):
+            sizes[-1] = len(x) - self.batch_size * (counts[stored] - 1)
+        batches = list(zip(torch.split(x, sizes), torch.split(y, sizes), strict=True))
+        self._cached = (stored, batches)
+        return batches
+
+    def positions(self) -> Iterator[tuple[int, int]]:
+        """(epoch, batch) of every batch this reader yields, in order."""
+        rank, world = self._split()
+        for epoch in range(self.start[0], self.epochs):
+            stored = 0 if self.info["same_every_epoch"] else epoch
+            first = self.start[1] if epoch == self.start[0] else 0
+            for batch in range(first, self.info["batches_per_epoch"][stored]):
+                if self.sampler == "consecutive" or batch % world == rank:
+                    yield epoch, batch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rank, world = self._split()
+        rows = slice(None)
+        if self.sampler == "consecutive":
+            share = self.batch_size // world
+            rows = slice(rank * share, (rank + 1) * share)
+        for epoch, batch in self.positions():
+            stored = 0 if self.info["same_every_epoch"] else epoch
+            x, y = self._stored_epoch(stored)[batch]
+            yield x[rows], y[rows]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.positions())
