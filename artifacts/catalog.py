@@ -84,8 +84,13 @@ class Catalog:
             return entry.model_copy(update={"new": True})
 
     def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None:
-        """Remember which artifacts a run made from a corpus version (for lineage and gc)."""
+        """Remember which artifacts a run made from a corpus version (for lineage and gc), once."""
         with self._locked():
+            for entry in self.entries():
+                if entry.get("event") == "outputs" and (entry["corpus"], entry["version"], entry["outputs"]) == (
+                    corpus, version, outputs
+                ):
+                    return
             self._append(
                 {
                     "event": "outputs",

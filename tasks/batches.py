@@ -196,6 +196,7 @@ def rows_per_batch(n: int, spec: SamplerSpec, epoch: int) -> list[int]:
 
 def plan_shards(n: int, params: BatchesParams) -> tuple[list[int], list[dict]]:
     """Batches per stored epoch, and shards of whole batches holding at most max_shard_rows rows each."""
+    check_fits(n, params)
     per_epoch: list[int] = []
     shards: list[dict] = []
     current: dict | None = None
