@@ -88,7 +88,9 @@ class Catalog:
         with self._locked():
             for entry in self.entries():
                 if entry.get("event") == "outputs" and (entry["corpus"], entry["version"], entry["outputs"]) == (
-                    corpus, version, outputs
+                    corpus,
+                    version,
+                    outputs,
                 ):
                     return
             self._append(

@@ -150,7 +150,7 @@ def write_text_utf8(folder: Path, chunks: Iterable[bytes], metadata: dict[str, A
     return total
 
 
-def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """Produce `items` in a background thread (Parquet decoding releases the GIL)."""
     buffer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -186,7 +186,7 @@ def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 def _text_batches(folder: Path) -> Iterator[pa.Array]:
     parquet = pq.ParquetFile(folder / TEXT_FILE)
-    return _prefetch(batch.column(0) for batch in parquet.iter_batches(batch_size=1, columns=["text"]))
+    return prefetch(batch.column(0) for batch in parquet.iter_batches(batch_size=1, columns=["text"]))
 
 
 def iter_text(folder: Path) -> Iterator[str]:
@@ -271,10 +271,26 @@ class BatchShardWriter:
         self._writer.close()
 
 
-def read_batch_rows(path: Path, row_groups: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """x and y of the given row groups (batches), concatenated: (rows, num_steps) int32 each."""
+def read_batch_rows(
+    path: Path, row_groups: list[int], dtype: np.dtype | type = np.int32
+) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of the given row groups (batches), concatenated: (rows, num_steps) each, writable, in `dtype`.
+
+    Arrow's buffers are copied once, straight into the result (no intermediate concatenation).
+    """
     parquet = pq.ParquetFile(path)
     steps = parquet.schema_arrow.field("x").type.list_size
-    table = parquet.read_row_groups(row_groups, columns=["x", "y"], use_threads=False)
-    x, y = (table.column(name).combine_chunks().flatten().to_numpy().reshape(-1, steps) for name in ("x", "y"))
-    return x, y
+    if row_groups == list(range(parquet.metadata.num_row_groups)):
+        table = parquet.read(columns=["x", "y"], use_threads=False)
+    else:
+        table = parquet.read_row_groups(row_groups, columns=["x", "y"], use_threads=False)
+    result = []
+    for name in ("x", "y"):
+        out = np.empty((table.num_rows, steps), dtype=dtype)  # (rows, T)
+        row = 0
+        for chunk in table.column(name).chunks:
+            values = chunk.flatten().to_numpy().reshape(-1, steps)  # a view of Arrow's buffer
+            out[row : row + len(values)] = values
+            row += len(values)
+        result.append(out)
+    return result[0], result[1]

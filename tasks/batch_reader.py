@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -25,7 +24,8 @@ class BatchReader(IterableDataset):
     Rank r of `world_size` readers gets its own part, and together they see every batch of an epoch once:
     with random sampling whole batches (batch b of an epoch goes to rank b % world_size); with consecutive
     sampling whole streams (rows r*B/N .. (r+1)*B/N of every batch), so each rank's hidden state stays valid.
-    `start=(epoch, batch)` resumes exactly there.
+    `start=(epoch, batch)` resumes exactly there. Ids stay int32 as stored (half the bytes to a GPU; an
+    embedding takes them as they are); pass `dtype=torch.long` where a loss wants int64 targets on the host.
     """
 
     def __init__(
@@ -37,7 +37,7 @@ class BatchReader(IterableDataset):
         expected_vocab_key: str | None = None,
         start: tuple[int, int] = (0, 0),
         pin_memory: bool = False,
-        dtype: torch.dtype = torch.long,
+        dtype: torch.dtype = torch.int32,
     ):
         self.folder = Path(folder)
         self.info: dict[str, Any] = read_manifest(self.folder).summary
@@ -64,7 +64,7 @@ class BatchReader(IterableDataset):
         if pin_memory and not self.pin_memory:
             warnings.warn("pin_memory needs CUDA, which is not available: reading into ordinary memory", stacklevel=2)
         self.dtype = dtype
-        self._cached: tuple[int, list] | None = None
+        self._numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
 
     def _split(self) -> tuple[int, int]:
         """This reader's (rank, world), with DataLoader workers splitting a rank further."""
@@ -77,33 +77,34 @@ class BatchReader(IterableDataset):
             )
         return self.rank * worker.num_workers + worker.id, self.world_size * worker.num_workers
 
-    def _stored_epoch(self, stored: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """All batches of one stored epoch as tensors, in order; the last epoch read is kept."""
-        if self._cached is not None and self._cached[0] == stored:
-            return self._cached[1]
-        counts = self.info["batches_per_epoch"]
-        first = sum(counts[:stored])
-        last = first + counts[stored]
-        xs, ys, sizes = [], [], []
-        for shard in self.info["shards"]:
-            lo = max(first, shard["first_batch"])
-            hi = min(last, shard["first_batch"] + shard["batches"])
-            if lo >= hi:
-                continue
-            groups = list(range(lo - shard["first_batch"], hi - shard["first_batch"]))
-            x, y = schemas.read_batch_rows(self.folder / shard["file"], groups)
-            xs.append(x)
-            ys.append(y)
-        x = torch.from_numpy(np.concatenate(xs)).to(self.dtype)  # (rows, T)
-        y = torch.from_numpy(np.concatenate(ys)).to(self.dtype)  # (rows, T)
-        if self.pin_memory:
-            x, y = x.pin_memory(), y.pin_memory()
-        sizes = [self.batch_size] * counts[stored]
-        if len(x) != sum(sizes):
-            sizes[-1] = len(x) - self.batch_size * (counts[stored] - 1)
-        batches = list(zip(torch.split(x, sizes), torch.split(y, sizes), strict=True))
-        self._cached = (stored, batches)
-        return batches
+    def _wanted(self, stored: int, epoch: int, rank: int, world: int) -> list[int]:
+        """Epoch-local batch numbers this reader takes from `stored` epoch when serving `epoch`."""
+        first = self.start[1] if epoch == self.start[0] else 0
+        count = self.info["batches_per_epoch"][stored]
+        return [b for b in range(first, count) if self.sampler == "consecutive" or b % world == rank]
+
+    def _read(self, stored: int, wanted: list[int]) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The wanted batches of a stored epoch, shard by shard, decoded ahead in a background thread."""
+        offset = sum(self.info["batches_per_epoch"][:stored])
+        wanted_global = [offset + b for b in wanted]
+
+        def load(shard: dict, groups: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            x, y = schemas.read_batch_rows(self.folder / shard["file"], groups, self._numpy_dtype)
+            x, y = torch.from_numpy(x), torch.from_numpy(y)  # (rows, T) each
+            if self.pin_memory:
+                x, y = x.pin_memory(), y.pin_memory()
+            sizes = [self.batch_size] * len(groups)
+            sizes[-1] = len(x) - self.batch_size * (len(groups) - 1)  # a kept partial last batch
+            return list(zip(torch.split(x, sizes), torch.split(y, sizes), strict=True))
+
+        def shards() -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+            for shard in self.info["shards"]:
+                lo, hi = shard["first_batch"], shard["first_batch"] + shard["batches"]
+                groups = [g - lo for g in wanted_global if lo <= g < hi]
+                if groups:
+                    yield load(shard, groups)
+
+        return schemas.prefetch(shards())
 
     def positions(self) -> Iterator[tuple[int, int]]:
         """(epoch, batch) of every batch this reader yields, in order."""
@@ -121,10 +122,20 @@ class BatchReader(IterableDataset):
         if self.sampler == "consecutive":
             share = self.batch_size // world
             rows = slice(rank * share, (rank + 1) * share)
-        for epoch, batch in self.positions():
-            stored = 0 if self.info["same_every_epoch"] else epoch
-            x, y = self._stored_epoch(stored)[batch]
-            yield x[rows], y[rows]
+        kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        for epoch in range(self.start[0], self.epochs):
+            if self.info["same_every_epoch"]:
+                # One stored epoch serves them all: decode it once, keep it.
+                if kept is None:
+                    kept = [batch for part in self._read(0, self._wanted(0, -1, rank, world)) for batch in part]
+                first = self.start[1] if epoch == self.start[0] else 0
+                batches: Iterator = iter(kept[first:])
+            else:
+                batches = (
+                    batch for part in self._read(epoch, self._wanted(epoch, epoch, rank, world)) for batch in part
+                )
+            for x, y in batches:
+                yield x[rows], y[rows]
 
     def __len__(self) -> int:
         return sum(1 for _ in self.positions())

@@ -56,7 +56,7 @@ def test_stored_batches_read_back_exactly(store, sampler):
     want = expected(corpus, params)
     assert len(got) == len(want)
     for (x, y), (_, _, wx, wy) in zip(got, want, strict=True):
-        assert x.dtype == torch.long and x.shape == (4, 7)
+        assert x.dtype == torch.int32 and x.shape == (4, 7)
         assert np.array_equal(x.numpy(), wx) and np.array_equal(y.numpy(), wy)
     summary = ref.summary
     assert summary["vocab_key"] == VOCAB_KEY and summary["spec"]["sampler"] == sampler
@@ -152,6 +152,14 @@ def test_reader_refuses_another_vocabulary_and_bad_splits(store):
         BatchReader(ref.path, world_size=3)
     with pytest.raises(ValueError, match="rank must be in 0..world_size-1"):
         BatchReader(ref.path, rank=2, world_size=2)
+
+
+def test_dtype_is_a_choice(store):
+    ref = make_batches(store, np.arange(500) % 20, batch_size=4, num_steps=5, epochs=1)
+    x, y = next(iter(BatchReader(ref.path, dtype=torch.long)))
+    assert x.dtype == y.dtype == torch.long
+    x[0, 0] = -1  # tensors own writable memory, not Arrow's read-only buffers
+    assert next(iter(BatchReader(ref.path)))[0][0, 0] != -1
 
 
 def test_dataloader_workers_split_random_batches(store):
