@@ -10,6 +10,7 @@ from tasks.ingest import (
     DEFAULT_CHARS,
     DEFAULT_CORPUS,
     DEFAULT_SHA256,
+    DEFAULT_SIZE,
     DEFAULT_URL,
     IngestError,
     IngestParams,
@@ -32,7 +33,8 @@ def ingest_source(source, tmp_path, params=IngestParams(), sha256=None):
 
 def test_lyrics_zip_gives_the_books_text(lyrics_zip, tmp_path):
     fetched, text = ingest_source(lyrics_zip, tmp_path, sha256=DEFAULT_SHA256)
-    assert (fetched.kind, fetched.sha256, fetched.size) == ("zip", DEFAULT_SHA256, 52_607)
+    assert (fetched.kind, fetched.sha256, fetched.size) == ("zip", DEFAULT_SHA256, DEFAULT_SIZE)
+    assert DEFAULT_SIZE == 52_607
     assert len(text) == DEFAULT_CHARS == 63_282
     assert text[50:100] == NOTEBOOK_50_100
     assert hashlib.sha256(text.encode()).hexdigest() == TEXT_SHA256
