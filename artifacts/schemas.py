@@ -3,6 +3,9 @@
 text     text.parquet     chunk: int32, text: large_string   (the text is the chunks joined in order)
 vocab    vocab.parquet    index: int32, token: string, count: int64, reserved: bool
 indices  indices.parquet  index: int32                       (one row per character)
+train    weights.pt (a state dict: torch.load(..., weights_only=True)), training_state.pt (optimizer, epoch),
+         metrics.parquet  epoch: int32, perplexity: double, tokens_per_s: double, grad_norm: double, seconds: double
+         samples.parquet  epoch: int32, prefix: string, text: string;  perplexity.png
 batches  batches-NNNNN.parquet  epoch: int32, batch: int32, row: int32, start: int64,
                                 x: fixed_size_list<int32>[num_steps], y: fixed_size_list<int32>[num_steps]
                                 (rows in (epoch, batch, row) order; one row group per batch)
@@ -33,6 +36,26 @@ VOCAB_SCHEMA = pa.schema(
     [("index", pa.int32()), ("token", pa.string()), ("count", pa.int64()), ("reserved", pa.bool_())]
 )
 INDICES_SCHEMA = pa.schema([("index", pa.int32())])
+
+
+METRICS_FILE = "metrics.parquet"
+SAMPLES_FILE = "samples.parquet"
+METRICS_SCHEMA = pa.schema(
+    [
+        ("epoch", pa.int32()),
+        ("perplexity", pa.float64()),
+        ("tokens_per_s", pa.float64()),
+        ("grad_norm", pa.float64()),
+        ("seconds", pa.float64()),
+    ]
+)
+SAMPLES_SCHEMA = pa.schema([("epoch", pa.int32()), ("prefix", pa.string()), ("text", pa.string())])
+
+
+def write_rows(path: Path, schema: pa.Schema, rows: list[dict[str, Any]], metadata: dict[str, Any]) -> None:
+    """A small table from row dicts (metrics, samples), columns as the schema says."""
+    table = pa.Table.from_pylist(rows, schema=_with_metadata(schema, metadata))
+    pq.write_table(table, path, write_statistics=True, **VOCAB_OPTIONS)
 
 
 def batches_schema(num_steps: int) -> pa.Schema:

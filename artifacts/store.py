@@ -62,6 +62,28 @@ class Store:
             stage=manifest.stage, key=manifest.key, path=str(folder), cache_hit=cache_hit, summary=manifest.summary
         )
 
+    def find(self, stage: str, ref: str) -> ArtifactRef:
+        """An intact artifact of `stage` by key, unique key prefix or folder path; a clear error otherwise."""
+        folder = Path(ref)
+        if folder.is_dir() and (folder / MANIFEST_NAME).is_file():
+            key = read_manifest(folder).key
+        else:
+            root = self.root / stage
+            matches = sorted(p.name for p in root.glob(f"{ref}*")) if ref and root.is_dir() else []
+            if len(matches) != 1:
+                shown = ", ".join(m[:12] for m in matches[:10]) or "none"
+                raise LookupError(
+                    f"{ref!r} names {len(matches)} {stage} artifacts in {self.root} (candidates: {shown}); "
+                    "give a longer key prefix or the artifact's folder"
+                )
+            key = matches[0]
+        manifest = self.lookup(stage, key)
+        if manifest is None:
+            raise LookupError(
+                f"{stage} artifact {key[:12]} is missing or damaged; run the pipeline again to rebuild it"
+            )
+        return self.ref(manifest, cache_hit=True)
+
     def materialize(
         self,
         *,

@@ -87,6 +87,51 @@ def _sampler_params(args: argparse.Namespace) -> Any:
     )
 
 
+def _clip(value: str) -> float | None:
+    return None if value.lower() == "none" else float(value)
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    train = parser.add_argument_group("train (defaults: the book's scratch RNN)")
+    train.add_argument("--model", default="scratch", help="scratch, rnn, gru or lstm")
+    train.add_argument("--hidden", type=int, default=256)
+    train.add_argument("--layers", type=int, default=1)
+    train.add_argument("--dropout", type=float, default=0.0)
+    train.add_argument("--optimizer", default="sgd", help="sgd or adam")
+    train.add_argument("--lr", type=float, default=100.0)
+    train.add_argument("--clip", type=_clip, default=0.01, help="global gradient-norm bound, or 'none'")
+    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    train.add_argument("--pred-period", type=int, default=50, help="sample every N epochs")
+    train.add_argument("--prefix", action="append", help="prediction prefix, repeatable (default: 分开, 不分开)")
+    train.add_argument("--pred-chars", type=int, default=50)
+    train.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
+
+
+def _train_params(args: argparse.Namespace) -> Any:
+    from tasks.train import TrainParams
+
+    chosen = {
+        name: getattr(args, name)
+        for name in (
+            "model",
+            "hidden",
+            "layers",
+            "dropout",
+            "optimizer",
+            "lr",
+            "clip",
+            "device",
+            "pred_period",
+            "pred_chars",
+            "checkpoint_every",
+            "seed",
+        )
+    }
+    if args.prefix:
+        chosen["prefixes"] = tuple(args.prefix)
+    return TrainParams(**chosen)
+
+
 def _prepare_params(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.clean import CleanParams
     from tasks.ingest import IngestParams
@@ -150,6 +195,59 @@ def cmd_batches(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_trained(result: Any, as_json: bool) -> None:
+    model = result.stages["train"]
+    if as_json:
+        out = result.model_dump(mode="json")
+        out["model"] = out["stages"]["train"]
+        out["perplexity"] = model.summary["perplexity"]
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    _print_prepared(result, False)
+    print(f"final perplexity {model.summary['perplexity']:.3f} after {model.summary['epochs']} epochs")
+    for sample in model.summary["samples"]:
+        print(f"  {sample['text']}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    params = {**_prepare_params(args), "sampler": _sampler_params(args), "training": _train_params(args)}
+    from flows.train import train
+
+    _print_trained(train(**params), args.json)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if not args.batches:
+        return cmd_run(args)
+    training = _train_params(args)
+    from flows.train import train_batches
+
+    refs = train_batches(batches=args.batches, training=training)
+    model = refs["train"]
+    if args.json:
+        out = {name: ref.model_dump(mode="json") for name, ref in refs.items()}
+        print(
+            json.dumps(
+                {**out, "model": out["train"], "perplexity": model.summary["perplexity"]}, ensure_ascii=False, indent=2
+            )
+        )
+    else:
+        print(f"model {model.key[:12]}  {'cached' if model.cache_hit else 'trained'}  {model.path}")
+        print(f"final perplexity {model.summary['perplexity']:.3f} after {model.summary['epochs']} epochs")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from artifacts.store import Store
+    from tasks.generate import generate
+
+    store = Store(settings.store_root())
+    for prefix in args.prefix or ["分开"]:
+        print(generate(store, args.model, prefix, args.chars, vocab_key=args.vocab))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="charflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare_options(batches)
     _add_sampler_options(batches)
     batches.set_defaults(func=cmd_batches)
+    run = commands.add_parser("run", help="prepare, batches and train end to end (the book's settings)")
+    _add_prepare_options(run)
+    _add_sampler_options(run)
+    _add_train_options(run)
+    run.set_defaults(func=cmd_run)
+    train = commands.add_parser("train", help="train on a corpus (as run) or on an existing batches artifact")
+    _add_prepare_options(train)
+    _add_sampler_options(train)
+    _add_train_options(train)
+    train.add_argument("--batches", help="an existing batches artifact: key, key prefix or folder")
+    train.set_defaults(func=cmd_train)
+    generate = commands.add_parser("generate", help="continue a prefix with a trained model")
+    generate.add_argument("model", help="a train artifact: key, key prefix or folder")
+    generate.add_argument("--prefix", action="append", help="repeatable (default: 分开)")
+    generate.add_argument("--chars", type=int, default=50)
+    generate.add_argument("--vocab", help="refuse the model unless its vocabulary has this key")
+    generate.set_defaults(func=cmd_generate)
     return parser
 
 
@@ -171,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"charflow: invalid parameters: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, LookupError, RuntimeError) as exc:
         print(f"charflow: error: {exc}", file=sys.stderr)
         return 1
 

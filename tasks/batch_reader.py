@@ -64,6 +64,7 @@ class BatchReader(IterableDataset):
         if pin_memory and not self.pin_memory:
             warnings.warn("pin_memory needs CUDA, which is not available: reading into ordinary memory", stacklevel=2)
         self.dtype = dtype
+        self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
 
     def _split(self) -> tuple[int, int]:
@@ -116,26 +117,28 @@ class BatchReader(IterableDataset):
                 if self.sampler == "consecutive" or batch % world == rank:
                     yield epoch, batch
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This reader's batches of one epoch (from `start` when it is that epoch), in order."""
         rank, world = self._split()
         rows = slice(None)
         if self.sampler == "consecutive":
             share = self.batch_size // world
             rows = slice(rank * share, (rank + 1) * share)
-        kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        if self.info["same_every_epoch"]:
+            # One stored epoch serves them all: decode it once, keep it.
+            if self._kept is None:
+                count = self.info["batches_per_epoch"][0]
+                wanted = [b for b in range(count) if self.sampler == "consecutive" or b % world == rank]
+                self._kept = dict(zip(wanted, (b for part in self._read(0, wanted) for b in part), strict=True))
+            batches: Iterator = (self._kept[b] for b in self._wanted(0, epoch, rank, world))
+        else:
+            batches = (b for part in self._read(epoch, self._wanted(epoch, epoch, rank, world)) for b in part)
+        for x, y in batches:
+            yield x[rows], y[rows]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for epoch in range(self.start[0], self.epochs):
-            if self.info["same_every_epoch"]:
-                # One stored epoch serves them all: decode it once, keep it.
-                if kept is None:
-                    kept = [batch for part in self._read(0, self._wanted(0, -1, rank, world)) for batch in part]
-                first = self.start[1] if epoch == self.start[0] else 0
-                batches: Iterator = iter(kept[first:])
-            else:
-                batches = (
-                    batch for part in self._read(epoch, self._wanted(epoch, epoch, rank, world)) for batch in part
-                )
-            for x, y in batches:
-                yield x[rows], y[rows]
+            yield from self.epoch_batches(epoch)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.positions())

@@ -85,6 +85,16 @@ def batches_task(indices: ArtifactRef, params: stages.BatchesParams) -> Artifact
     return stages.batches_stage(_store(), indices, params)
 
 
+@task(name="train", cache_policy=CONTENT_KEY, persist_result=True)
+def train_task(batches: ArtifactRef, vocab: ArtifactRef, params: stages.TrainParams) -> ArtifactRef:
+    return stages.train_stage(_store(), batches, vocab, params)
+
+
+@task(name="find-artifact", cache_policy=NO_CACHE)
+def find_task(stage: str, ref: str) -> ArtifactRef:
+    return _store().find(stage, ref)
+
+
 @task(name="register-version", cache_policy=NO_CACHE)
 def register_task(corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
     return Catalog(settings.store_root()).register(corpus, fetched.sha256, fetched.size, fetched.source, ingested.key)

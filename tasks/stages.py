@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,20 @@ from artifacts import schemas
 from artifacts.fingerprint import code_fingerprint
 from artifacts.keys import canonical, content_key, library_versions
 from artifacts.store import ArtifactRef, Store
+from tasks.batch_reader import BatchReader
 from tasks.batches import BatchesParams, plan_shards, stored_batches
 from tasks.clean import CleanParams, ascii_translation, clean_chunks, clean_utf8
-from tasks.encode import encode_chunks
+from tasks.encode import decode, encode, encode_chunks
 from tasks.ingest import Fetched, IngestParams, ingest, read_members
+from tasks.plot import perplexity_curve
+from tasks.train import TrainParams, train
 from tasks.vocab import Vocab, VocabParams, build_vocab
+
+log = logging.getLogger("charflow.stages")
+
+WEIGHTS_FILE = "weights.pt"
+TRAINING_STATE_FILE = "training_state.pt"
+CURVE_FILE = "perplexity.png"
 
 
 class EncodeParams(BaseModel):
@@ -35,6 +46,14 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "vocab": ("tasks.vocab", "tasks.stages:vocab_stage", *_SHARED),
     "encode": ("tasks.encode", "tasks.stages:encode_stage", "tasks.stages:load_vocab", *_SHARED),
     "batches": ("tasks.batches", "tasks.stages:batches_stage", *_SHARED),
+    "train": (
+        "tasks.train",
+        "tasks.batch_reader",
+        "tasks.plot",
+        "tasks.stages:train_stage",
+        "tasks.stages:load_vocab",
+        *_SHARED,
+    ),
 }
 
 
@@ -147,6 +166,62 @@ def batches_stage(store: Store, indices: ArtifactRef, params: BatchesParams) -> 
         return {**summary, "shards": shards}
 
     return _materialize(store, "batches", {"indices": indices, "params": params}, build)
+
+
+class VocabMismatch(ValueError):
+    """Artifacts made with different vocabularies."""
+
+
+def train_stage(store: Store, batches: ArtifactRef, vocab: ArtifactRef, params: TrainParams) -> ArtifactRef:
+    if batches.summary.get("vocab_key") != vocab.key:
+        raise VocabMismatch(
+            f"batches {batches.key[:12]} were encoded with vocabulary {str(batches.summary.get('vocab_key'))[:12]}, "
+            f"not {vocab.key[:12]}; train on batches and vocabulary from the same prepare run"
+        )
+    inputs = {"batches": batches, "vocab": vocab, "params": params}
+    # Checkpoints live outside the staging folder, under the key, so a killed run resumes.
+    work = store.root / ".work" / f"train-{stage_key('train', inputs)[:32]}"
+
+    def build(folder: Path) -> dict[str, Any]:
+        import torch
+
+        work.mkdir(parents=True, exist_ok=True)
+        reader = BatchReader(batches.path, expected_vocab_key=vocab.key)
+        vocabulary = load_vocab(vocab)
+        model, optimizer, state = train(
+            reader.epoch_batches,
+            epochs=reader.epochs,
+            carry_state=reader.sampler == "consecutive",
+            vocab_size=len(vocabulary),
+            encode=lambda text: encode(text, vocabulary).tolist(),
+            decode=lambda ids: decode(np.asarray(ids), vocabulary),
+            params=params,
+            checkpoint=work / "checkpoint.pt",
+            log=log.info,
+        )
+        torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "epoch": state.epoch, "rng": torch.get_rng_state()},
+            folder / TRAINING_STATE_FILE,
+        )
+        meta = {"stage": "train", "vocab_key": vocab.key, "batches_key": batches.key}
+        schemas.write_rows(folder / schemas.METRICS_FILE, schemas.METRICS_SCHEMA, state.metrics, meta)
+        schemas.write_rows(folder / schemas.SAMPLES_FILE, schemas.SAMPLES_SCHEMA, state.samples, meta)
+        perplexity_curve(state.metrics, folder / CURVE_FILE, title=f"{params.model}, {reader.sampler} sampling")
+        last = state.metrics[-1]
+        return {
+            "vocab_key": vocab.key,
+            "vocab_size": len(vocabulary),
+            "batches_key": batches.key,
+            "sampler": reader.sampler,
+            "epochs": state.epoch,
+            "perplexity": last["perplexity"],
+            "samples": state.samples[-len(params.prefixes) :],
+        }
+
+    ref = _materialize(store, "train", inputs, build)
+    shutil.rmtree(work, ignore_errors=True)
+    return ref
 
 
 def load_vocab(ref: ArtifactRef) -> Vocab:
