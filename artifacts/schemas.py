@@ -4,7 +4,8 @@ text     text.parquet     chunk: int32, text: large_string   (the text is the ch
 vocab    vocab.parquet    index: int32, token: string, count: int64, reserved: bool
 indices  indices.parquet  index: int32                       (one row per character)
 train    weights.pt (a state dict: torch.load(..., weights_only=True)), training_state.pt (optimizer, epoch),
-         metrics.parquet  epoch: int32, perplexity: double, tokens_per_s: double, grad_norm: double, seconds: double
+         metrics.parquet  epoch: int32, perplexity: double, val_perplexity: double (null without a split),
+                          tokens_per_s: double, grad_norm: double, seconds: double
          samples.parquet  epoch: int32, prefix: string, text: string;  perplexity.png
 batches  batches-NNNNN.parquet  epoch: int32, batch: int32, row: int32, start: int64,
                                 x: fixed_size_list<int32>[num_steps], y: fixed_size_list<int32>[num_steps]
@@ -44,6 +45,7 @@ METRICS_SCHEMA = pa.schema(
     [
         ("epoch", pa.int32()),
         ("perplexity", pa.float64()),
+        ("val_perplexity", pa.float64()),
         ("tokens_per_s", pa.float64()),
         ("grad_norm", pa.float64()),
         ("seconds", pa.float64()),

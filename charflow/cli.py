@@ -70,6 +70,7 @@ def _add_sampler_options(parser: argparse.ArgumentParser) -> None:
     sampler.add_argument("--keep-last", action="store_true", help="keep a partial last batch (random sampling)")
     sampler.add_argument("--random-offset", action="store_true", help="a seeded start offset per epoch")
     sampler.add_argument("--max-shard-rows", type=int, default=65_536, help="rows per Parquet shard, at most")
+    sampler.add_argument("--val-fraction", type=float, default=0.0, help="hold out the sequence's tail (default 0)")
 
 
 def _sampler_params(args: argparse.Namespace) -> Any:
@@ -84,6 +85,7 @@ def _sampler_params(args: argparse.Namespace) -> Any:
         drop_last=not args.keep_last,
         random_offset=args.random_offset,
         max_shard_rows=args.max_shard_rows,
+        val_fraction=args.val_fraction,
     )
 
 
@@ -204,7 +206,9 @@ def _print_trained(result: Any, as_json: bool) -> None:
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return
     _print_prepared(result, False)
-    print(f"final perplexity {model.summary['perplexity']:.3f} after {model.summary['epochs']} epochs")
+    val = model.summary.get("val_perplexity")
+    held = f", validation {val:.3f}" if val is not None else ""
+    print(f"final perplexity {model.summary['perplexity']:.3f}{held} after {model.summary['epochs']} epochs")
     for sample in model.summary["samples"]:
         print(f"  {sample['text']}")
 

@@ -169,9 +169,13 @@ class BatchesParams(SamplerSpec):
     """A sampler spec plus how the batches stage stores it."""
 
     max_shard_rows: int = 65_536
+    # The last fraction of the sequence is held out for validation: no batch reads it (the book has none).
+    val_fraction: float = 0.0
 
     @model_validator(mode="after")
     def _shard_holds_a_batch(self) -> BatchesParams:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_shard_rows < self.batch_size:
             raise ValueError(
                 f"max_shard_rows={self.max_shard_rows} cannot hold one batch of batch_size={self.batch_size}; "
@@ -225,3 +229,11 @@ def stored_batches(corpus: np.ndarray, params: BatchesParams) -> Iterator[tuple]
         for k in range(plan.batches):
             rows = slice(k * B, (k + 1) * B)
             yield epoch, batch[rows], row[rows], plan.starts[rows], x[rows], y[rows]
+
+
+def split_validation(n: int, val_fraction: float) -> int:
+    """How many leading indices are for training; the rest (at least two when asked for) is held out."""
+    if val_fraction == 0:
+        return n
+    held = max(2, round(n * val_fraction))
+    return n - held

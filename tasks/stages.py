@@ -16,7 +16,7 @@ from artifacts.fingerprint import code_fingerprint
 from artifacts.keys import canonical, content_key, library_versions
 from artifacts.store import ArtifactRef, Store
 from tasks.batch_reader import BatchReader
-from tasks.batches import BatchesParams, plan_shards, stored_batches
+from tasks.batches import BatchesParams, plan_shards, split_validation, stored_batches
 from tasks.clean import CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import decode, encode, encode_chunks
 from tasks.ingest import Fetched, IngestParams, ingest, read_members
@@ -138,7 +138,9 @@ def encode_stage(store: Store, text: ArtifactRef, vocab: ArtifactRef, params: En
 
 def batches_stage(store: Store, indices: ArtifactRef, params: BatchesParams) -> ArtifactRef:
     def build(folder: Path) -> dict[str, Any]:
-        corpus = schemas.read_indices(Path(indices.path))  # (n,) int32
+        everything = schemas.read_indices(Path(indices.path))  # (n,) int32
+        train_end = split_validation(len(everything), params.val_fraction)
+        corpus = everything[:train_end]  # (n_train,)
         per_epoch, shards = plan_shards(len(corpus), params)
         rows = sum(shard["rows"] for shard in shards)
         summary = {
@@ -146,6 +148,8 @@ def batches_stage(store: Store, indices: ArtifactRef, params: BatchesParams) -> 
             "vocab_key": indices.summary.get("vocab_key"),
             "vocab_size": indices.summary.get("vocab_size"),
             "indices_key": indices.key,
+            "train_indices": train_end,
+            "val_indices": len(everything) - train_end,
             "epochs": params.epochs,
             "epochs_stored": params.stored_epochs,
             "same_every_epoch": params.same_every_epoch,
@@ -188,6 +192,10 @@ def train_stage(store: Store, batches: ArtifactRef, vocab: ArtifactRef, params: 
         work.mkdir(parents=True, exist_ok=True)
         reader = BatchReader(batches.path, expected_vocab_key=vocab.key)
         vocabulary = load_vocab(vocab)
+        held_out = None
+        if batches.summary.get("val_indices"):
+            indices = schemas.read_indices(Path(store.find("encode", batches.summary["indices_key"]).path))
+            held_out = indices[batches.summary["train_indices"] :]
         model, optimizer, state = train(
             reader.epoch_batches,
             epochs=reader.epochs,
@@ -198,6 +206,7 @@ def train_stage(store: Store, batches: ArtifactRef, vocab: ArtifactRef, params: 
             params=params,
             checkpoint=work / "checkpoint.pt",
             log=log.info,
+            validation=held_out,
         )
         torch.save(model.state_dict(), folder / WEIGHTS_FILE)
         torch.save(
@@ -216,6 +225,7 @@ def train_stage(store: Store, batches: ArtifactRef, vocab: ArtifactRef, params: 
             "sampler": reader.sampler,
             "epochs": state.epoch,
             "perplexity": last["perplexity"],
+            "val_perplexity": last["val_perplexity"],
             "samples": state.samples[-len(params.prefixes) :],
         }
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
@@ -26,6 +27,10 @@ BOOK_PREFIXES = ("分开", "不分开")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class OutOfDeviceMemory(RuntimeError):
+    """The device ran out of memory, reported with the sizes that caused it."""
 
 
 class TrainParams(ModelParams):
@@ -105,11 +110,13 @@ def train(
     params: TrainParams,
     checkpoint: Path | None = None,
     log: Callable[[str], None] = print,
+    validation: np.ndarray | None = None,
 ) -> tuple[nn.Module, torch.optim.Optimizer, TrainState]:
     """Train for `epochs`, resuming from `checkpoint` when it holds a run of the same settings.
 
     `epoch_batches(e)` gives epoch e's (X, Y) pairs, (batch, num_steps) integers each; `carry_state` is the
     consecutive sampler's hidden state carried (detached) across batches, from zero at each epoch's start.
+    `validation`, held-out indices, gives a validation perplexity after every epoch.
     """
     device = torch.device(params.device)
     torch.manual_seed(params.seed)
@@ -133,16 +140,23 @@ def train(
                 hidden = model.init_state(x.shape[0], device)
             else:
                 hidden = detach(hidden)
-            logits, hidden = model(x, hidden)  # (batch, num_steps, vocab)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                logits, hidden = model(x, hidden)  # (batch, num_steps, vocab)
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            except torch.OutOfMemoryError as exc:
+                raise OutOfDeviceMemory(
+                    f"{device.type} ran out of memory at batch size {x.shape[0]}, num_steps {x.shape[1]}, hidden "
+                    f"{params.hidden} ({params.model}); lower --batch-size or --hidden, or free the device"
+                ) from exc
             norm = clip_by_global_norm(weights, params.clip)
             optimizer.step()
             loss_sum += loss.detach() * y.numel()
             norm_sum += norm
             tokens += y.numel()
             steps += 1
+            shape = (x.shape[1], x.shape[0])  # (num_steps, batch) for validation
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
@@ -157,6 +171,7 @@ def train(
         row = {
             "epoch": epoch + 1,
             "perplexity": math.exp(mean_loss),
+            "val_perplexity": None if validation is None else evaluate(model, validation, *shape, device),
             "tokens_per_s": tokens / seconds if seconds else float("nan"),
             "grad_norm": norm_sum.item() / max(steps, 1),
             "seconds": seconds,
@@ -173,6 +188,25 @@ def train(
         if checkpoint is not None and (state.epoch % params.checkpoint_every == 0 or state.epoch == epochs):
             save_checkpoint(checkpoint, model, optimizer, state)
     return model, optimizer, state
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, indices: np.ndarray, steps: int, max_streams: int, device: torch.device) -> float:
+    """Perplexity on held-out indices: read as parallel streams with the state carried, every position scored."""
+    streams = max(1, min(max_streams, (len(indices) - 1) // (8 * steps)))
+    length = (len(indices) - 1) // streams
+    x = torch.from_numpy(np.asarray(indices[: streams * length], dtype=np.int64)).view(streams, length)
+    y = torch.from_numpy(np.asarray(indices[1 : streams * length + 1], dtype=np.int64)).view(streams, length)
+    was_training = model.training
+    model.eval()
+    state = model.init_state(streams, device)
+    total = torch.zeros((), device=device)
+    for start in range(0, length, steps):
+        xs, ys = x[:, start : start + steps].to(device), y[:, start : start + steps].to(device)  # (streams, <=steps)
+        logits, state = model(xs, state)  # (streams, <=steps, vocab)
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys.reshape(-1), reduction="sum")
+    model.train(was_training)
+    return math.exp(min(total.item() / (streams * length), 700.0))
 
 
 def hidden_rows(hidden: torch.Tensor | tuple[torch.Tensor, ...]) -> int:

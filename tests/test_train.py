@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tasks import train as train_module
 from tasks.model import BOOK_SCRATCH_PARAMETERS, ModelParams, ScratchRNN, build_model
-from tasks.train import TrainingDiverged, TrainParams, clip_by_global_norm, train
+from tasks.train import OutOfDeviceMemory, TrainingDiverged, TrainParams, clip_by_global_norm, evaluate, train
 
 V, H = 1_027, 256
 
@@ -203,3 +203,30 @@ def test_hidden_state_per_sampler(monkeypatch, carry):
 def test_perplexity_is_token_weighted(tmp_path):
     _, _, state = run(epochs=1)
     assert math.isfinite(state.metrics[0]["perplexity"]) and state.metrics[0]["perplexity"] > 1
+
+
+def test_out_of_memory_names_the_batch_size(monkeypatch):
+    class Greedy(torch.nn.Module):
+        def __init__(self, *args):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def init_state(self, batch, device):
+            return torch.zeros(batch, 1)
+
+        def forward(self, x, state):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(train_module, "build_model", lambda vocab, params: Greedy())
+    with pytest.raises(OutOfDeviceMemory, match="out of memory at batch size 4, num_steps 5.*lower --batch-size"):
+        run(model="scratch")
+
+
+def test_validation_perplexity():
+    torch.manual_seed(0)
+    model = build_model(12, ModelParams(model="rnn", hidden=8))
+    held_out = np.random.default_rng(0).integers(0, 12, 500)
+    value = evaluate(model, held_out, steps=5, max_streams=4, device=torch.device("cpu"))
+    assert 6 < value < 24  # an untrained model is about as unsure as the 12 symbols
+    _, _, state = run(epochs=2)
+    assert all(m["val_perplexity"] is None for m in state.metrics)

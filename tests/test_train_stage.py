@@ -67,6 +67,21 @@ def test_the_model_artifact(prepared):
     assert not list((store.root / ".work").iterdir())  # checkpoints go once the artifact is published
 
 
+def test_held_out_validation(prepared):
+    store, vocab, _, indices = prepared
+    batches = batches_stage(store, indices, BatchesParams(sampler="consecutive", epochs=2, val_fraction=0.1))
+    assert (batches.summary["train_indices"], batches.summary["val_indices"]) == (9_000, 1_000)
+    starts = pq.read_table(f"{batches.path}/batches-00000.parquet", columns=["start"]).column("start").to_numpy()
+    assert starts.max() + 35 + 1 <= 9_000  # no batch reads the held-out tail
+    ref = train_stage(store, batches, vocab, FAST)
+    metrics = pq.read_table(Path(ref.path) / schemas.METRICS_FILE).to_pylist()
+    assert (
+        all(m["val_perplexity"] > 1 for m in metrics) and ref.summary["val_perplexity"] == metrics[-1]["val_perplexity"]
+    )
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\), got 1.0"):
+        BatchesParams(val_fraction=1.0)
+
+
 def test_generate_and_vocabulary_checks(prepared):
     store, vocab, batches, _ = prepared
     ref = train_stage(store, batches, vocab, FAST)
