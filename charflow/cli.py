@@ -214,10 +214,11 @@ def _print_trained(result: Any, as_json: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    params = {**_prepare_params(args), "sampler": _sampler_params(args), "training": _train_params(args)}
+    spec, training = _sampler_params(args), _train_params(args)
+    flat = {**spec.model_dump(), **training.model_dump()}
     from flows.train import train
 
-    _print_trained(train(**params), args.json)
+    _print_trained(train(**_prepare_params(args), **flat), args.json)
     return 0
 
 
@@ -252,6 +253,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from charflow.serve import serve
+
+    return serve(args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="charflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -279,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chars", type=int, default=50)
     generate.add_argument("--vocab", help="refuse the model unless its vocabulary has this key")
     generate.set_defaults(func=cmd_generate)
+    serve = commands.add_parser("serve", help="a Prefect server, the work pool, the deployments and a worker")
+    serve.add_argument("--port", type=int, default=4200, help="the server's port on 127.0.0.1")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import glob
 import hashlib
 import os
 import urllib.error
@@ -74,6 +75,27 @@ def resolve_source(
     return Located(
         source=str(local[0]) if local else DEFAULT_URL, sha256=sha256 or DEFAULT_SHA256, name=name or DEFAULT_CORPUS
     )
+
+
+def expand_sources(sources: list[str], patterns: tuple[str, ...] = IngestParams().patterns) -> list[Located]:
+    """Re-ingestion's sources: each file or zip in a folder or matching a glob is a corpus, named by its file."""
+    found: dict[str, Located] = {}
+    for entry in sources:
+        if entry.startswith(("http://", "https://")):
+            found[entry] = Located(source=entry, name=corpus_name(entry))
+            continue
+        if any(ch in entry for ch in "*?["):
+            paths = sorted(Path(p) for p in glob.glob(os.path.expanduser(entry)))
+        elif Path(entry).expanduser().is_dir():
+            paths = sorted(Path(entry).expanduser().iterdir())
+        elif Path(entry).expanduser().is_file():
+            paths = [Path(entry).expanduser()]
+        else:
+            raise IngestError(f"{entry}: no such file, folder or matching path; fix the reingest sources")
+        for path in paths:
+            if path.is_file() and (path.suffix == ".zip" or any(fnmatch.fnmatch(path.name, p) for p in patterns)):
+                found[str(path.resolve())] = Located(source=str(path.resolve()), name=corpus_name(path.name))
+    return list(found.values())
 
 
 def corpus_name(source: str) -> str:

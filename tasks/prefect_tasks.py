@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.locking.filesystem import FileSystemLockManager
@@ -17,7 +18,7 @@ from artifacts.catalog import Catalog, CorpusVersion
 from artifacts.store import ArtifactRef, Store
 from charflow import settings
 from tasks import stages
-from tasks.ingest import Fetched, fetch
+from tasks.ingest import Fetched, Located, expand_sources, fetch
 
 log = logging.getLogger("charflow.tasks")
 
@@ -93,6 +94,22 @@ def train_task(batches: ArtifactRef, vocab: ArtifactRef, params: stages.TrainPar
 @task(name="find-artifact", cache_policy=NO_CACHE)
 def find_task(stage: str, ref: str) -> ArtifactRef:
     return _store().find(stage, ref)
+
+
+@task(name="expand-sources", cache_policy=NO_CACHE)
+def expand_task(sources: list[str], patterns: tuple[str, ...]) -> list[Located]:
+    return expand_sources(sources, patterns)
+
+
+@task(name="known-version", cache_policy=NO_CACHE)
+def known_version_task(corpus: str, sha256: str) -> CorpusVersion | None:
+    known = [v for v in Catalog(settings.store_root()).versions(corpus) if v.sha256 == sha256]
+    return known[0] if known else None
+
+
+@task(name="publish-summary", cache_policy=NO_CACHE)
+def publish_summary_task(key: str, rows: list[dict[str, Any]], description: str) -> None:
+    create_table_artifact(key=key, table=rows, description=description)
 
 
 @task(name="register-version", cache_policy=NO_CACHE)

@@ -230,3 +230,17 @@ def test_validation_perplexity():
     assert 6 < value < 24  # an untrained model is about as unsure as the 12 symbols
     _, _, state = run(epochs=2)
     assert all(m["val_perplexity"] is None for m in state.metrics)
+
+
+def test_the_train_flow_takes_every_parameter_flat_with_the_same_defaults():
+    import inspect
+
+    from flows.train import train as train_flow
+    from tasks.batches import BatchesParams
+
+    flow_defaults = {name: p.default for name, p in inspect.signature(train_flow.fn).parameters.items()}
+    expected = {**BatchesParams().model_dump(), **TrainParams(device="auto").model_dump()}
+    expected["device"] = "auto"
+    for name, default in expected.items():
+        assert name in flow_defaults, name
+        assert flow_defaults[name] == default, name

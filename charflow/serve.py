@@ -1,0 +1,91 @@
+"""`charflow serve`: a Prefect server on 127.0.0.1 (or PREFECT_API_URL's), the work pool, the deployments of
+prefect.yaml and a worker in the foreground; Ctrl-C or SIGTERM stops the worker, then the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+POOL = "charflow-local"
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+def project_root() -> Path:
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "prefect.yaml").is_file():
+        raise FileNotFoundError(f"no prefect.yaml in {root}: run charflow serve from a checkout of charflow")
+    return root
+
+
+def wait_healthy(api_url: str, process: subprocess.Popen | None, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                if response.read().strip() == b"true":
+                    return
+        except OSError:
+            pass
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with status {process.returncode}")
+        time.sleep(0.5)
+    raise TimeoutError(f"the Prefect server at {api_url} was not healthy after {timeout:.0f} s")
+
+
+def _stop(process: subprocess.Popen | None, name: str) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        print(f"charflow serve: {name} did not stop in 30 s; killing it", file=sys.stderr)
+        process.kill()
+        process.wait()
+
+
+def serve(port: int = 4200) -> int:
+    root = project_root()
+    env = {**os.environ, "PWD": str(root)}
+    server = None
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        api_url = f"http://127.0.0.1:{port}/api"
+        server = subprocess.Popen([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env)
+        env["PREFECT_API_URL"] = api_url
+    worker = None
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        wait_healthy(api_url, server)
+        print(f"charflow serve: Prefect API at {api_url}", flush=True)
+        subprocess.run(
+            [*PREFECT, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run([*PREFECT, "--no-prompt", "deploy", "--all"], env=env, cwd=root, check=True)
+        worker = subprocess.Popen([*PREFECT, "worker", "start", "--pool", POOL], env=env, cwd=root)
+        print(f"charflow serve: worker started on pool {POOL}; Ctrl-C stops it", flush=True)
+        worker.wait()
+        return 0 if stopping else worker.returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        # The worker first, so that it does not lose its server mid-run.
+        _stop(worker, "the worker")
+        _stop(server, "the server")

@@ -1,0 +1,47 @@
+"""The reingest flow: look at every source, and prepare (or train on) only what is new or changed."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.prepare import prepare
+from flows.train import train as train_flow
+from tasks.clean import CleanParams
+from tasks.ingest import IngestParams
+from tasks.prefect_tasks import expand_task, fetch_task, known_version_task, publish_summary_task
+from tasks.vocab import VocabParams
+
+
+@flow(name="reingest")
+def reingest(
+    sources: list[str],
+    train: bool = False,
+    ingest: IngestParams = IngestParams(),
+    clean: CleanParams = CleanParams(),
+    vocab: VocabParams = VocabParams(),
+) -> list[dict]:
+    """Each file or zip in the folders / globs (and each URL) is a corpus: new content becomes its next version."""
+    rows = []
+    for located in expand_task(sources, ingest.patterns):
+        fetched = fetch_task(located.source, located.sha256, ingest.patterns)
+        known = known_version_task(located.name, fetched.sha256)
+        if known is not None:
+            rows.append(
+                {
+                    "corpus": located.name,
+                    "status": "unchanged",
+                    "version": known.version,
+                    "source": located.source,
+                    "keys": "",
+                }
+            )
+            continue
+        run = train_flow if train else prepare
+        made = run(source=located.source, name=located.name, ingest=ingest, clean=clean, vocab=vocab)
+        status = "unchanged" if not made.new_version else ("new" if made.version == 1 else "changed")
+        keys = ", ".join(f"{stage} {ref.key[:12]}" for stage, ref in made.stages.items())
+        rows.append(
+            {"corpus": made.corpus, "status": status, "version": made.version, "source": located.source, "keys": keys}
+        )
+    publish_summary_task("reingest-summary", rows, f"{len(rows)} corpora looked at")
+    return rows
