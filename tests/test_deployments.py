@@ -1,0 +1,154 @@
+"""Deployments run for real: `charflow serve` (a Prefect server, the pool, prefect.yaml, a worker) and
+`prefect deployment run` from another process."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, snapshot
+
+pytestmark = pytest.mark.slow
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    home = root / "home"
+    port = free_port()
+    env = {
+        **os.environ,
+        "CHARFLOW_HOME": str(home),
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = (root / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charflow.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while "worker started" not in (root / "serve.log").read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("charflow serve did not start:\n" + (root / "serve.log").read_text()[-3000:])
+        time.sleep(0.5)
+    api = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    yield {"home": home, "env": api, "root": root, "proc": proc}
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def deployment_run(served, name, *params, timeout=300):
+    args = [a for p in params for a in ("--param", p)]
+    result = subprocess.run(
+        [*PREFECT, "deployment", "run", name, *args, "--watch", "--watch-timeout", str(timeout)],
+        env=served["env"],
+        cwd=served["root"],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 60,
+    )
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout)
+    return result, run_id.group(1) if run_id else None
+
+
+def state_message(served, run_id):
+    result = subprocess.run(
+        [*PREFECT, "flow-run", "inspect", run_id, "-o", "json"],
+        env=served["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(result.stdout)["state"]["message"]
+
+
+def summary_rows(served):
+    result = subprocess.run(
+        [*PREFECT, "artifact", "inspect", "reingest-summary", "-o", "json"],
+        env=served["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(json.loads(result.stdout)[0]["data"])
+
+
+def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
+    result, _ = deployment_run(
+        served,
+        "train/default",
+        f"source={lyrics_zip}",
+        "epochs=2",
+        "model=rnn",
+        "optimizer=adam",
+        "lr=0.01",
+        "hidden=32",
+        "sampler=consecutive",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Completed" in result.stdout
+    models = list((served["home"] / "store" / "train").iterdir())
+    assert len(models) == 1 and (models[0] / "weights.pt").is_file()
+
+
+def test_reingest_processes_only_what_is_new(served, tmp_path):
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    (corpora / "first.txt").write_text("one corpus, a few words", encoding="utf-8")
+    result, _ = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert [(r["corpus"], r["status"], r["version"]) for r in summary_rows(served)] == [("first", "new", 1)]
+    (corpora / "second.txt").write_text("another corpus", encoding="utf-8")
+    result, _ = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = summary_rows(served)
+    assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [("first", "unchanged", 1), ("second", "new", 1)]
+    assert rows[0]["keys"] == "" and "ingest" in rows[1]["keys"]
+    (corpora / "first.txt").write_text("one corpus, changed", encoding="utf-8")
+    result, _ = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
+    assert [(r["corpus"], r["status"], r["version"]) for r in summary_rows(served)] == [
+        ("first", "changed", 2),
+        ("second", "unchanged", 1),
+    ]
+
+
+def test_an_invalid_parameter_fails_the_run_and_writes_nothing(served):
+    store = served["home"] / "store"
+    before = snapshot(store)
+    result, run_id = deployment_run(served, "train/default", "batch_size=-1", "epochs=2")
+    assert result.returncode == 1 and "Failed" in result.stdout
+    assert "batch_size must be a positive integer, got -1" in state_message(served, run_id)
+    result, run_id = deployment_run(served, "prepare/default", f"source={served['root']}/missing.txt")
+    assert result.returncode == 1
+    assert "missing.txt: no such file or directory" in state_message(served, run_id)
+    assert snapshot(store) == before
+
+
+def test_serve_stops_cleanly(served):
+    proc = served["proc"]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 0
+    ps = subprocess.run(["ps", "-o", "pid=", "-g", str(proc.pid)], capture_output=True, text=True)
+    assert ps.stdout.strip() == "", f"left running: {ps.stdout}"
+    assert Path(served["root"] / "serve.log").read_text().count("stopped") >= 1
