@@ -132,6 +132,33 @@ def test_reingest_processes_only_what_is_new(served, tmp_path):
     ]
 
 
+def test_overlapping_runs_on_one_corpus_make_one_version(served, tmp_path):
+    corpora = tmp_path / "overlap"
+    corpora.mkdir()
+    (corpora / "shared.txt").write_text("the same corpus, twice at once", encoding="utf-8")
+    command = [
+        *PREFECT,
+        "deployment",
+        "run",
+        "reingest/daily",
+        "--param",
+        f'sources=["{corpora}"]',
+        "--watch",
+        "--watch-timeout",
+        "240",
+    ]
+    runs = [
+        subprocess.Popen(command, env=served["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    catalog = (served["home"] / "store" / "catalog.jsonl").read_text().splitlines()
+    versions = [json.loads(line) for line in catalog if '"shared"' in line and '"version"' in line]
+    assert [e["version"] for e in versions if e["event"] == "version"] == [1]
+    assert not list((served["home"] / "store" / ".staging").iterdir())
+
+
 def test_an_invalid_parameter_fails_the_run_and_writes_nothing(served):
     store = served["home"] / "store"
     before = snapshot(store)
@@ -141,6 +168,10 @@ def test_an_invalid_parameter_fails_the_run_and_writes_nothing(served):
     result, run_id = deployment_run(served, "prepare/default", f"source={served['root']}/missing.txt")
     assert result.returncode == 1
     assert "missing.txt: no such file or directory" in state_message(served, run_id)
+    # A value outside a parameter's choices is refused before a run even exists.
+    result, run_id = deployment_run(served, "train/default", "sampler=shuffled")
+    assert result.returncode != 0 and run_id is None
+    assert "shuffled" in result.stdout + result.stderr
     assert snapshot(store) == before
 
 
