@@ -18,11 +18,13 @@ from artifacts import schemas
 from artifacts.store import Store
 from benchmarks.train_throughput import DEFAULT_CORPUS
 from tasks.batches import BatchesParams
-from tasks.clean import CleanParams
-from tasks.ingest import IngestParams, fetch
-from tasks.stages import EncodeParams, batches_stage, clean_stage, encode_stage, ingest_stage, train_stage, vocab_stage
+from tasks.ingest import fetch
+from tasks.stages import (
+    batches_stage,
+    prepare_stages,
+    train_stage,
+)
 from tasks.train import TrainParams
-from tasks.vocab import VocabParams
 
 RUNS = {
     "scratch RNN, random": ("random", {}),
@@ -38,10 +40,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     store = Store(tempfile.mkdtemp(prefix="charflow-fidelity-"))
-    fetched = fetch(str(args.corpus), store.root / "downloads")
-    text = clean_stage(store, ingest_stage(store, fetched, IngestParams()), CleanParams())
-    vocab = vocab_stage(store, text, VocabParams())
-    indices = encode_stage(store, text, vocab, EncodeParams())
+    refs = prepare_stages(store, fetch(str(args.corpus), store.root / "downloads"))
+    vocab, indices = refs["vocab"], refs["encode"]
     print("| run | epoch 50 | 100 | 150 | 200 | 250 |\n| --- | --- | --- | --- | --- | --- |")
     samples = {}
     for label, (sampler, model) in RUNS.items():

@@ -234,6 +234,19 @@ def train_stage(store: Store, batches: ArtifactRef, vocab: ArtifactRef, params: 
     return ref
 
 
+def prepare_stages(
+    store: Store,
+    fetched: Fetched,
+    ingest_params: IngestParams = IngestParams(),
+    clean_params: CleanParams = CleanParams(),
+    vocab_params: VocabParams = VocabParams(),
+) -> dict[str, ArtifactRef]:
+    """ingest -> clean -> vocab -> encode without Prefect (for machines without it, benchmarks and tests)."""
+    text = clean_stage(store, ingest_stage(store, fetched, ingest_params), clean_params)
+    vocab = vocab_stage(store, text, vocab_params)
+    return {"clean": text, "vocab": vocab, "encode": encode_stage(store, text, vocab, EncodeParams())}
+
+
 def load_vocab(ref: ArtifactRef) -> Vocab:
     table = schemas.read_vocab_table(Path(ref.path))
     reserved = int(np.count_nonzero(table.column("reserved").to_numpy()))

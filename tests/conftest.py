@@ -6,12 +6,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from charflow.serve import wait_healthy
 from tests.helpers import free_port
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="charflow-tests-"))
@@ -84,18 +83,11 @@ def prefect_server(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.read().strip() == b"true":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"prefect server did not start: {(prefect_home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    try:
+        wait_healthy(url, proc)
+    except (RuntimeError, TimeoutError) as exc:
+        proc.kill()
+        pytest.fail(f"prefect server did not start ({exc}): {(prefect_home / 'server.log').read_text()[-2000:]}")
     yield url
     proc.terminate()
     try:

@@ -6,19 +6,13 @@ import pytest
 from artifacts import schemas
 from artifacts.store import Store
 from tasks.batches import BatchesParams
-from tasks.clean import CleanParams
-from tasks.ingest import IngestParams, fetch
+from tasks.ingest import fetch
 from tasks.stages import (
-    EncodeParams,
     batches_stage,
-    clean_stage,
-    encode_stage,
-    ingest_stage,
+    prepare_stages,
     train_stage,
-    vocab_stage,
 )
 from tasks.train import TrainParams
-from tasks.vocab import VocabParams
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +20,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def book_run(lyrics_zip, tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("fidelity"))
-    fetched = fetch(str(lyrics_zip), store.root / "downloads")
-    text = clean_stage(store, ingest_stage(store, fetched, IngestParams()), CleanParams())
-    vocab = vocab_stage(store, text, VocabParams())
-    indices = encode_stage(store, text, vocab, EncodeParams())
+    refs = prepare_stages(store, fetch(str(lyrics_zip), store.root / "downloads"))
+    vocab, indices = refs["vocab"], refs["encode"]
 
     def run(sampler: str, **training) -> list[float]:
         batches = batches_stage(store, indices, BatchesParams(sampler=sampler))

@@ -11,23 +11,17 @@ import torch
 from artifacts import schemas
 from artifacts.store import Store
 from tasks.batches import BatchesParams
-from tasks.clean import CleanParams
 from tasks.generate import generate, load_model
-from tasks.ingest import IngestParams, fetch
+from tasks.ingest import fetch
 from tasks.stages import (
     CURVE_FILE,
     WEIGHTS_FILE,
-    EncodeParams,
     VocabMismatch,
     batches_stage,
-    clean_stage,
-    encode_stage,
-    ingest_stage,
+    prepare_stages,
     train_stage,
-    vocab_stage,
 )
 from tasks.train import TrainParams
-from tasks.vocab import VocabParams
 from tests.helpers import run_cli
 
 FAST = TrainParams(model="rnn", hidden=32, optimizer="adam", lr=1e-2, pred_period=2, pred_chars=10)
@@ -36,10 +30,8 @@ FAST = TrainParams(model="rnn", hidden=32, optimizer="adam", lr=1e-2, pred_perio
 @pytest.fixture(scope="module")
 def prepared(lyrics_zip, tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("train-store"))
-    fetched = fetch(str(lyrics_zip), store.root / "downloads")
-    text = clean_stage(store, ingest_stage(store, fetched, IngestParams()), CleanParams())
-    vocab = vocab_stage(store, text, VocabParams())
-    indices = encode_stage(store, text, vocab, EncodeParams())
+    refs = prepare_stages(store, fetch(str(lyrics_zip), store.root / "downloads"))
+    vocab, indices = refs["vocab"], refs["encode"]
     batches = batches_stage(store, indices, BatchesParams(sampler="consecutive", epochs=3))
     return store, vocab, batches, indices
 
