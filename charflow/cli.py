@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chars", type=int, default=50)
     generate.add_argument("--vocab", help="refuse the model unless its vocabulary has this key")
     generate.set_defaults(func=cmd_generate)
+    from charflow.inspect_cli import add_parser as add_inspect
+
+    add_inspect(commands)
     serve = commands.add_parser("serve", help="a Prefect server, the work pool, the deployments and a worker")
     serve.add_argument("--port", type=int, default=4200, help="the server's port on 127.0.0.1")
     serve.set_defaults(func=cmd_serve)
