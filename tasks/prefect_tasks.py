@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.transactions import IsolationLevel
 
+from artifacts import inspect as store_inspect
 from artifacts.catalog import Catalog, CorpusVersion
 from artifacts.store import ArtifactRef, Store
 from charflow import settings
@@ -123,9 +125,51 @@ def record_task(corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> N
 
 
 def run_stage(stage_task: Any, **inputs: Any) -> ArtifactRef:
-    """Run a stage task and mark its reference as a cache hit when Prefect served it from cache."""
+    """Run a stage task, mark its reference as a cache hit when Prefect served it from cache, and show what it
+    made in Prefect's UI."""
     state = stage_task(**inputs, return_state=True)
     ref: ArtifactRef = state.result()
     if state.name == "Cached":
         ref = ref.model_copy(update={"cache_hit": True})
+    publish(ref)
     return ref
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(str(row[k]).replace("|", "\\|") for k in head) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def publish(ref: ArtifactRef) -> None:
+    """Prefect UI artifacts under stable keys: a summary per stage (parameters, key, rows, files, a decoded
+    sample), the vocabulary's most frequent symbols, the training metrics and samples."""
+    root = settings.store_root()
+    entry = store_inspect.resolve(root, ref.path)
+    shown = store_inspect.show(root, entry)
+    manifest, view = shown["manifest"], shown["view"]
+    params = [{"parameter": k, "value": json.dumps(v, ensure_ascii=False)} for k, v in manifest["params"].items()]
+    files = [{"file": f"`{ref.path}/{f['name']}`", "rows": f["rows"], "bytes": f["size"]} for f in manifest["files"]]
+    sample = json.dumps(view, ensure_ascii=False, indent=1, default=str)[:1500]
+    markdown = "\n\n".join(
+        [
+            f"## {ref.stage} `{ref.key[:12]}`" + (" (cached)" if ref.cache_hit else ""),
+            f"Content key `{ref.key}`, {entry.rows:,} rows, created {manifest['created']}.",
+            _markdown_table(params) or "No parameters.",
+            _markdown_table(files),
+            f"```json\n{sample}\n```",
+        ]
+    )
+    create_markdown_artifact(key=f"{ref.stage}-summary", markdown=markdown, description=f"{ref.stage} artifact")
+    if ref.stage == "vocab":
+        create_table_artifact(key="vocab-top-symbols", table=view["most_frequent"], description="most frequent symbols")
+    if ref.stage == "train":
+        metrics = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for m in view["metrics"]]
+        create_table_artifact(key="training-metrics", table=metrics, description="perplexity per epoch")
+        samples = "\n".join(f"- epoch {s['epoch']}, `{s['prefix']}`: {s['text']}" for s in view["samples"])
+        create_markdown_artifact(
+            key="training-samples", markdown=samples or "No samples.", description="greedy samples"
+        )

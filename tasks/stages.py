@@ -20,7 +20,7 @@ from tasks.batches import BatchesParams, plan_shards, split_validation, stored_b
 from tasks.clean import CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import decode, encode, encode_chunks
 from tasks.ingest import Fetched, IngestParams, ingest, read_members
-from tasks.plot import perplexity_curve
+from tasks.plot import frequency_chart, perplexity_curve
 from tasks.train import TrainParams, train
 from tasks.vocab import Vocab, VocabParams, build_vocab
 
@@ -29,6 +29,7 @@ log = logging.getLogger("charflow.stages")
 WEIGHTS_FILE = "weights.pt"
 TRAINING_STATE_FILE = "training_state.pt"
 CURVE_FILE = "perplexity.png"
+FREQUENCY_FILE = "frequency.png"
 
 
 class EncodeParams(BaseModel):
@@ -43,7 +44,7 @@ _SHARED = ("artifacts.schemas", "tasks.stages:_materialize", "tasks.stages:input
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "ingest": ("tasks.ingest", "tasks.stages:ingest_stage", *_SHARED),
     "clean": ("tasks.clean", "tasks.stages:clean_stage", *_SHARED),
-    "vocab": ("tasks.vocab", "tasks.stages:vocab_stage", *_SHARED),
+    "vocab": ("tasks.vocab", "tasks.plot", "tasks.stages:vocab_stage", *_SHARED),
     "encode": ("tasks.encode", "tasks.stages:encode_stage", "tasks.stages:load_vocab", *_SHARED),
     "batches": ("tasks.batches", "tasks.stages:batches_stage", *_SHARED),
     "train": (
@@ -121,6 +122,7 @@ def vocab_stage(store: Store, text: ArtifactRef, params: VocabParams) -> Artifac
         vocab = build_vocab(schemas.iter_text(Path(text.path)), params)
         policy = canonical(params)
         schemas.write_vocab(folder, vocab.tokens, vocab.counts, vocab.reserved, {"stage": "vocab", "policy": policy})
+        frequency_chart(vocab.tokens, vocab.counts.tolist(), folder / FREQUENCY_FILE)
         return {"size": len(vocab), "reserved": vocab.reserved, "policy": policy}
 
     return _materialize(store, "vocab", {"text": text, "params": params}, build)
