@@ -21,6 +21,7 @@ from tasks.clean import CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import decode, encode, encode_chunks
 from tasks.ingest import Fetched, IngestParams, ingest, read_members
 from tasks.plot import frequency_chart, perplexity_curve
+from tasks.progress import Progress
 from tasks.train import TrainParams, train
 from tasks.vocab import Vocab, VocabParams, build_vocab
 
@@ -160,6 +161,7 @@ def batches_stage(store: Store, indices: ArtifactRef, params: BatchesParams) -> 
             "tokens": rows * params.num_steps,
         }
         batches = stored_batches(corpus, params)
+        progress = Progress(len(shards), "writing batch shards", log.info)
         for number, shard in enumerate(shards):
             shard["file"] = schemas.batches_file(number)
             metadata = {"stage": "batches", **summary, "shard": shard}
@@ -169,6 +171,8 @@ def batches_stage(store: Store, indices: ArtifactRef, params: BatchesParams) -> 
                     writer.write(*next(batches))
             finally:
                 writer.close()
+            progress.advance()
+        progress.close()
         return {**summary, "shards": shards}
 
     return _materialize(store, "batches", {"indices": indices, "params": params}, build)

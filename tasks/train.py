@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from tasks.model import ModelParams, build_model, detach, predict
+from tasks.progress import Progress
 
 BOOK_PREFIXES = ("分开", "不分开")
 
@@ -127,66 +128,73 @@ def train(
         state = load_checkpoint(checkpoint, model, optimizer)
         log(f"resuming after epoch {state.epoch} from {checkpoint}")
     weights = [p for p in model.parameters()]
-    for epoch in range(state.epoch, epochs):
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        norm_sum = torch.zeros((), device=device)
-        tokens = steps = 0
-        hidden = None
-        for x, y in epoch_batches(epoch):
-            x = x.to(device, non_blocking=True)  # (batch, num_steps)
-            y = y.to(device, non_blocking=True).long()  # (batch, num_steps)
-            if hidden is None or not carry_state or hidden_rows(hidden) != x.shape[0]:
-                hidden = model.init_state(x.shape[0], device)
-            else:
-                hidden = detach(hidden)
-            try:
-                logits, hidden = model(x, hidden)  # (batch, num_steps, vocab)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            except torch.OutOfMemoryError as exc:
-                raise OutOfDeviceMemory(
-                    f"{device.type} ran out of memory at batch size {x.shape[0]}, num_steps {x.shape[1]}, hidden "
-                    f"{params.hidden} ({params.model}); lower --batch-size or --hidden, or free the device"
-                ) from exc
-            norm = clip_by_global_norm(weights, params.clip)
-            optimizer.step()
-            loss_sum += loss.detach() * y.numel()
-            norm_sum += norm
-            tokens += y.numel()
-            steps += 1
-            shape = (x.shape[1], x.shape[0])  # (num_steps, batch) for validation
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
-        mean_loss = loss_sum.item() / max(tokens, 1)
-        # Past 700 nats exp() overflows: the run has diverged as surely as with a NaN.
-        if not math.isfinite(mean_loss) or mean_loss > 700:
-            where = f"; the last good checkpoint (epoch {state.epoch}) is kept at {checkpoint}" if checkpoint else ""
-            raise TrainingDiverged(
-                f"the loss became {mean_loss} in epoch {epoch + 1} (optimizer {params.optimizer}, lr {params.lr}, "
-                f"clip {params.clip}){where}; lower the learning rate or clip gradients"
-            )
-        row = {
-            "epoch": epoch + 1,
-            "perplexity": math.exp(mean_loss),
-            "val_perplexity": None if validation is None else evaluate(model, validation, *shape, device),
-            "tokens_per_s": tokens / seconds if seconds else float("nan"),
-            "grad_norm": norm_sum.item() / max(steps, 1),
-            "seconds": seconds,
-        }
-        state.metrics.append(row)
-        state.epoch = epoch + 1
-        if state.epoch % params.pred_period == 0 or state.epoch == epochs:
-            for prefix in params.prefixes:
-                text = decode(predict(model, encode(prefix), params.pred_chars, device))
-                state.samples.append({"epoch": state.epoch, "prefix": prefix, "text": text})
-            log(f"epoch {state.epoch}: perplexity {row['perplexity']:.3f}, {row['tokens_per_s']:,.0f} tokens/s")
-            for sample in state.samples[-len(params.prefixes) :]:
-                log(f"  {sample['text']}")
-        if checkpoint is not None and (state.epoch % params.checkpoint_every == 0 or state.epoch == epochs):
-            save_checkpoint(checkpoint, model, optimizer, state)
+    progress = Progress(epochs - state.epoch, f"training {params.model}", log)
+    try:
+        for epoch in range(state.epoch, epochs):
+            started = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            norm_sum = torch.zeros((), device=device)
+            tokens = steps = 0
+            hidden = None
+            for x, y in epoch_batches(epoch):
+                x = x.to(device, non_blocking=True)  # (batch, num_steps)
+                y = y.to(device, non_blocking=True).long()  # (batch, num_steps)
+                if hidden is None or not carry_state or hidden_rows(hidden) != x.shape[0]:
+                    hidden = model.init_state(x.shape[0], device)
+                else:
+                    hidden = detach(hidden)
+                try:
+                    logits, hidden = model(x, hidden)  # (batch, num_steps, vocab)
+                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                except torch.OutOfMemoryError as exc:
+                    raise OutOfDeviceMemory(
+                        f"{device.type} ran out of memory at batch size {x.shape[0]}, num_steps {x.shape[1]}, hidden "
+                        f"{params.hidden} ({params.model}); lower --batch-size or --hidden, or free the device"
+                    ) from exc
+                norm = clip_by_global_norm(weights, params.clip)
+                optimizer.step()
+                loss_sum += loss.detach() * y.numel()
+                norm_sum += norm
+                tokens += y.numel()
+                steps += 1
+                shape = (x.shape[1], x.shape[0])  # (num_steps, batch) for validation
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+            mean_loss = loss_sum.item() / max(tokens, 1)
+            # Past 700 nats exp() overflows: the run has diverged as surely as with a NaN.
+            if not math.isfinite(mean_loss) or mean_loss > 700:
+                where = (
+                    f"; the last good checkpoint (epoch {state.epoch}) is kept at {checkpoint}" if checkpoint else ""
+                )
+                raise TrainingDiverged(
+                    f"the loss became {mean_loss} in epoch {epoch + 1} (optimizer {params.optimizer}, lr {params.lr}, "
+                    f"clip {params.clip}){where}; lower the learning rate or clip gradients"
+                )
+            row = {
+                "epoch": epoch + 1,
+                "perplexity": math.exp(mean_loss),
+                "val_perplexity": None if validation is None else evaluate(model, validation, *shape, device),
+                "tokens_per_s": tokens / seconds if seconds else float("nan"),
+                "grad_norm": norm_sum.item() / max(steps, 1),
+                "seconds": seconds,
+            }
+            state.metrics.append(row)
+            state.epoch = epoch + 1
+            if state.epoch % params.pred_period == 0 or state.epoch == epochs:
+                for prefix in params.prefixes:
+                    text = decode(predict(model, encode(prefix), params.pred_chars, device))
+                    state.samples.append({"epoch": state.epoch, "prefix": prefix, "text": text})
+                log(f"epoch {state.epoch}: perplexity {row['perplexity']:.3f}, {row['tokens_per_s']:,.0f} tokens/s")
+                for sample in state.samples[-len(params.prefixes) :]:
+                    log(f"  {sample['text']}")
+            if checkpoint is not None and (state.epoch % params.checkpoint_every == 0 or state.epoch == epochs):
+                save_checkpoint(checkpoint, model, optimizer, state)
+            progress.advance(f"perplexity {row['perplexity']:.3f}")
+    finally:
+        progress.close()
     return model, optimizer, state
 
 
