@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from artifacts import schemas
 from artifacts.catalog import Catalog
-from artifacts.manifest import Manifest, problems, read_manifest
+from artifacts.manifest import MANIFEST_NAME, Manifest, problems, read_manifest
 
 STAGES = ("ingest", "clean", "vocab", "encode", "batches", "train")
 
@@ -76,10 +76,10 @@ def resolve(root: Path, ref: str) -> Entry:
         number, runs = _version_outputs(Catalog(root), corpus, version or "latest")
         outputs = {name: key for run in runs for name, key in run.items()}  # the latest run's key per stage
         if stage not in outputs:
-            have = ", ".join(outputs) or "none"
+            have = ", ".join(s for s in STAGES if s in outputs) or "none"
             raise RefError(f"{corpus}@v{number} has no {stage or '(no stage given)'} artifact; it has: {have}")
         ref = outputs[stage]
-    elif Path(ref).is_dir() and (Path(ref) / "manifest.json").is_file():
+    elif Path(ref).is_dir() and (Path(ref) / MANIFEST_NAME).is_file():
         ref = read_manifest(Path(ref)).key
     matches = [e for e in everything if e.key.startswith(ref)] if ref else []
     if len(matches) == 1:
@@ -250,7 +250,7 @@ def verify(root: Path) -> list[dict[str, Any]]:
             try:
                 found = problems(folder, read_manifest(folder))
             except (OSError, ValueError) as exc:
-                found = [f"manifest.json: unreadable ({exc.__class__.__name__})"]
+                found = [f"{MANIFEST_NAME}: unreadable ({exc.__class__.__name__})"]
             if found:
                 bad.append({"stage": stage, "key": folder.name, "problems": found})
     return bad

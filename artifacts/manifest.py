@@ -10,7 +10,8 @@ from typing import Any
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-MANIFEST_NAME = "manifest.json"
+# A leading underscore: Parquet readers given the folder (pandas, pyarrow datasets) skip it.
+MANIFEST_NAME = "_manifest.json"
 
 
 class FileEntry(BaseModel):

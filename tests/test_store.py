@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from artifacts.keys import canonical_json, content_key
-from artifacts.manifest import read_manifest
+from artifacts.manifest import MANIFEST_NAME, read_manifest
 from artifacts.store import Store
 
 
@@ -59,7 +59,7 @@ def test_damaged_artifact_is_a_miss_and_is_rebuilt(tmp_path, damage, caplog):
     elif damage == "delete":
         data.unlink()
     else:
-        (Path(ref.path) / "manifest.json").write_text("{not json")
+        (Path(ref.path) / MANIFEST_NAME).write_text("{not json")
     rebuilt = materialize(store)
     assert not rebuilt.cache_hit
     assert pq.read_table(Path(rebuilt.path) / "data.parquet").num_rows == 3
