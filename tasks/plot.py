@@ -41,7 +41,8 @@ def frequency_chart(tokens: list[str], counts: list[int], path: Path, top: int =
     )
     ax.set(yscale="log", ylabel="count", title=f"the {len(order)} most frequent of {len(tokens):,} symbols")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
+    # Fixed margins: tight_layout measured every label again and took most of the chart's time.
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.91, bottom=0.1)
     fig.savefig(path, format="png", metadata={"Software": None})
     plt.close(fig)
 
