@@ -65,9 +65,23 @@ def module_closure(modules: Iterable[str], packages: frozenset[str] = PROJECT_PA
         if path is None:
             continue
         found[name] = path
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        todo.extend(_imported_modules(tree, name, path.name == "__init__.py"))
+        todo.extend(_imported_modules(_tree(path), name, path.name == "__init__.py"))
     return found
+
+
+@cache
+def _parsed(source: str) -> ast.Module:
+    """Parsed once per distinct source text: the stages share most of their modules. Not to be mutated."""
+    return ast.parse(source)
+
+
+@cache
+def _normalized(source: str) -> str:
+    return normalized_source(source)
+
+
+def _tree(path: Path) -> ast.Module:
+    return _parsed(path.read_text(encoding="utf-8"))
 
 
 def function_source(name: str) -> str:
@@ -76,7 +90,7 @@ def function_source(name: str) -> str:
     path = _module_file(module)
     if path is None:
         raise ValueError(f"no Python source for module {module!r}")
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+    for node in _tree(path).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == function:
             return normalized_source(ast.unparse(node))
     raise ValueError(f"{module} has no top-level {function!r}")
@@ -86,7 +100,7 @@ def function_source(name: str) -> str:
 def code_fingerprint(modules: tuple[str, ...], packages: frozenset[str] = PROJECT_PACKAGES) -> str:
     """Whole modules with their project imports; `module:function` entries by that function alone."""
     whole = module_closure([name for name in modules if ":" not in name], packages)
-    parts = {name: normalized_source(path.read_text(encoding="utf-8")) for name, path in whole.items()}
+    parts = {name: _normalized(path.read_text(encoding="utf-8")) for name, path in whole.items()}
     parts.update({name: function_source(name) for name in modules if ":" in name})
     digest = hashlib.sha256()
     for name, source in sorted(parts.items()):
