@@ -3,6 +3,7 @@ import http.server
 import threading
 import zipfile
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,23 @@ def test_url_not_found(tmp_path, http_root):
 )
 def test_corpus_name(source, name):
     assert corpus_name(source) == name
+
+
+def test_reingest_sources_expand_to_one_corpus_per_file(tmp_path):
+    from tasks.ingest import expand_sources
+
+    folder = tmp_path / "corpora"
+    folder.mkdir()
+    (folder / "b.txt").write_text("b")
+    (folder / "a.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    (folder / "notes.bin").write_bytes(b"\0")
+    (tmp_path / "c.txt").write_text("c")
+    found = expand_sources([str(folder), str(tmp_path / "*.txt"), "https://host/x/poems.txt", str(folder / "b.txt")])
+    assert [(Path(f.source).name if not f.source.startswith("http") else f.source, f.name) for f in found] == [
+        ("a.zip", "a"),
+        ("b.txt", "b"),
+        ("c.txt", "c"),
+        ("https://host/x/poems.txt", "poems"),
+    ]
+    with pytest.raises(IngestError, match="nowhere: no such file, folder or matching path; fix the reingest sources"):
+        expand_sources([str(tmp_path / "nowhere")])

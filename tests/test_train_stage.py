@@ -140,6 +140,8 @@ def test_cli_run_and_generate(tmp_path, lyrics_zip, prefect_server):
     generated = run_cli("generate", out["model"]["key"][:12], "--prefix", "不分开", "--chars", "8", home=tmp_path)
     assert generated.returncode == 0, generated.stderr
     assert generated.stdout.startswith("不分开") and len(generated.stdout.rstrip("\n")) == 11
+    missing = run_cli("train", "--batches", "ffffff", home=tmp_path, api_url=prefect_server)
+    assert missing.returncode == 1 and "'ffffff' names 0 batches artifacts" in missing.stderr
     for bad_args, code, message in [
         (["--model", "transformer"], 2, "'scratch', 'rnn', 'gru' or 'lstm'"),
         (["--optimizer", "rmsprop"], 2, "'sgd' or 'adam'"),
