@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,6 @@ from artifacts.store import ArtifactRef, Store
 from charflow import settings
 from tasks import stages
 from tasks.ingest import Fetched, Located, expand_sources, fetch
-
-log = logging.getLogger("charflow.tasks")
 
 
 def _prefect_dir(name: str) -> Path:
@@ -42,7 +39,7 @@ class ContentKeyPolicy(CachePolicy):
     ) -> str | None:
         stage = task_ctx.task.name
         key = stages.stage_key(stage, inputs)
-        if Store(settings.store_root()).lookup(stage, key) is None:
+        if _store().lookup(stage, key) is None:
             (Path(self.key_storage) / key).unlink(missing_ok=True)
         return key
 
