@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -26,6 +27,8 @@ class ScratchRNN(nn.Module):
     """H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h), O_t = H_t W_hq + b_q, with weights N(0, 0.01²).
 
     X_t is one-hot, so X_t W_xh is a row of W_xh: a lookup, the same function without the V-wide product.
+    The lookup is F.embedding: plain indexing's backward adds rows in a thread-dependent order on the CPU, so
+    the same seed gave different perplexities from run to run.
     The input and output products do not depend on H_{t-1}, so they run once for all steps.
     """
 
@@ -47,7 +50,7 @@ class ScratchRNN(nn.Module):
         return torch.zeros(batch, self.hidden, device=device)  # (batch, hidden)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = self.W_xh[x] + self.b_h  # (batch, num_steps, hidden)
+        inputs = F.embedding(x, self.W_xh) + self.b_h  # (batch, num_steps, hidden)
         h = state  # (batch, hidden)
         outputs = []
         for t in range(x.shape[1]):

@@ -244,3 +244,34 @@ def test_the_train_flow_takes_every_parameter_flat_with_the_same_defaults():
     for name, default in expected.items():
         assert name in flow_defaults, name
         assert flow_defaults[name] == default, name
+
+
+def test_the_same_seed_gives_the_same_metrics(book_text):
+    """Run to run on the CPU: a thread-order-dependent backward (plain indexing) once broke this."""
+    from tasks.batches import SamplerSpec, iter_batches
+    from tasks.encode import encode as encode_text
+    from tasks.vocab import VocabParams, build_vocab
+
+    vocab = build_vocab(book_text, VocabParams())
+    corpus = encode_text(book_text, vocab)
+
+    def epoch_batches(epoch):
+        return [
+            (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
+            for x, y in iter_batches(corpus, SamplerSpec(), epoch)
+        ]
+
+    runs = [
+        train(
+            epoch_batches,
+            epochs=4,
+            carry_state=False,
+            vocab_size=len(vocab),
+            encode=list,
+            decode=str,
+            params=TrainParams(prefixes=()),
+            log=lambda _: None,
+        )[2].metrics
+        for _ in range(3)
+    ]
+    assert deterministic(runs[0]) == deterministic(runs[1]) == deterministic(runs[2])
