@@ -112,10 +112,8 @@ class BatchReader(IterableDataset):
         rank, world = self._split()
         for epoch in range(self.start[0], self.epochs):
             stored = 0 if self.info["same_every_epoch"] else epoch
-            first = self.start[1] if epoch == self.start[0] else 0
-            for batch in range(first, self.info["batches_per_epoch"][stored]):
-                if self.sampler == "consecutive" or batch % world == rank:
-                    yield epoch, batch
+            for batch in self._wanted(stored, epoch, rank, world):
+                yield epoch, batch
 
     def epoch_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This reader's batches of one epoch (from `start` when it is that epoch), in order."""

@@ -16,6 +16,7 @@ from prefect.transactions import IsolationLevel
 
 from artifacts import inspect as store_inspect
 from artifacts.catalog import Catalog, CorpusVersion
+from artifacts.manifest import read_manifest
 from artifacts.store import ArtifactRef, Store
 from charflow import settings
 from tasks import stages
@@ -145,7 +146,8 @@ def publish(ref: ArtifactRef) -> None:
     """Prefect UI artifacts under stable keys: a summary per stage (parameters, key, rows, files, a decoded
     sample), the vocabulary's most frequent symbols, the training metrics and samples."""
     root = settings.store_root()
-    entry = store_inspect.resolve(root, ref.path)
+    # The reference names its folder: no need to search the store for it.
+    entry = store_inspect.Entry(ref.stage, ref.key, Path(ref.path), read_manifest(Path(ref.path)))
     shown = store_inspect.show(root, entry)
     manifest, view = shown["manifest"], shown["view"]
     params = [{"parameter": k, "value": json.dumps(v, ensure_ascii=False)} for k, v in manifest["params"].items()]
