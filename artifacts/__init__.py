@@ -1,1 +1,2 @@
-"""Storage: content keys, code fingerprints, manifests, Parquet schemas, the store and the catalog."""
+"""Storage: the stage registry, content keys, code fingerprints, manifests, the store and its resolver, the
+catalog, and per artifact kind its files, schema, summary, writer, reader and charts."""

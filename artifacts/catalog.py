@@ -64,6 +64,14 @@ class Catalog:
             if e.get("event") == "version" and (corpus is None or e["corpus"] == corpus)
         ]
 
+    def outputs(self, corpus: str, version: int) -> list[dict[str, str]]:
+        """Every run's outputs recorded for a version, oldest first: {stage: key}."""
+        return [
+            entry["outputs"]
+            for entry in self.entries()
+            if entry.get("event") == "outputs" and entry["corpus"] == corpus and entry["version"] == version
+        ]
+
     def register(self, corpus: str, sha256: str, size: int, source: str, ingest_key: str) -> CorpusVersion:
         """The version of this content of the corpus: the existing one, or the next number."""
         with self._locked():

@@ -1,4 +1,4 @@
-"""Content keys: one sha256 over everything that shapes an artifact's bytes."""
+"""Content keys: one sha256 over everything that shapes an artifact's bytes, and nothing else."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import hashlib
 import json
 import sys
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib import metadata
 from typing import Any
 
 from pydantic import BaseModel
@@ -30,31 +32,46 @@ def canonical_json(value: Any) -> str:
     return json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of what shapes the bytes: the writers, the arrays and Unicode tables."""
-    import numpy
-    import pyarrow
+def keyed_params(params: BaseModel | None) -> dict[str, Any]:
+    """The parameters that can change the output: fields marked `keyed: False` (how often to checkpoint)
+    are left out, so changing them finds the same artifact."""
+    if params is None:
+        return {}
+    unkeyed = {
+        name
+        for name, field in type(params).model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("keyed") is False
+    }
+    return canonical(params.model_dump(mode="json", exclude=unkeyed))
 
+
+@cache
+def library_version(name: str) -> str:
+    """An installed distribution's version, read from its metadata: no import (torch takes a second)."""
+    return metadata.version(name)
+
+
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    """Python, its Unicode tables, and the given libraries' versions."""
     return {
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
         "unicodedata": unicodedata.unidata_version,
-        "numpy": numpy.__version__,
-        "pyarrow": pyarrow.__version__,
+        **{name: library_version(name) for name in names},
     }
 
 
 def content_key(
     stage: str,
-    params: Any,
+    params: Mapping[str, Any],
     inputs: Mapping[str, str],
     code: str,
-    libraries: Mapping[str, str] | None = None,
+    libraries: Mapping[str, str],
 ) -> str:
     payload = {
         "stage": stage,
-        "params": params,
+        "params": dict(params),
         "inputs": dict(inputs),
         "code": code,
-        "libraries": dict(libraries if libraries is not None else library_versions()),
+        "libraries": dict(libraries),
     }
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()

@@ -5,13 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 # A leading underscore: Parquet readers given the folder (pandas, pyarrow datasets) skip it.
 MANIFEST_NAME = "_manifest.json"
+
+
+class Summary(BaseModel):
+    """What a stage says of its artifact, typed per kind; stored in the manifest as JSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def of(cls, artifact: Any) -> Self:
+        """The typed summary of an `ArtifactRef` or a `Manifest`."""
+        return cls.model_validate(artifact.summary)
 
 
 class FileEntry(BaseModel):

@@ -7,7 +7,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from artifacts.manifest import MANIFEST_NAME, Manifest, describe_file, problems, read_manifest
+from tasks.errors import CharflowError
 
 log = logging.getLogger("charflow.store")
+
+
+class StoreError(CharflowError):
+    """The store cannot do what was asked (an artifact keeps reappearing damaged, say)."""
 
 
 class ArtifactRef(BaseModel):
@@ -26,12 +32,41 @@ class ArtifactRef(BaseModel):
 
     stage: str
     key: str
-    path: str
+    path: Path
     cache_hit: bool = False
     summary: dict[str, Any] = {}
 
     def file(self, name: str) -> Path:
-        return Path(self.path) / name
+        return self.path / name
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stored artifact as listed: its folder and manifest (the files are not re-hashed: see `verify`)."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def stage(self) -> str:
+        return self.manifest.stage
+
+    @property
+    def key(self) -> str:
+        return self.manifest.key
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows or 0 for f in self.manifest.files)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.manifest.files)
+
+    def ref(self, cache_hit: bool = True) -> ArtifactRef:
+        return ArtifactRef(
+            stage=self.stage, key=self.key, path=self.path, cache_hit=cache_hit, summary=self.manifest.summary
+        )
 
 
 class Store:
@@ -40,6 +75,20 @@ class Store:
 
     def folder(self, stage: str, key: str) -> Path:
         return self.root / stage / key
+
+    def folders(self, stages: Iterable[str]) -> list[Path]:
+        """Every artifact folder of these stages, readable or not."""
+        return [folder for s in stages if (self.root / s).is_dir() for folder in sorted((self.root / s).iterdir())]
+
+    def entries(self, stages: Iterable[str]) -> list[Entry]:
+        """Every artifact of these stages with a readable manifest, newest first."""
+        found = []
+        for folder in self.folders(stages):
+            try:
+                found.append(Entry(folder, read_manifest(folder)))
+            except (OSError, ValueError):
+                continue
+        return sorted(found, key=lambda e: e.manifest.created, reverse=True)
 
     def lookup(self, stage: str, key: str) -> Manifest | None:
         """The artifact's manifest when every file matches it; None (logged) otherwise."""
@@ -57,32 +106,7 @@ class Store:
         return manifest
 
     def ref(self, manifest: Manifest, cache_hit: bool) -> ArtifactRef:
-        folder = self.folder(manifest.stage, manifest.key)
-        return ArtifactRef(
-            stage=manifest.stage, key=manifest.key, path=str(folder), cache_hit=cache_hit, summary=manifest.summary
-        )
-
-    def find(self, stage: str, ref: str) -> ArtifactRef:
-        """An intact artifact of `stage` by key, unique key prefix or folder path; a clear error otherwise."""
-        folder = Path(ref)
-        if folder.is_dir() and (folder / MANIFEST_NAME).is_file():
-            key = read_manifest(folder).key
-        else:
-            root = self.root / stage
-            matches = sorted(p.name for p in root.glob(f"{ref}*")) if ref and root.is_dir() else []
-            if len(matches) != 1:
-                shown = ", ".join(m[:12] for m in matches[:10]) or "none"
-                raise LookupError(
-                    f"{ref!r} names {len(matches)} {stage} artifacts in {self.root} (candidates: {shown}); "
-                    "give a longer key prefix or the artifact's folder"
-                )
-            key = matches[0]
-        manifest = self.lookup(stage, key)
-        if manifest is None:
-            raise LookupError(
-                f"{stage} artifact {key[:12]} is missing or damaged; run the pipeline again to rebuild it"
-            )
-        return self.ref(manifest, cache_hit=True)
+        return Entry(self.folder(manifest.stage, manifest.key), manifest).ref(cache_hit)
 
     def materialize(
         self,
@@ -93,7 +117,7 @@ class Store:
         inputs: Mapping[str, str],
         code: str,
         libraries: Mapping[str, str],
-        build: Callable[[Path], Mapping[str, Any]],
+        build: Callable[[Path], BaseModel],
     ) -> ArtifactRef:
         """Return the stored artifact, or build it in a private folder and publish it whole.
 
@@ -115,7 +139,7 @@ class Store:
                 libraries=dict(libraries),
                 created=datetime.now(UTC).isoformat(timespec="milliseconds"),
                 files=files,
-                summary=dict(summary),
+                summary=summary.model_dump(mode="json"),
             )
             # Written last: a folder with a manifest is complete.
             _write_durably(staging / MANIFEST_NAME, manifest.model_dump_json(indent=2))
@@ -137,7 +161,7 @@ class Store:
             if existing := self.lookup(manifest.stage, manifest.key):
                 return existing
             self._quarantine(final)
-        raise RuntimeError(f"could not publish {manifest.stage}/{manifest.key}: the folder keeps reappearing damaged")
+        raise StoreError(f"could not publish {manifest.stage}/{manifest.key}: the folder keeps reappearing damaged")
 
     def _quarantine(self, folder: Path) -> None:
         target = self.root / ".damaged" / f"{folder.parent.name}-{folder.name}-{uuid.uuid4().hex[:8]}"
@@ -147,6 +171,10 @@ class Store:
             log.warning("moved damaged artifact %s aside to %s", folder, target)
         except FileNotFoundError:
             pass
+
+    def work_folder(self, stage: str, key: str) -> Path:
+        """Where a long build keeps what lets it resume (checkpoints), outside staging, under the key."""
+        return self.root / ".work" / f"{stage}-{key[:32]}"
 
 
 def _write_durably(path: Path, text: str) -> None:

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artifacts import schemas
+from artifacts.batch_reader import BatchReader
+from artifacts.batches import BatchesSummary
+from artifacts.indices import EncodeSummary, write_indices
+from artifacts.stages import run_stage
 from artifacts.store import Store
-from tasks.batch_reader import BatchReader
 from tasks.batches import BatchesParams, SamplerSpec, iter_batches
-from tasks.stages import batches_stage
 
 NUM_STEPS = 35
 
@@ -107,15 +108,15 @@ def main() -> None:
             inputs={},
             code="",
             libraries={},
-            build=lambda f: {"rows": schemas.write_indices(f, [corpus], {}), "vocab_key": "v" * 64},
+            build=lambda f: EncodeSummary(rows=write_indices(f, [corpus], {}), vocab_key="v" * 64, vocab_size=1_027),
         )
         for sampler in ("random", "consecutive"):
             params = BatchesParams(sampler=sampler, batch_size=256, num_steps=NUM_STEPS, epochs=1)
             start = time.perf_counter()
-            ref = batches_stage(store, indices, params)
+            ref = run_stage(store, "batches", params, indices=indices)
             written = time.perf_counter() - start
-            size = sum(p.stat().st_size for p in Path(ref.path).glob("*.parquet")) / 1e6
-            tokens = ref.summary["tokens"]
+            size = sum(p.stat().st_size for p in ref.path.glob("*.parquet")) / 1e6
+            tokens = BatchesSummary.of(ref).tokens
             times = []
             for _ in range(5):
                 start = time.perf_counter()

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.fidelity_seeds [--seeds 0 1 2] [--corpus PATH]
 
-Each run goes through the real stages (prepare, batches, train) in a temporary store, on the CPU by default.
+Each run goes through the real pipeline (prepare, batches, train) in a temporary store, without Prefect, on
+the CPU by default.
 """
 
 from __future__ import annotations
@@ -14,17 +15,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from artifacts import schemas
-from artifacts.store import Store
+from artifacts.model import METRICS_FILE, TrainSummary
 from benchmarks.train_throughput import DEFAULT_CORPUS
+from flows.pipeline import PrepareParams, plain_runner, train
 from tasks.batches import BatchesParams
-from tasks.ingest import fetch
-from tasks.stages import (
-    batches_stage,
-    prepare_stages,
-    train_stage,
-)
-from tasks.train import TrainParams
+from tasks.ingest import resolve_source
+from tasks.train.params import TrainParams
 
 RUNS = {
     "scratch RNN, random": ("random", {}),
@@ -33,24 +29,36 @@ RUNS = {
 }
 
 
+def perplexities(root: Path, corpus: Path, sampler: str, seed: int = 0, **training) -> tuple[list[float], list[str]]:
+    """The book's settings on the lyrics, but for the sampler, the seed and `training`: every epoch's
+    perplexity and the last samples."""
+    made = train(
+        plain_runner(root),
+        resolve_source(str(corpus), "jaychou"),
+        PrepareParams(),
+        BatchesParams(sampler=sampler, seed=seed),
+        TrainParams(seed=seed, **training),
+    )
+    model = made.stages["train"]
+    curve = pq.read_table(model.file(METRICS_FILE)).column("perplexity").to_pylist()
+    return curve, [s.text for s in TrainSummary.of(model).samples]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    store = Store(tempfile.mkdtemp(prefix="charflow-fidelity-"))
-    refs = prepare_stages(store, fetch(str(args.corpus), store.root / "downloads"))
-    vocab, indices = refs["vocab"], refs["encode"]
+    root = Path(tempfile.mkdtemp(prefix="charflow-fidelity-"))
     print("| run | epoch 50 | 100 | 150 | 200 | 250 |\n| --- | --- | --- | --- | --- | --- |")
     samples = {}
     for label, (sampler, model) in RUNS.items():
         curves = []
         for seed in args.seeds:
-            batches = batches_stage(store, indices, BatchesParams(sampler=sampler, seed=seed))
-            ref = train_stage(store, batches, vocab, TrainParams(seed=seed, device=args.device, **model))
-            curves.append(pq.read_table(f"{ref.path}/{schemas.METRICS_FILE}").column("perplexity").to_pylist())
-            samples[f"{label}, seed {seed}"] = [s["text"] for s in ref.summary["samples"]]
+            curve, texts = perplexities(root, args.corpus, sampler, seed, device=args.device, **model)
+            curves.append(curve)
+            samples[f"{label}, seed {seed}"] = texts
         cells = []
         for epoch in (50, 100, 150, 200, 250):
             values = [curve[epoch - 1] for curve in curves]

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from artifacts import schemas
+from artifacts.stages import run_stage
 from artifacts.store import ArtifactRef, Store
+from artifacts.text import read_text
 from tasks.clean import CleanParams, clean
-from tasks.encode import encode
+from tasks.encode import EncodeParams, encode
 from tasks.ingest import Fetched, IngestParams
-from tasks.stages import EncodeParams, clean_stage, encode_stage, ingest_stage, vocab_stage
 from tasks.vocab import VocabParams, build_vocab
 
 
@@ -63,7 +63,7 @@ def _generate_and_ingest(work: Path, megabytes: float, seed: int, result: multip
         name="bench",
         sha256=hashlib.sha256(data).hexdigest(),
     )
-    result.put(ingest_stage(Store(work / "store"), fetched, IngestParams()).model_dump())
+    result.put(run_stage(Store(work / "store"), "ingest", IngestParams(), source=fetched).model_dump())
 
 
 def median_time(repeat: int, fn) -> float:
@@ -107,11 +107,11 @@ def main() -> None:
         for run in range(args.repeat):
             store = Store(work / f"run{run}")
             start = time.perf_counter()
-            cleaned = clean_stage(store, ingested, CleanParams(max_chars=None))
+            cleaned = run_stage(store, "clean", CleanParams(max_chars=None), text=ingested)
             t_clean = time.perf_counter()
-            vocab = vocab_stage(store, cleaned, VocabParams())
+            vocab = run_stage(store, "vocab", VocabParams(), text=cleaned)
             t_vocab = time.perf_counter()
-            encoded = encode_stage(store, cleaned, vocab, EncodeParams())
+            encoded = run_stage(store, "encode", EncodeParams(), text=cleaned, vocab=vocab)
             t_encode = time.perf_counter()
             runs.append((t_encode - start, t_clean - start, t_vocab - t_clean, t_encode - t_vocab))
             shutil.rmtree(store.root)
@@ -121,7 +121,7 @@ def main() -> None:
         print(f"ours  (stages, Parquet written): {ours:6.2f} s  {mb / ours:7.1f} MB/s   [{split}]")
         print(f"      peak memory of the stages: {peak:.0f} MB = {peak / mb:.2f}x the input")
 
-        text = schemas.read_text(Path(ingested.path))
+        text = read_text(ingested.path)
         core = median_time(
             args.repeat, lambda: encode(c := clean(text, CleanParams(max_chars=None)), build_vocab(c, VocabParams()))
         )

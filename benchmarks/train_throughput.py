@@ -4,7 +4,7 @@
 
 One process, the same batches (consecutive sampling, batch 32, 35 steps, vocabulary 1,027, hidden 256):
 the book's scratch loop (one-hot inputs, a Python list of outputs, `.item()` syncs, manual clipping and
-SGD) against our `tasks.train.train` for the scratch model and for `rnn` (torch.nn, cuDNN on a GPU).
+SGD) against our `tasks.train.loop.train` for the scratch model and for `rnn` (torch.nn, cuDNN on a GPU).
 Runs without Prefect, so it runs as it is on a GPU machine.
 """
 
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from tasks.batches import SamplerSpec, iter_batches
 from tasks.clean import CleanParams, clean
 from tasks.encode import encode
-from tasks.train import TrainParams, train
+from tasks.train.loop import train
+from tasks.train.params import TrainParams, resolve_device
 from tasks.vocab import VocabParams, build_vocab
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "jaychou_lyrics.txt.zip"
@@ -83,7 +84,7 @@ def book_epochs(corpus, vocab_size, epochs, device, hidden=256, lr=100.0, theta=
     return tokens / (time.perf_counter() - start), math.exp(l_sum / n)
 
 
-def ours(corpus, vocab_size, epochs, device, **model):
+def ours(corpus, vocab, epochs, device, **model):
     spec = SamplerSpec(sampler="consecutive")
     params = TrainParams(device=device, prefixes=(), **model)
     batches = [
@@ -92,16 +93,7 @@ def ours(corpus, vocab_size, epochs, device, **model):
             for x, y in iter_batches(corpus, spec, 0)
         ]
     ]
-    _, _, state = train(
-        lambda e: batches[0],
-        epochs=epochs,
-        carry_state=True,
-        vocab_size=vocab_size,
-        encode=list,
-        decode=str,
-        params=params,
-        log=lambda _: None,
-    )
+    _, _, state = train(lambda e: batches[0], epochs=epochs, carry_state=True, vocab=vocab, params=params)
     seconds = sum(m["seconds"] for m in state.metrics)
     tokens = sum(m["tokens_per_s"] * m["seconds"] for m in state.metrics)
     return tokens / seconds, state.metrics[-1]["perplexity"]
@@ -113,7 +105,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     args = parser.parse_args()
-    device = TrainParams(device=args.device).device
+    device = resolve_device(TrainParams(device=args.device)).device
     with zipfile.ZipFile(args.corpus) as archive:
         text = clean(archive.read("jaychou_lyrics.txt").decode("utf-8"), CleanParams())
     vocab = build_vocab(text, VocabParams())
@@ -128,7 +120,7 @@ def main() -> None:
         ("ours, scratch", {}),
         ("ours, rnn (torch.nn)", {"model": "rnn", "optimizer": "adam", "lr": 1e-3}),
     ):
-        speed, _ = ours(corpus, len(vocab), args.epochs, device, **model)
+        speed, _ = ours(corpus, vocab, args.epochs, device, **model)
         print(f"{label:<26} {speed:>12,.0f} tokens/s  {speed / book:5.2f}x the book's loop")
 
 

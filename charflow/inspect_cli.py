@@ -1,18 +1,23 @@
-"""`charflow inspect`: tables for people (rich), JSON for scripts."""
+"""`charflow inspect`: tables for people (rich), JSON for scripts. One function per subcommand."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from artifacts import inspect as store_inspect
+from artifacts import inspect
+from artifacts.catalog import Catalog
+from artifacts.refs import SYNTAX, resolve
+from artifacts.store import Entry, Store
 from charflow import settings
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -29,122 +34,117 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
     return table
 
 
-def run(args: argparse.Namespace) -> int:
-    root = settings.store_root()
-    console = Console()
-    emit = (lambda value: print(store_inspect.dumps(value))) if args.json else None
-    if args.action == "ls":
-        found = store_inspect.listing(root)
-        if emit:
-            return emit(found) or 0
-        for corpus, versions in sorted(found["corpora"].items()):
-            console.print(
-                _table(
-                    f"corpus {corpus}",
-                    ["version", "sha256", "size", "created", "source"],
-                    [
-                        [f"v{v['version']}", v["sha256"][:12], _size(v["size"]), v["created"], v["source"]]
-                        for v in sorted(versions, key=lambda v: -v["version"])
-                    ],
-                )
-            )
-        console.print(
-            _table(
-                "artifacts, newest first",
-                ["stage", "key", "created", "rows", "size"],
-                [
-                    [a["stage"], a["key"][:12], a["created"], f"{a['rows']:,}", _size(a["size"])]
-                    for a in found["artifacts"]
-                ],
-            )
-        )
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.store = Store(settings.store_root())
+        self.catalog = Catalog(settings.store_root())
+        self.console = Console()
+
+    def entry(self, ref: str) -> Entry:
+        return inspect.entry(resolve(self.store, self.catalog, ref))
+
+    def emit(self, value: Any) -> bool:
+        """Print `value` as JSON when --json was given; say whether it was."""
+        if self.args.json:
+            print(inspect.dumps(value))
+        return self.args.json
+
+
+def ls(ctx: Context) -> int:
+    found = inspect.listing(ctx.store, ctx.catalog)
+    if ctx.emit(found):
         return 0
-    if args.action == "verify":
-        bad = store_inspect.verify(root)
-        if emit:
-            emit({"ok": not bad, "damaged": bad})
-        elif bad:
-            console.print(
-                _table(
-                    "damaged artifacts",
-                    ["stage", "key", "problems"],
-                    [[b["stage"], b["key"][:12], "; ".join(b["problems"])] for b in bad],
-                )
-            )
-        else:
-            console.print("every artifact matches its manifest")
-        return 1 if bad else 0
-    if args.action == "gc":
-        doomed = store_inspect.gc(root, delete=args.yes)
-        if emit:
-            return emit({"deleted": args.yes, "artifacts": doomed}) or 0
-        verb = "deleted" if args.yes else "would delete (dry run; --yes to delete)"
-        console.print(
-            _table(
-                f"{len(doomed)} unreachable artifacts: {verb}",
-                ["stage", "key", "size", "created"],
-                [[d["stage"], d["key"][:12], _size(d["size"]), d["created"]] for d in doomed],
-            )
-        )
-        return 0
-    entries = [store_inspect.resolve(root, ref) for ref in args.refs]
-    expected = {"show": 1, "lineage": 1, "diff": 2}[args.action]
-    if len(entries) != expected:
-        raise ValueError(f"inspect {args.action} takes {expected} reference(s), got {len(entries)}")
-    if args.action == "show":
-        shown = store_inspect.show(root, entries[0])
-        if emit:
-            return emit(shown) or 0
-        console.print(f"[bold]{entries[0].stage}[/bold] {entries[0].key}\n{shown['path']}")
-        console.print_json(json.dumps(shown["manifest"], ensure_ascii=False, default=str))
-        for name, schema in shown["schemas"].items():
-            console.print(f"[bold]{name}[/bold]\n{schema}")
-        console.print_json(json.dumps(shown["view"], ensure_ascii=False, default=str))
-        return 0
-    if args.action == "lineage":
-        chain = store_inspect.lineage(root, entries[0])
-        if emit:
-            return emit(chain) or 0
-        console.print(
-            _table(
-                "lineage",
-                ["stage", "key", "params"],
-                [[c["stage"], c["key"][:12], json.dumps(c["params"], ensure_ascii=False)] for c in chain],
-            )
-        )
-        return 0
-    found = store_inspect.diff(root, *entries)
-    if emit:
-        return emit(found) or 0
-    console.print(
-        _table(
-            "parameters",
-            ["parameter", entries[0].key[:12], entries[1].key[:12]],
-            [
-                [k, json.dumps(a, ensure_ascii=False), json.dumps(b, ensure_ascii=False)]
-                for k, (a, b) in found["params"].items()
-            ],
-        )
-    )
-    if "vocab" in found:
-        vocab = found["vocab"]
-        console.print(f"added: {''.join(vocab['added'])!r}\nremoved: {''.join(vocab['removed'])!r}")
-        console.print(
-            _table(
-                "largest count changes",
-                ["token", "change"],
-                [[c["token"], f"{c['change']:+,}"] for c in vocab["largest_count_changes"]],
-            )
-        )
+    for corpus, versions in sorted(found["corpora"].items()):
+        rows = [
+            [f"v{v['version']}", v["sha256"][:12], _size(v["size"]), v["created"], v["source"]]
+            for v in sorted(versions, key=lambda v: -v["version"])
+        ]
+        ctx.console.print(_table(f"corpus {corpus}", ["version", "sha256", "size", "created", "source"], rows))
+    rows = [[a["stage"], a["key"][:12], a["created"], f"{a['rows']:,}", _size(a["size"])] for a in found["artifacts"]]
+    ctx.console.print(_table("artifacts, newest first", ["stage", "key", "created", "rows", "size"], rows))
     return 0
+
+
+def show(ctx: Context) -> int:
+    entry = ctx.entry(ctx.args.ref)
+    shown = inspect.show(ctx.store, entry)
+    if ctx.emit(shown):
+        return 0
+    ctx.console.print(f"[bold]{entry.stage}[/bold] {entry.key}\n{shown['path']}")
+    ctx.console.print_json(_json(shown["manifest"]))
+    for name, schema in shown["schemas"].items():
+        ctx.console.print(f"[bold]{name}[/bold]\n{schema}")
+    ctx.console.print_json(_json(shown["view"]))
+    return 0
+
+
+def lineage(ctx: Context) -> int:
+    chain = inspect.lineage(ctx.store, ctx.entry(ctx.args.ref))
+    if ctx.emit(chain):
+        return 0
+    rows = [[c["stage"], c["key"][:12], json.dumps(c["params"], ensure_ascii=False)] for c in chain]
+    ctx.console.print(_table("lineage", ["stage", "key", "params"], rows))
+    return 0
+
+
+def diff(ctx: Context) -> int:
+    a, b = ctx.entry(ctx.args.a), ctx.entry(ctx.args.b)
+    found = inspect.diff(a, b)
+    if ctx.emit(found):
+        return 0
+    rows = [[k, _json(x), _json(y)] for k, (x, y) in found["params"].items()]
+    ctx.console.print(_table("parameters", ["parameter", a.key[:12], b.key[:12]], rows))
+    if vocab := found.get("vocab"):
+        ctx.console.print(f"added: {''.join(vocab['added'])!r}\nremoved: {''.join(vocab['removed'])!r}")
+        rows = [[c["token"], f"{c['change']:+,}"] for c in vocab["largest_count_changes"]]
+        ctx.console.print(_table("largest count changes", ["token", "change"], rows))
+    return 0
+
+
+def verify(ctx: Context) -> int:
+    bad = inspect.verify(ctx.store)
+    if not ctx.emit({"ok": not bad, "damaged": bad}):
+        if bad:
+            rows = [[b["stage"], b["key"][:12], "; ".join(b["problems"])] for b in bad]
+            ctx.console.print(_table("damaged artifacts", ["stage", "key", "problems"], rows))
+        else:
+            ctx.console.print("every artifact matches its manifest")
+    return 1 if bad else 0
+
+
+def gc(ctx: Context) -> int:
+    doomed = inspect.gc(ctx.store, ctx.catalog, delete=ctx.args.yes)
+    if ctx.emit({"deleted": ctx.args.yes, "artifacts": doomed}):
+        return 0
+    verb = "deleted" if ctx.args.yes else "would delete (dry run; --yes to delete)"
+    rows = [[d["stage"], d["key"][:12], _size(d["size"]), d["created"]] for d in doomed]
+    ctx.console.print(_table(f"{len(doomed)} unreachable artifacts: {verb}", ["stage", "key", "size", "created"], rows))
+    return 0
+
+
+SUBCOMMANDS: dict[str, tuple[Callable[[Context], int], str, list[str]]] = {
+    "ls": (ls, "corpora, versions and artifacts, newest first", []),
+    "show": (show, "an artifact's manifest, Parquet schemas and a decoded view", ["ref"]),
+    "lineage": (lineage, "an artifact and every input behind it, down to the source", ["ref"]),
+    "diff": (diff, "what differs between two artifacts (parameters, inputs, vocabulary)", ["a", "b"]),
+    "verify": (verify, "re-hash every artifact; exit 1 with a list when any is damaged", []),
+    "gc": (gc, "delete what no corpus's latest version reaches (a dry run without --yes)", []),
+}
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("inspect", help="list, show, trace, compare, verify and clean the store")
-    parser.add_argument("action", choices=["ls", "show", "lineage", "diff", "verify", "gc"])
-    parser.add_argument(
-        "refs", nargs="*", help="key, key prefix, folder, or corpus@version/stage (jaychou@latest/vocab)"
-    )
-    parser.add_argument("--yes", action="store_true", help="gc: really delete")
-    parser.add_argument("--json", action="store_true", help="JSON instead of tables")
-    parser.set_defaults(func=run)
+    actions = parser.add_subparsers(dest="action", required=True)
+    for name, (run, help, refs) in SUBCOMMANDS.items():
+        action = actions.add_parser(name, help=help)
+        for ref in refs:
+            action.add_argument(ref, help=SYNTAX + " (jaychou@latest/vocab)")
+        if name == "gc":
+            action.add_argument("--yes", action="store_true", help="really delete")
+        action.add_argument("--json", action="store_true", help="JSON instead of tables")
+        action.set_defaults(func=lambda args, run=run: run(Context(args)))

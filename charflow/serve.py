@@ -11,14 +11,20 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tasks.errors import CharflowError
+
 POOL = "charflow-local"
 PREFECT = [sys.executable, "-m", "prefect"]
+
+
+class ServeError(CharflowError):
+    """The server, the pool or the worker could not be started."""
 
 
 def project_root() -> Path:
     root = Path(__file__).resolve().parents[1]
     if not (root / "prefect.yaml").is_file():
-        raise FileNotFoundError(f"no prefect.yaml in {root}: run charflow serve from a checkout of charflow")
+        raise ServeError(f"no prefect.yaml in {root}: run charflow serve from a checkout of charflow")
     return root
 
 
@@ -32,9 +38,9 @@ def wait_healthy(api_url: str, process: subprocess.Popen | None, timeout: float 
         except OSError:
             pass
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the Prefect server exited with status {process.returncode}")
+            raise ServeError(f"the Prefect server exited with status {process.returncode}")
         time.sleep(0.5)
-    raise TimeoutError(f"the Prefect server at {api_url} was not healthy after {timeout:.0f} s")
+    raise ServeError(f"the Prefect server at {api_url} was not healthy after {timeout:.0f} s")
 
 
 def _stop(process: subprocess.Popen | None, name: str) -> None:

@@ -1,1 +1,4 @@
-"""Flows: they only wire the tasks of `tasks.prefect_tasks` together."""
+"""Everything Prefect: the flows, the stages as Prefect tasks, the cache policy and what the UI shows.
+
+`flows.pipeline` (the wiring, and a runner without Prefect) and `flows.params` import no Prefect.
+"""

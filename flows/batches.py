@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.prepare import Prepared, prepare
+from flows import pipeline
+from flows.pipeline import Prepared, PrepareParams
+from flows.prefect_tasks import PrefectRunner
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
-from tasks.ingest import IngestParams
-from tasks.prefect_tasks import batches_task, record_task, run_stage
+from tasks.ingest import IngestParams, resolve_source
 from tasks.vocab import VocabParams
 
 
@@ -23,7 +24,6 @@ def batches(
     sampler: BatchesParams = BatchesParams(),
 ) -> Prepared:
     """Prepare a corpus (the book's lyrics by default) and generate its minibatches."""
-    prepared = prepare(source=source, name=name, sha256=sha256, ingest=ingest, clean=clean, vocab=vocab)
-    made = run_stage(batches_task, indices=prepared.stages["encode"], params=sampler)
-    record_task(prepared.corpus, prepared.version, {"batches": made})
-    return prepared.model_copy(update={"stages": {**prepared.stages, "batches": made}})
+    located = resolve_source(source, name, sha256)
+    prepare = PrepareParams(ingest=ingest, clean=clean, vocab=vocab)
+    return pipeline.batches(PrefectRunner(), located, prepare, sampler)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.prefect_tasks import expand_task, fetch_task, known_version_task
 from flows.prepare import prepare
+from flows.publish import publish_table
 from flows.train import train as train_flow
 from tasks.clean import CleanParams
 from tasks.ingest import IngestParams
-from tasks.prefect_tasks import expand_task, fetch_task, known_version_task, publish_summary_task
 from tasks.vocab import VocabParams
 
 
@@ -23,7 +24,7 @@ def reingest(
     """Each file or zip in the folders / globs (and each URL) is a corpus: new content becomes its next version."""
     rows = []
     for located in expand_task(sources, ingest.patterns):
-        fetched = fetch_task(located.source, located.sha256, ingest.patterns)
+        fetched = fetch_task(located, ingest.patterns)
         known = known_version_task(located.name, fetched.sha256)
         if known is not None:
             rows.append(
@@ -43,5 +44,5 @@ def reingest(
         rows.append(
             {"corpus": made.corpus, "status": status, "version": made.version, "source": located.source, "keys": keys}
         )
-    publish_summary_task("reingest-summary", rows, f"{len(rows)} corpora looked at")
+    publish_table("reingest-summary", rows, f"{len(rows)} corpora looked at")
     return rows

@@ -1,1 +1,1 @@
-"""The pipeline's stages: one pure module per stage (no Prefect), wrapped as Prefect tasks in `prefect_tasks`."""
+"""The pipeline's stages: one pure, typed module per stage (data to data, no orchestration, no store)."""

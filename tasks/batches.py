@@ -19,10 +19,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from tasks.errors import CharflowError
+
 BOOK_BATCHES_PER_EPOCH = 8  # the lyrics at batch_size 32, num_steps 35, for both samplers
 
 
-class SamplerError(ValueError):
+class SamplerError(CharflowError, ValueError):
     """Sampler parameters that do not fit the corpus."""
 
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
+from tasks.errors import CharflowError
 from tasks.vocab import Vocab, code_points
 
 
-class EncodeError(ValueError):
+class EncodeError(CharflowError, ValueError):
     """Characters the vocabulary cannot represent."""
+
+
+class EncodeParams(BaseModel):
+    """Encoding has no knobs yet; a model all the same, so every stage is keyed alike."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def lookup_table(vocab: Vocab) -> np.ndarray:

@@ -16,6 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.errors import CharflowError
+
 # The book's corpus, pinned to the bytes that give its published numbers.
 DEFAULT_CORPUS = "jaychou"
 DEFAULT_FILE_NAME = "jaychou_lyrics.txt.zip"
@@ -28,7 +30,7 @@ BOM = codecs.BOM_UTF8
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-class IngestError(ValueError):
+class IngestError(CharflowError, ValueError):
     """A source that cannot be ingested; the message says what and how to fix it."""
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from charflow.serve import wait_healthy
+from charflow.serve import ServeError, wait_healthy
 from tests.helpers import free_port
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="charflow-tests-"))
@@ -85,7 +85,7 @@ def prefect_server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}/api"
     try:
         wait_healthy(url, proc)
-    except (RuntimeError, TimeoutError) as exc:
+    except ServeError as exc:
         proc.kill()
         pytest.fail(f"prefect server did not start ({exc}): {(prefect_home / 'server.log').read_text()[-2000:]}")
     yield url
@@ -95,3 +95,46 @@ def prefect_server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture(scope="session")
+def book_prepared(lyrics_zip, tmp_path_factory):
+    """The book's corpus prepared without Prefect in a session store: (runner, Prepared)."""
+    from flows.pipeline import plain_runner, prepare
+    from tasks.ingest import resolve_source
+
+    runner = plain_runner(tmp_path_factory.mktemp("book-store"))
+    return runner, prepare(runner, resolve_source(str(lyrics_zip), "jaychou"))
+
+
+TINY = {
+    "batch_size": 4,
+    "num_steps": 8,
+    "epochs": 2,
+    "model": "rnn",
+    "hidden": 16,
+    "optimizer": "adam",
+    "lr": 0.01,
+    "pred_period": 1,
+    "pred_chars": 5,
+}
+
+
+@pytest.fixture(scope="session")
+def two_versions(lyrics_text, tmp_path_factory, prefect_harness):
+    """Two versions of one corpus, each prepared, batched and trained by the train flow (under Prefect)."""
+    from flows.train import train
+
+    home = tmp_path_factory.mktemp("two-versions-home")
+    old = os.environ.get("CHARFLOW_HOME")
+    os.environ["CHARFLOW_HOME"] = str(home)
+    try:
+        corpus = tmp_path_factory.mktemp("corpora") / "songs"
+        corpus.mkdir()
+        (corpus / "a.txt").write_text(lyrics_text[:3000], encoding="utf-8")
+        first = train(source=str(corpus), **TINY)
+        (corpus / "a.txt").write_text(lyrics_text[:3000] + "☃☃☃ snow", encoding="utf-8")
+        second = train(source=str(corpus), **TINY)
+    finally:
+        os.environ["CHARFLOW_HOME"] = old or str(_SESSION_HOME)
+    return {"home": home, "root": home / "store", "first": first, "second": second}

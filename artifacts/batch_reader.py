@@ -1,0 +1,140 @@
+"""Reading a batches artifact back as tensors: per rank, resumable, without Prefect."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from artifacts.batches import BatchesSummary, Shard, read_batch_rows
+from artifacts.manifest import read_manifest
+from artifacts.parquet import prefetch
+from artifacts.vocab import VocabMismatch
+from tasks.errors import ParameterError
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+class BatchReader(IterableDataset):
+    """(X, Y) integer tensors of shape (rows, num_steps) in the artifact's order.
+
+    Rank r of `world_size` readers gets its own part, and together they see every batch of an epoch once:
+    with random sampling whole batches (batch b of an epoch goes to rank b % world_size); with consecutive
+    sampling whole streams (rows r*B/N .. (r+1)*B/N of every batch), so each rank's hidden state stays valid.
+    `start=(epoch, batch)` resumes exactly there. Ids stay int32 as stored (half the bytes to a GPU; an
+    embedding takes them as they are); pass `dtype=torch.long` where a loss wants int64 targets on the host.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        expected_vocab_key: str | None = None,
+        start: tuple[int, int] = (0, 0),
+        pin_memory: bool = False,
+        dtype: torch.dtype = torch.int32,
+    ):
+        self.folder = Path(folder)
+        self.info = BatchesSummary.of(read_manifest(self.folder))
+        self.sampler = self.info.spec.sampler
+        self.batch_size = self.info.spec.batch_size
+        self.num_steps = self.info.spec.num_steps
+        self.epochs = self.info.epochs
+        if expected_vocab_key is not None and self.info.vocab_key != expected_vocab_key:
+            raise VocabMismatch(
+                f"{self.folder.name}: these batches were encoded with vocabulary {self.info.vocab_key[:12]}, "
+                f"not the expected {expected_vocab_key[:12]}; generate batches from the same prepare run"
+            )
+        if not 0 <= rank < world_size:
+            raise ParameterError(f"rank must be in 0..world_size-1, got rank={rank}, world_size={world_size}")
+        if self.sampler == "consecutive" and self.batch_size % world_size:
+            raise ParameterError(
+                f"consecutive batches split by whole streams: batch_size={self.batch_size} does not divide among "
+                f"world_size={world_size} ranks"
+            )
+        self.rank, self.world_size = rank, world_size
+        self.start = start
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        if pin_memory and not self.pin_memory:
+            warnings.warn("pin_memory needs CUDA, which is not available: reading into ordinary memory", stacklevel=2)
+        self.dtype = dtype
+        self._kept: dict[int, Pair] | None = None
+        self._numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+
+    def _split(self) -> tuple[int, int]:
+        """This reader's (rank, world), with DataLoader workers splitting a rank further."""
+        worker = get_worker_info()
+        if worker is None or worker.num_workers == 1:
+            return self.rank, self.world_size
+        if self.sampler == "consecutive":
+            raise ParameterError(
+                "consecutive batches must reach the model in order: use num_workers=0 or 1 with this reader"
+            )
+        return self.rank * worker.num_workers + worker.id, self.world_size * worker.num_workers
+
+    def _wanted(self, stored: int, epoch: int, rank: int, world: int) -> list[int]:
+        """Epoch-local batch numbers this reader takes from `stored` epoch when serving `epoch`."""
+        first = self.start[1] if epoch == self.start[0] else 0
+        count = self.info.batches_per_epoch[stored]
+        return [b for b in range(first, count) if self.sampler == "consecutive" or b % world == rank]
+
+    def _read(self, stored: int, wanted: list[int]) -> Iterator[list[Pair]]:
+        """The wanted batches of a stored epoch, shard by shard, decoded ahead in a background thread."""
+        offset = sum(self.info.batches_per_epoch[:stored])
+        wanted_global = [offset + b for b in wanted]
+
+        def load(shard: Shard, groups: list[int]) -> list[Pair]:
+            x, y = read_batch_rows(self.folder / shard.file, groups, self._numpy_dtype)
+            x, y = torch.from_numpy(x), torch.from_numpy(y)  # (rows, T) each
+            if self.pin_memory:
+                x, y = x.pin_memory(), y.pin_memory()
+            sizes = [self.batch_size] * len(groups)
+            sizes[-1] = len(x) - self.batch_size * (len(groups) - 1)  # a kept partial last batch
+            return list(zip(torch.split(x, sizes), torch.split(y, sizes), strict=True))
+
+        def shards() -> Iterator[list[Pair]]:
+            for shard in self.info.shards:
+                lo, hi = shard.first_batch, shard.first_batch + shard.batches
+                groups = [g - lo for g in wanted_global if lo <= g < hi]
+                if groups:
+                    yield load(shard, groups)
+
+        return prefetch(shards())
+
+    def positions(self) -> Iterator[tuple[int, int]]:
+        """(epoch, batch) of every batch this reader yields, in order."""
+        rank, world = self._split()
+        for epoch in range(self.start[0], self.epochs):
+            stored = 0 if self.info.same_every_epoch else epoch
+            for batch in self._wanted(stored, epoch, rank, world):
+                yield epoch, batch
+
+    def epoch_batches(self, epoch: int) -> Iterator[Pair]:
+        """This reader's batches of one epoch (from `start` when it is that epoch), in order."""
+        rank, world = self._split()
+        rows = slice(None)
+        if self.sampler == "consecutive":
+            share = self.batch_size // world
+            rows = slice(rank * share, (rank + 1) * share)
+        if self.info.same_every_epoch:
+            # One stored epoch serves them all: decode it once, keep it.
+            if self._kept is None:
+                every = self._wanted(0, -1, rank, world)
+                self._kept = dict(zip(every, (b for part in self._read(0, every) for b in part), strict=True))
+            batches: Iterator[Pair] = (self._kept[b] for b in self._wanted(0, epoch, rank, world))
+        else:
+            batches = (b for part in self._read(epoch, self._wanted(epoch, epoch, rank, world)) for b in part)
+        for x, y in batches:
+            yield x[rows], y[rows]
+
+    def __iter__(self) -> Iterator[Pair]:
+        for epoch in range(self.start[0], self.epochs):
+            yield from self.epoch_batches(epoch)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.positions())

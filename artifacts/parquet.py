@@ -1,0 +1,102 @@
+"""What every Parquet artifact shares: fixed writer options, the `charflow` metadata entry, a writer that
+overlaps encoding with the producer, and a reader that decodes ahead.
+
+Each file carries a `charflow` JSON entry in its schema metadata (stage, inputs, vocabulary key...).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"charflow"
+
+
+def with_metadata(schema: pa.Schema, metadata: dict[str, Any]) -> pa.Schema:
+    return schema.with_metadata({METADATA_KEY: json.dumps(metadata, ensure_ascii=False, sort_keys=True)})
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    raw = pq.read_schema(path).metadata or {}
+    return json.loads(raw[METADATA_KEY]) if METADATA_KEY in raw else {}
+
+
+def write_rows(
+    path: Path, schema: pa.Schema, rows: list[dict[str, Any]], metadata: dict[str, Any], options: dict[str, Any]
+) -> None:
+    """A small table from row dicts (metrics, samples), columns as the schema says."""
+    table = pa.Table.from_pylist(rows, schema=with_metadata(schema, metadata))
+    pq.write_table(table, path, write_statistics=True, **options)
+
+
+class BackgroundWriter:
+    """A ParquetWriter fed through a short queue: encoding and compression (which release the GIL)
+    overlap with the Python work that produces the next table."""
+
+    def __init__(self, path: Path, schema: pa.Schema, options: dict[str, Any]):
+        self._writer = pq.ParquetWriter(path, schema, write_statistics=True, **options)
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (table := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._writer.write_table(table)
+                except BaseException as exc:  # surfaced in write() or close()
+                    self._error = exc
+
+    def write(self, table: pa.Table) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(table)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._writer.close()
+        if self._error is not None:
+            raise self._error
+
+
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Produce `items` in a background thread (Parquet decoding releases the GIL)."""
+    buffer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put((True, item))
+            buffer.put((False, None))
+        except BaseException as exc:
+            buffer.put((False, exc))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = buffer.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.01)

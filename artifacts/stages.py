@@ -1,0 +1,344 @@
+"""The stage registry: each stage's name, parameters, inputs, the code and libraries behind its bytes, and how
+its artifact is built from its inputs. Everything else (the Prefect tasks, the pipeline, inspection, the
+command line) is generated from or looks things up here. No Prefect.
+
+Adding a stage: one entry below with its build function, its pure module in `tasks/`, its artifact kind
+(file names, schema, summary) in `artifacts/`, and its test.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from artifacts import batches as batches_kind
+from artifacts import indices as indices_kind
+from artifacts import text as text_kind
+from artifacts import views
+from artifacts import vocab as vocab_kind
+from artifacts.fingerprint import code_fingerprint
+from artifacts.keys import content_key, keyed_params, library_versions
+from artifacts.manifest import Summary, read_manifest
+from artifacts.model import TrainSummary
+from artifacts.store import ArtifactRef, Store
+from tasks.batches import BatchesParams, plan_shards, split_validation, stored_batches
+from tasks.clean import CleanParams, ascii_translation, clean_chunks, clean_utf8
+from tasks.encode import EncodeParams, encode_chunks
+from tasks.ingest import Fetched, IngestParams, ingest, read_members
+from tasks.train.params import TrainParams
+from tasks.vocab import VocabParams, build_vocab
+
+log = logging.getLogger("charflow.stages")
+
+OnEvent = Callable[[Any], None]
+
+
+def ignore(event: Any) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Build:
+    """Where a build writes (`folder`), the store it reads inputs from, what it builds, where its events go."""
+
+    folder: Path
+    store: Store
+    stage: str
+    key: str
+    on_event: OnEvent = ignore
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # its identity: hashed into every key, the store's folder, the Prefect task's name
+    params: type[BaseModel]
+    inputs: tuple[str, ...]  # artifacts (ArtifactRef) by name; the source (Fetched) for ingest
+    summary: type[Summary]
+    code: tuple[str, ...]  # modules (with the project modules they import) and `module:function`s
+    libraries: tuple[str, ...]  # distributions whose versions change the bytes
+    build: Callable[..., Summary] = field(repr=False)  # build(Build, **inputs, params=...) -> summary
+    view: Callable[..., dict[str, Any]] = field(repr=False)  # what `inspect show` decodes (not keyed)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return code_fingerprint(self.code)
+
+    @cached_property
+    def libraries_now(self) -> dict[str, str]:
+        return library_versions(self.libraries)
+
+    def digests(self, inputs: Mapping[str, Any]) -> dict[str, str]:
+        """An input artifact counts by its key, a source by its bytes' digest."""
+        if set(inputs) != set(self.inputs):
+            raise TypeError(f"stage {self.name} takes inputs {self.inputs}, got {tuple(inputs)}")
+        return {name: value.sha256 if isinstance(value, Fetched) else value.key for name, value in inputs.items()}
+
+    def key(self, inputs: Mapping[str, Any], params: BaseModel) -> str:
+        if not isinstance(params, self.params):
+            raise TypeError(f"stage {self.name} takes {self.params.__name__}, got {type(params).__name__}")
+        return content_key(self.name, keyed_params(params), self.digests(inputs), self.fingerprint, self.libraries_now)
+
+
+def build_ingest(build: Build, source: Fetched, params: IngestParams) -> text_kind.IngestSummary:
+    members = read_members(source, params)
+    text = ingest(members, params)
+    summary = text_kind.IngestSummary(
+        chars=len(text),
+        source=source.source,
+        sha256=source.sha256,
+        size=source.size,
+        members=[text_kind.Member(name=name, bytes=len(data)) for name, data in members],
+    )
+    text_kind.write_text(build.folder, [text], {"stage": build.stage, **summary.model_dump(mode="json")})
+    return summary
+
+
+def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_kind.TextSummary:
+    metadata = {"stage": build.stage, "input": text.key}
+    if (table := ascii_translation(params)) is not None:
+        cleaned = clean_utf8(text_kind.iter_text_utf8(text.path), table, params.max_chars)
+        return text_kind.TextSummary(chars=text_kind.write_text_utf8(build.folder, cleaned, metadata))
+    chunks = clean_chunks(text_kind.iter_text(text.path), params)
+    return text_kind.TextSummary(chars=text_kind.write_text(build.folder, chunks, metadata))
+
+
+def build_vocab_artifact(build: Build, text: ArtifactRef, params: VocabParams) -> vocab_kind.VocabSummary:
+    vocab = build_vocab(text_kind.iter_text(text.path), params)
+    policy = keyed_params(params)
+    vocab_kind.write_vocab(build.folder, vocab, {"stage": build.stage, "policy": policy})
+    vocab_kind.frequency_chart(vocab, build.folder / vocab_kind.FREQUENCY_FILE)
+    return vocab_kind.VocabSummary(size=len(vocab), reserved=vocab.reserved, policy=policy)
+
+
+def build_encode(
+    build: Build, text: ArtifactRef, vocab: ArtifactRef, params: EncodeParams
+) -> indices_kind.EncodeSummary:
+    source = {"vocab_key": vocab.key, "vocab_size": vocab_kind.VocabSummary.of(vocab).size}
+    chunks = encode_chunks(text_kind.iter_text(text.path), vocab_kind.read_vocab(vocab.path))
+    rows = indices_kind.write_indices(build.folder, chunks, {"stage": build.stage, "text_key": text.key, **source})
+    return indices_kind.EncodeSummary(rows=rows, **source)
+
+
+def build_batches(build: Build, indices: ArtifactRef, params: BatchesParams) -> batches_kind.BatchesSummary:
+    encoded = indices_kind.EncodeSummary.of(indices)
+    everything = indices_kind.read_indices(indices.path)  # (n,) int32
+    train_end = split_validation(len(everything), params.val_fraction)
+    corpus = everything[:train_end]  # (n_train,)
+    per_epoch, plans = plan_shards(len(corpus), params)
+    shards = [batches_kind.Shard(file=batches_kind.shard_file(n), **plan) for n, plan in enumerate(plans)]
+    rows = sum(shard.rows for shard in shards)
+    summary = batches_kind.BatchesSummary(
+        spec=params,
+        vocab_key=encoded.vocab_key,
+        vocab_size=encoded.vocab_size,
+        indices_key=indices.key,
+        train_indices=train_end,
+        val_indices=len(everything) - train_end,
+        epochs=params.epochs,
+        epochs_stored=params.stored_epochs,
+        same_every_epoch=params.same_every_epoch,
+        batches_per_epoch=per_epoch,
+        rows=rows,
+        tokens=rows * params.num_steps,
+        shards=shards,
+    )
+    common = {"stage": build.stage, **summary.model_dump(mode="json", exclude={"shards"})}
+    batches = stored_batches(corpus, params)
+    for number, shard in enumerate(shards, start=1):
+        writer = batches_kind.BatchShardWriter(
+            build.folder / shard.file, params.num_steps, {**common, "shard": shard.model_dump(mode="json")}
+        )
+        try:
+            for _ in range(shard.batches):
+                writer.write(*next(batches))
+        finally:
+            writer.close()
+        build.on_event(batches_kind.ShardWritten(number, len(shards)))
+    return summary
+
+
+def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: TrainParams) -> TrainSummary:
+    from artifacts.batch_reader import BatchReader
+    from artifacts.model import write_model
+    from tasks.train.loop import Validation, train
+
+    if params.device == "auto":
+        raise ValueError("resolve the device (tasks.train.params.resolve_device) before keying a train stage")
+    stored = batches_kind.BatchesSummary.of(batches)
+    reader = BatchReader(batches.path, expected_vocab_key=vocab.key)
+    vocabulary = vocab_kind.read_vocab(vocab.path)
+    validation = None
+    if stored.val_indices:
+        indices = indices_kind.read_indices(build.store.folder("encode", stored.indices_key))
+        validation = Validation(indices[stored.train_indices :], stored.spec.num_steps, stored.spec.batch_size)
+    work = build.store.work_folder(build.stage, build.key)
+    work.mkdir(parents=True, exist_ok=True)
+    trained = train(
+        reader.epoch_batches,
+        epochs=reader.epochs,
+        carry_state=reader.sampler == "consecutive",
+        vocab=vocabulary,
+        params=params,
+        checkpoint=work / "checkpoint.pt",
+        on_event=build.on_event,
+        validation=validation,
+    )
+    metadata = {"stage": build.stage, "vocab_key": vocab.key, "batches_key": batches.key}
+    write_model(build.folder, trained, metadata, title=f"{params.model}, {reader.sampler} sampling")
+    state = trained.state
+    return TrainSummary(
+        vocab_key=vocab.key,
+        vocab_size=len(vocabulary),
+        batches_key=batches.key,
+        sampler=reader.sampler,
+        epochs=state.epoch,
+        perplexity=state.metrics[-1]["perplexity"],
+        val_perplexity=state.metrics[-1]["val_perplexity"],
+        samples=state.samples[-len(params.prefixes) :] if params.prefixes else [],
+    )
+
+
+def _stages(*stages: Stage) -> dict[str, Stage]:
+    return {stage.name: stage for stage in stages}
+
+
+_ARRAYS = ("numpy", "pyarrow")
+# Each stage's bytes come from its pure module, its artifact kind's writer and its build function here.
+STAGES = _stages(
+    Stage(
+        name="ingest",
+        params=IngestParams,
+        inputs=("source",),
+        summary=text_kind.IngestSummary,
+        code=("tasks.ingest", "artifacts.text", "artifacts.stages:build_ingest"),
+        libraries=_ARRAYS,
+        build=build_ingest,
+        view=views.text,
+    ),
+    Stage(
+        name="clean",
+        params=CleanParams,
+        inputs=("text",),
+        summary=text_kind.TextSummary,
+        code=("tasks.clean", "artifacts.text", "artifacts.stages:build_clean"),
+        libraries=_ARRAYS,
+        build=build_clean,
+        view=views.text,
+    ),
+    Stage(
+        name="vocab",
+        params=VocabParams,
+        inputs=("text",),
+        summary=vocab_kind.VocabSummary,
+        code=("tasks.vocab", "artifacts.text", "artifacts.vocab", "artifacts.stages:build_vocab_artifact"),
+        libraries=(*_ARRAYS, "matplotlib", "mplfonts"),
+        build=build_vocab_artifact,
+        view=views.vocab,
+    ),
+    Stage(
+        name="encode",
+        params=EncodeParams,
+        inputs=("text", "vocab"),
+        summary=indices_kind.EncodeSummary,
+        code=(
+            "tasks.encode",
+            "artifacts.text",
+            "artifacts.vocab",
+            "artifacts.indices",
+            "artifacts.stages:build_encode",
+        ),
+        libraries=_ARRAYS,
+        build=build_encode,
+        view=views.indices,
+    ),
+    Stage(
+        name="batches",
+        params=BatchesParams,
+        inputs=("indices",),
+        summary=batches_kind.BatchesSummary,
+        code=("tasks.batches", "artifacts.indices", "artifacts.batches", "artifacts.stages:build_batches"),
+        libraries=_ARRAYS,
+        build=build_batches,
+        view=views.batches,
+    ),
+    Stage(
+        name="train",
+        params=TrainParams,
+        inputs=("batches", "vocab"),
+        summary=TrainSummary,
+        code=(
+            "tasks.train.loop",
+            "artifacts.batch_reader",
+            "artifacts.indices",
+            "artifacts.model",
+            "artifacts.stages:build_train",
+        ),
+        libraries=(*_ARRAYS, "torch", "matplotlib"),
+        build=build_train,
+        view=views.model,
+    ),
+)
+
+
+_warned: set[str] = set()
+
+
+def explain_miss(store: Store, stage: Stage, params: dict[str, Any], inputs: dict[str, str]) -> None:
+    """Say once per library when an artifact of the very same work exists, made with other library versions:
+    the miss then comes from the environment, not from the data or the code."""
+    for folder in store.folders([stage.name]):
+        try:
+            manifest = read_manifest(folder)
+        except (OSError, ValueError):
+            continue
+        if (manifest.params, manifest.inputs, manifest.code) != (params, inputs, stage.fingerprint):
+            continue
+        for library, version in manifest.libraries.items():
+            here = stage.libraries_now.get(library)
+            if here != version and library not in _warned:
+                _warned.add(library)
+                log.warning(
+                    "%s %s is installed, but %s artifact %s was made with %s %s: it is rebuilt, as library "
+                    "versions are part of the content key. Install the pinned versions (scripts/setup.sh) to "
+                    "reuse the store.",
+                    library,
+                    here,
+                    stage.name,
+                    manifest.key[:12],
+                    library,
+                    version,
+                )
+
+
+def run_stage(store: Store, name: str, params: BaseModel, on_event: OnEvent = ignore, **inputs: Any) -> ArtifactRef:
+    """The stored artifact of stage `name` on these inputs and parameters, built now if it is not there."""
+    stage = STAGES[name]
+    key = stage.key(inputs, params)
+    keyed, digests = keyed_params(params), stage.digests(inputs)
+
+    def build(folder: Path) -> Summary:
+        explain_miss(store, stage, keyed, digests)
+        summary = stage.build(Build(folder, store, name, key, on_event), **inputs, params=params)
+        if not isinstance(summary, stage.summary):
+            raise TypeError(f"stage {name} built a {type(summary).__name__}, not a {stage.summary.__name__}")
+        return summary
+
+    ref = store.materialize(
+        stage=name,
+        key=key,
+        params=keyed,
+        inputs=digests,
+        code=stage.fingerprint,
+        libraries=stage.libraries_now,
+        build=build,
+    )
+    # A resumable build's checkpoints are of no use once its artifact is published.
+    shutil.rmtree(store.work_folder(name, key), ignore_errors=True)
+    return ref

@@ -1,0 +1,135 @@
+"""The pipeline, wired once: prepare (fetch -> ingest -> register -> clean -> vocab -> encode), then batches,
+then train, each output recorded against its corpus version.
+
+The wiring runs on a `Runner`: `PlainRunner` calls the stages directly (tests, benchmarks, a machine without
+Prefect); `flows.prefect_tasks.PrefectRunner` makes every step a Prefect task. No Prefect here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from artifacts.batches import BatchesSummary
+from artifacts.catalog import Catalog, CorpusVersion
+from artifacts.refs import resolve
+from artifacts.stages import OnEvent, ignore, run_stage
+from artifacts.store import ArtifactRef, Store
+from tasks.batches import BatchesParams
+from tasks.clean import CleanParams
+from tasks.encode import EncodeParams
+from tasks.ingest import Fetched, IngestParams, Located, fetch
+from tasks.train.params import TrainParams, resolve_device
+from tasks.vocab import VocabParams
+
+
+class PrepareParams(BaseModel):
+    """How a corpus becomes indices: the book's ingest, cleaning and vocabulary by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ingest: IngestParams = IngestParams()
+    clean: CleanParams = CleanParams()
+    vocab: VocabParams = VocabParams()
+
+
+class Prepared(BaseModel):
+    """A corpus version and every artifact made from it in this run, in pipeline order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    corpus: str
+    version: int
+    new_version: bool
+    sha256: str
+    stages: dict[str, ArtifactRef]
+
+    def with_stage(self, ref: ArtifactRef) -> Prepared:
+        return self.model_copy(update={"stages": {**self.stages, ref.stage: ref}})
+
+
+class Runner(Protocol):
+    def fetch(self, located: Located, patterns: tuple[str, ...]) -> Fetched: ...
+
+    def stage(self, name: str, params: BaseModel, **inputs: Any) -> ArtifactRef: ...
+
+    def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion: ...
+
+    def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None: ...
+
+    def find(self, ref: str, stage: str) -> ArtifactRef: ...
+
+
+def prepare(runner: Runner, located: Located, params: PrepareParams = PrepareParams()) -> Prepared:
+    fetched = runner.fetch(located, params.ingest.patterns)
+    ingested = runner.stage("ingest", params.ingest, source=fetched)
+    version = runner.register(located.name or fetched.name, fetched, ingested)
+    cleaned = runner.stage("clean", params.clean, text=ingested)
+    vocab = runner.stage("vocab", params.vocab, text=cleaned)
+    encoded = runner.stage("encode", EncodeParams(), text=cleaned, vocab=vocab)
+    outputs = {"ingest": ingested, "clean": cleaned, "vocab": vocab, "encode": encoded}
+    runner.record(version.corpus, version.version, outputs)
+    return Prepared(
+        corpus=version.corpus, version=version.version, new_version=version.new, sha256=fetched.sha256, stages=outputs
+    )
+
+
+def batches(
+    runner: Runner, located: Located, params: PrepareParams = PrepareParams(), sampler: BatchesParams = BatchesParams()
+) -> Prepared:
+    prepared = prepare(runner, located, params)
+    made = runner.stage("batches", sampler, indices=prepared.stages["encode"])
+    runner.record(prepared.corpus, prepared.version, {"batches": made})
+    return prepared.with_stage(made)
+
+
+def train(
+    runner: Runner,
+    located: Located,
+    params: PrepareParams = PrepareParams(),
+    sampler: BatchesParams = BatchesParams(),
+    training: TrainParams = TrainParams(),
+) -> Prepared:
+    training = resolve_device(training)
+    made = batches(runner, located, params, sampler)
+    trained = runner.stage("train", training, batches=made.stages["batches"], vocab=made.stages["vocab"])
+    runner.record(made.corpus, made.version, {"train": trained})
+    return made.with_stage(trained)
+
+
+def train_on(runner: Runner, batches_ref: str, training: TrainParams = TrainParams()) -> dict[str, ArtifactRef]:
+    """Train on an existing batches artifact, named any way `charflow inspect` takes."""
+    training = resolve_device(training)
+    stored = runner.find(batches_ref, "batches")
+    vocab = runner.find(BatchesSummary.of(stored).vocab_key, "vocab")
+    trained = runner.stage("train", training, batches=stored, vocab=vocab)
+    return {"batches": stored, "vocab": vocab, "train": trained}
+
+
+class PlainRunner:
+    """Every step called directly, in this process: no Prefect, no cache records beyond the store's own."""
+
+    def __init__(self, store: Store, catalog: Catalog, downloads: Path, on_event: OnEvent = ignore):
+        self.store, self.catalog, self.downloads, self.on_event = store, catalog, downloads, on_event
+
+    def fetch(self, located: Located, patterns: tuple[str, ...]) -> Fetched:
+        return fetch(located.source, self.downloads, located.sha256, patterns)
+
+    def stage(self, name: str, params: BaseModel, **inputs: Any) -> ArtifactRef:
+        return run_stage(self.store, name, params, self.on_event, **inputs)
+
+    def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
+        return self.catalog.register(corpus, fetched.sha256, fetched.size, fetched.source, ingested.key)
+
+    def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
+        self.catalog.record_outputs(corpus, version, {stage: ref.key for stage, ref in outputs.items()})
+
+    def find(self, ref: str, stage: str) -> ArtifactRef:
+        return resolve(self.store, self.catalog, ref, stage, verify=True)
+
+
+def plain_runner(root: Path, on_event: OnEvent = ignore) -> PlainRunner:
+    """A runner over a store folder, its catalog and downloads inside it."""
+    return PlainRunner(Store(root), Catalog(root), root / "downloads", on_event)

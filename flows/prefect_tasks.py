@@ -1,0 +1,99 @@
+"""Every stage of the registry as a Prefect task under the content-key cache policy, the pipeline's other
+steps as tasks, and the runner that makes the pipeline a Prefect flow's work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Task, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from artifacts.catalog import Catalog, CorpusVersion
+from artifacts.refs import resolve
+from artifacts.stages import STAGES, Stage, run_stage
+from artifacts.store import ArtifactRef, Store
+from charflow import settings
+from charflow.progress import Presenter
+from flows.cache import content_key_policy
+from flows.publish import publish
+from tasks.ingest import Fetched, Located, expand_sources, fetch
+
+
+def _store() -> Store:
+    return Store(settings.store_root())
+
+
+def _catalog() -> Catalog:
+    return Catalog(settings.store_root())
+
+
+def _stage_task(stage: Stage) -> Task:
+    def run(inputs: dict[str, Any], params: BaseModel) -> ArtifactRef:
+        presenter = Presenter(get_run_logger().info)
+        try:
+            return run_stage(_store(), stage.name, params, presenter, **inputs)
+        finally:
+            presenter.close()
+
+    run.__name__ = run.__qualname__ = f"{stage.name}_stage"
+    run.__doc__ = f"The {stage.name} stage: its stored artifact, built when missing."
+    return task(name=stage.name, cache_policy=content_key_policy(stage.name), persist_result=True)(run)
+
+
+STAGE_TASKS: dict[str, Task] = {name: _stage_task(stage) for name, stage in STAGES.items()}
+
+
+@task(name="fetch", cache_policy=NO_CACHE)
+def fetch_task(located: Located, patterns: tuple[str, ...]) -> Fetched:
+    return fetch(located.source, settings.downloads_dir(), located.sha256, patterns)
+
+
+@task(name="find-artifact", cache_policy=NO_CACHE)
+def find_task(ref: str, stage: str) -> ArtifactRef:
+    return resolve(_store(), _catalog(), ref, stage, verify=True)
+
+
+@task(name="expand-sources", cache_policy=NO_CACHE)
+def expand_task(sources: list[str], patterns: tuple[str, ...]) -> list[Located]:
+    return expand_sources(sources, patterns)
+
+
+@task(name="known-version", cache_policy=NO_CACHE)
+def known_version_task(corpus: str, sha256: str) -> CorpusVersion | None:
+    known = [v for v in _catalog().versions(corpus) if v.sha256 == sha256]
+    return known[0] if known else None
+
+
+@task(name="register-version", cache_policy=NO_CACHE)
+def register_task(corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
+    return _catalog().register(corpus, fetched.sha256, fetched.size, fetched.source, ingested.key)
+
+
+@task(name="record-outputs", cache_policy=NO_CACHE)
+def record_task(corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
+    _catalog().record_outputs(corpus, version, {stage: ref.key for stage, ref in outputs.items()})
+
+
+class PrefectRunner:
+    """The pipeline's steps as Prefect tasks of the current flow run; each stage's artifact shown in the UI."""
+
+    def fetch(self, located: Located, patterns: tuple[str, ...]) -> Fetched:
+        return fetch_task(located, patterns)
+
+    def stage(self, name: str, params: BaseModel, **inputs: Any) -> ArtifactRef:
+        state = STAGE_TASKS[name](inputs=inputs, params=params, return_state=True)
+        ref: ArtifactRef = state.result()
+        if state.name == "Cached":
+            ref = ref.model_copy(update={"cache_hit": True})
+        publish(_store(), ref)
+        return ref
+
+    def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
+        return register_task(corpus, fetched, ingested)
+
+    def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
+        record_task(corpus, version, outputs)
+
+    def find(self, ref: str, stage: str) -> ArtifactRef:
+        return find_task(ref, stage)

@@ -1,0 +1,45 @@
+"""Checkpoints: everything a run needs to continue where it stopped, loadable without pickle."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TrainState:
+    """Epochs completed, with every metrics row and sample so far."""
+
+    epoch: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+    """Atomically: a kill mid-write leaves the previous checkpoint."""
+    partial = path.with_suffix(".partial")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": state.epoch,
+            "metrics": state.metrics,
+            "samples": state.samples,
+            "rng": torch.get_rng_state(),
+        },
+        partial,
+    )
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(data["model"])
+    optimizer.load_state_dict(data["optimizer"])
+    torch.set_rng_state(data["rng"])
+    return TrainState(epoch=data["epoch"], metrics=data["metrics"], samples=data["samples"])

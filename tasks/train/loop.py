@@ -1,0 +1,221 @@
+"""The training loop: the book's procedure (perplexity, clipping, hidden state per sampler), resumable, sync-free.
+
+Inside an epoch nothing waits for the device: the loss and gradient norm add up on it and are read once per
+epoch. What happens is reported as events (`Resumed`, `EpochEnd`) to a callback: how they are shown is not
+the loop's business, so rewording a progress line changes no model's key.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.errors import CharflowError
+from tasks.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from tasks.train.generate import continue_text
+from tasks.train.model import build_model, detach, hidden_rows
+from tasks.train.params import TrainParams, resolve_device
+from tasks.vocab import Vocab
+
+# Past 700 nats exp() overflows: a run there has diverged as surely as with a NaN.
+MAX_LOSS = 700.0
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+class TrainingDiverged(CharflowError):
+    """The loss became NaN or infinite."""
+
+
+class OutOfDeviceMemory(CharflowError):
+    """The device ran out of memory, reported with the sizes that caused it."""
+
+
+class EmptyEpoch(CharflowError):
+    """An epoch gave no batch to train on."""
+
+
+@dataclass(frozen=True)
+class Resumed:
+    epoch: int  # epochs already done
+    checkpoint: Path
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    epoch: int  # 1-based: epochs done
+    epochs: int
+    metrics: dict[str, Any]
+    samples: list[dict[str, Any]]  # taken after this epoch; empty between prediction periods
+
+
+Event = Resumed | EpochEnd
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Held-out indices, read as `streams` parallel streams `num_steps` at a time."""
+
+    indices: np.ndarray  # (n,) integers
+    num_steps: int
+    streams: int
+
+
+class Trained(NamedTuple):
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+
+
+def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    if params.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=params.lr)
+    return torch.optim.SGD(model.parameters(), lr=params.lr)
+
+
+def train(
+    epoch_batches: Callable[[int], Batches],
+    *,
+    epochs: int,
+    carry_state: bool,
+    vocab: Vocab,
+    params: TrainParams,
+    checkpoint: Path | None = None,
+    on_event: Callable[[Event], None] = lambda event: None,
+    validation: Validation | None = None,
+) -> Trained:
+    """Train for `epochs`, resuming from `checkpoint` when it exists (it belongs to these very settings).
+
+    `epoch_batches(e)` gives epoch e's (X, Y) pairs, (batch, num_steps) integers each; `carry_state` is the
+    consecutive sampler's hidden state carried (detached) across batches, from zero at each epoch's start.
+    """
+    params = resolve_device(params)
+    device = torch.device(params.device)
+    torch.manual_seed(params.seed)
+    model = build_model(len(vocab), params).to(device)
+    optimizer = make_optimizer(model, params)
+    state = TrainState()
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint, model, optimizer)
+        on_event(Resumed(state.epoch, checkpoint))
+    for epoch in range(state.epoch, epochs):
+        started = time.perf_counter()
+        loss_sum, norm_sum, tokens, steps = run_epoch(model, optimizer, epoch_batches(epoch), carry_state, params)
+        if steps == 0:
+            raise EmptyEpoch(f"epoch {epoch + 1} has no batch to train on; check the batches artifact")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        mean_loss = loss_sum.item() / tokens
+        if not math.isfinite(mean_loss) or mean_loss > MAX_LOSS:
+            raise diverged(mean_loss, epoch, state, params, checkpoint)
+        state.metrics.append(
+            {
+                "epoch": epoch + 1,
+                "perplexity": math.exp(mean_loss),
+                "val_perplexity": None if validation is None else evaluate(model, validation, device),
+                "tokens_per_s": tokens / seconds if seconds else float("nan"),
+                "grad_norm": norm_sum.item() / steps,
+                "seconds": seconds,
+            }
+        )
+        state.epoch = epoch + 1
+        samples = []
+        if state.epoch % params.pred_period == 0 or state.epoch == epochs:
+            samples = [
+                {
+                    "epoch": state.epoch,
+                    "prefix": prefix,
+                    "text": continue_text(model, vocab, prefix, params.pred_chars, device),
+                }
+                for prefix in params.prefixes
+            ]
+            state.samples.extend(samples)
+        if checkpoint is not None and (state.epoch % params.checkpoint_every == 0 or state.epoch == epochs):
+            save_checkpoint(checkpoint, model, optimizer, state)
+        on_event(EpochEnd(state.epoch, epochs, state.metrics[-1], samples))
+    return Trained(model, optimizer, state)
+
+
+def run_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, carry_state: bool, params: TrainParams
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """One pass over the batches: the summed token loss and gradient norm (on the device), tokens and steps."""
+    device = torch.device(params.device)
+    weights = list(model.parameters())
+    loss_sum = torch.zeros((), device=device)
+    norm_sum = torch.zeros((), device=device)
+    tokens = steps = 0
+    hidden = None
+    for x, y in batches:
+        x = x.to(device, non_blocking=True)  # (batch, num_steps)
+        y = y.to(device, non_blocking=True).long()  # (batch, num_steps)
+        if hidden is None or not carry_state or hidden_rows(hidden) != x.shape[0]:
+            hidden = model.init_state(x.shape[0], device)
+        else:
+            hidden = detach(hidden)
+        try:
+            logits, hidden = model(x, hidden)  # (batch, num_steps, vocab)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except torch.OutOfMemoryError as exc:
+            raise OutOfDeviceMemory(
+                f"{device.type} ran out of memory at batch size {x.shape[0]}, num_steps {x.shape[1]}, hidden "
+                f"{params.hidden} ({params.model}); lower --batch-size or --hidden, or free the device"
+            ) from exc
+        norm_sum += clip_by_global_norm(weights, params.clip)
+        optimizer.step()
+        loss_sum += loss.detach() * y.numel()
+        tokens += y.numel()
+        steps += 1
+    return loss_sum, norm_sum, tokens, steps
+
+
+def diverged(
+    mean_loss: float, epoch: int, state: TrainState, params: TrainParams, checkpoint: Path | None
+) -> TrainingDiverged:
+    kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {checkpoint}" if checkpoint else ""
+    return TrainingDiverged(
+        f"the loss became {mean_loss} in epoch {epoch + 1} (optimizer {params.optimizer}, lr {params.lr}, "
+        f"clip {params.clip}){kept}; lower the learning rate or clip gradients"
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, validation: Validation, device: torch.device) -> float:
+    """Perplexity on held-out indices, read as parallel streams with the state carried, every position scored."""
+    indices, steps = validation.indices, validation.num_steps
+    streams = max(1, min(validation.streams, (len(indices) - 1) // (8 * steps)))
+    length = (len(indices) - 1) // streams
+    x = torch.from_numpy(np.asarray(indices[: streams * length], dtype=np.int64)).view(streams, length)
+    y = torch.from_numpy(np.asarray(indices[1 : streams * length + 1], dtype=np.int64)).view(streams, length)
+    was_training = model.training
+    model.eval()
+    state = model.init_state(streams, device)
+    total = torch.zeros((), device=device)
+    for start in range(0, length, steps):
+        xs, ys = x[:, start : start + steps].to(device), y[:, start : start + steps].to(device)  # (streams, <=steps)
+        logits, state = model(xs, state)  # (streams, <=steps, vocab)
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys.reshape(-1), reduction="sum")
+    model.train(was_training)
+    return math.exp(min(total.item() / (streams * length), MAX_LOSS))
+
+
+def clip_by_global_norm(weights: list[torch.Tensor], clip: float | None) -> torch.Tensor:
+    """g <- g * min(1, clip / ||g||) over all parameters together; returns ||g|| before clipping, on the device."""
+    grads = [w.grad for w in weights if w.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if clip is not None:
+        scale = torch.clamp(clip / (norm + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, scale)
+    return norm

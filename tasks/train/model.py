@@ -1,0 +1,92 @@
+"""The models: the book's RNN written out, and torch.nn recurrent layers (cuDNN on a GPU)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.train.params import ModelParams
+
+BOOK_SCRATCH_PARAMETERS = 592_643  # vocabulary 1,027, hidden 256: V*H + H*H + H + H*V + V
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class ScratchRNN(nn.Module):
+    """H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h), O_t = H_t W_hq + b_q, with weights N(0, 0.01²).
+
+    X_t is one-hot, so X_t W_xh is a row of W_xh: a lookup, the same function without the V-wide product.
+    The lookup is F.embedding: plain indexing's backward adds rows in a thread-dependent order on the CPU, so
+    the same seed gave different perplexities from run to run.
+    The input and output products do not depend on H_{t-1}, so they run once for all steps.
+    """
+
+    def __init__(self, vocab_size: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+
+        def weight(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape) * 0.01)
+
+        self.W_xh, self.W_hh, self.b_h = (
+            weight(vocab_size, hidden),
+            weight(hidden, hidden),
+            nn.Parameter(torch.zeros(hidden)),
+        )
+        self.W_hq, self.b_q = weight(hidden, vocab_size), nn.Parameter(torch.zeros(vocab_size))
+
+    def init_state(self, batch: int, device: torch.device) -> torch.Tensor:
+        return torch.zeros(batch, self.hidden, device=device)  # (batch, hidden)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = F.embedding(x, self.W_xh) + self.b_h  # (batch, num_steps, hidden)
+        h = state  # (batch, hidden)
+        outputs = []
+        for t in range(x.shape[1]):
+            h = torch.tanh(inputs[:, t] + h @ self.W_hh)  # (batch, hidden)
+            outputs.append(h)
+        hs = torch.stack(outputs, dim=1)  # (batch, num_steps, hidden)
+        return hs @ self.W_hq + self.b_q, h  # (batch, num_steps, vocab), (batch, hidden)
+
+
+class TorchRNN(nn.Module):
+    """Embedding -> nn.RNN / nn.GRU / nn.LSTM -> linear output layer."""
+
+    def __init__(self, vocab_size: int, params: ModelParams):
+        super().__init__()
+        cell = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[params.model]
+        self.layers, self.hidden, self.lstm = params.layers, params.hidden, params.model == "lstm"
+        self.embedding = nn.Embedding(vocab_size, params.hidden)
+        self.rnn = cell(
+            params.hidden,
+            params.hidden,
+            num_layers=params.layers,
+            batch_first=True,
+            dropout=params.dropout if params.layers > 1 else 0.0,
+        )
+        self.output = nn.Linear(params.hidden, vocab_size)
+
+    def init_state(self, batch: int, device: torch.device) -> State:
+        h = torch.zeros(self.layers, batch, self.hidden, device=device)  # (layers, batch, hidden)
+        return (h, torch.zeros_like(h)) if self.lstm else h
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        hs, state = self.rnn(self.embedding(x), state)  # (batch, num_steps, hidden)
+        return self.output(hs), state  # (batch, num_steps, vocab)
+
+
+def build_model(vocab_size: int, params: ModelParams) -> nn.Module:
+    if params.model == "scratch":
+        return ScratchRNN(vocab_size, params.hidden)
+    return TorchRNN(vocab_size, params)
+
+
+def detach(state: State) -> State:
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def hidden_rows(state: State) -> int:
+    """How many sequences a state holds: (batch, hidden) or (layers, batch, hidden), an LSTM's pair alike."""
+    first = state[0] if isinstance(state, tuple) else state
+    return first.shape[-2] if first.dim() == 3 else first.shape[0]

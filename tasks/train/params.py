@@ -1,0 +1,62 @@
+"""Training parameters, with the book's scratch-RNN settings as defaults, and the device they run on."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.errors import ParameterError
+
+BOOK_PREFIXES = ("分开", "不分开")
+
+
+class ModelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Literal["scratch", "rnn", "gru", "lstm"] = "scratch"
+    hidden: int = Field(default=256, gt=0)
+    layers: int = Field(default=1, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class DeviceUnavailable(ParameterError):
+    """CUDA was asked for on a machine without it."""
+
+
+class TrainParams(ModelParams):
+    """SGD at lr 100, clipping at 0.01, samples every 50 epochs: the book's scratch RNN."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=100.0, gt=0)
+    clip: float | None = Field(default=0.01, gt=0)
+    seed: int = 0
+    # "auto" is resolved by `resolve_device` before the run is keyed: the device changes the numbers.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    pred_period: int = Field(default=50, gt=0)
+    prefixes: tuple[str, ...] = BOOK_PREFIXES
+    pred_chars: int = Field(default=50, ge=0)
+    # How often to save changes no byte of the model: not part of its content key.
+    checkpoint_every: int = Field(default=10, gt=0, json_schema_extra={"keyed": False})
+
+    @field_validator("prefixes")
+    @classmethod
+    def _prefixes_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not prefix for prefix in value):
+            raise ValueError("a prediction prefix must have at least one character")
+        return value
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(params: TrainParams) -> TrainParams:
+    """The same parameters with "auto" made concrete; CUDA asked for where there is none is refused."""
+    if params.device == "auto":
+        return params.model_copy(update={"device": "cuda" if cuda_available() else "cpu"})
+    if params.device == "cuda" and not cuda_available():
+        raise DeviceUnavailable("device='cuda' but no CUDA device is visible; use --device cpu or auto")
+    return params

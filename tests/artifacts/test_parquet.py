@@ -1,0 +1,49 @@
+"""Every artifact kind is plain Parquet: pandas, pyarrow and duckdb read it without charflow, with its exact
+schema and dtypes; the `charflow` metadata rides along."""
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from artifacts.indices import INDICES_FILE, INDICES_SCHEMA
+from artifacts.model import METRICS_FILE, SAMPLES_FILE, SAMPLES_SCHEMA
+from artifacts.parquet import read_metadata
+from artifacts.text import TEXT_FILE, TEXT_SCHEMA
+from artifacts.vocab import VOCAB_FILE, VOCAB_SCHEMA
+
+PANDAS_STRING = str(pd.Series(["a"]).dtype)  # "object" before pandas 3, "str" since
+
+
+def test_every_artifact_kind_reads_with_pandas_pyarrow_and_duckdb(two_versions):
+    path = {stage: ref.path for stage, ref in two_versions["second"].stages.items()}
+    assert pq.read_schema(path["clean"] / TEXT_FILE).remove_metadata() == TEXT_SCHEMA
+    text = pd.read_parquet(path["clean"] / TEXT_FILE)
+    assert list(text.columns) == ["chunk", "text"] and text["text"].str.cat().startswith("想要有直升机")
+    assert pq.read_schema(path["vocab"] / VOCAB_FILE).remove_metadata() == VOCAB_SCHEMA
+    assert {k: str(v) for k, v in pd.read_parquet(path["vocab"] / VOCAB_FILE).dtypes.items()} == {
+        "index": "int32",
+        "token": PANDAS_STRING,
+        "count": "int64",
+        "reserved": "bool",
+    }
+    assert pq.read_schema(path["encode"] / INDICES_FILE).remove_metadata() == INDICES_SCHEMA
+    indices = pd.read_parquet(path["encode"] / INDICES_FILE)
+    assert list(indices.columns) == ["index"] and str(indices["index"].dtype) == "int32"
+    batches = pd.read_parquet(path["batches"])  # the whole folder: the manifest's leading underscore skips it
+    assert list(batches.columns) == ["epoch", "batch", "row", "start", "x", "y"]
+    assert pq.read_table(path["batches"]).schema.field("x").type == pa.list_(pa.int32(), 8)
+    metrics = pd.read_parquet(path["train"] / METRICS_FILE)
+    assert list(metrics.columns) == ["epoch", "perplexity", "val_perplexity", "tokens_per_s", "grad_norm", "seconds"]
+    assert pq.read_table(path["train"] / SAMPLES_FILE).schema.remove_metadata() == SAMPLES_SCHEMA
+    count = duckdb.sql(f"select count(*) from '{path['encode']}/{INDICES_FILE}'").fetchall()[0][0]
+    assert count == len(indices)
+    first = duckdb.sql(f"select epoch, batch, row, x[1] from '{path['batches']}/*.parquet' limit 1").fetchall()
+    assert first == [tuple(batches.iloc[0][["epoch", "batch", "row"]]) + (batches.iloc[0]["x"][0],)]
+
+
+def test_files_carry_their_lineage_in_metadata(two_versions):
+    stages = two_versions["second"].stages
+    metadata = read_metadata(stages["encode"].path / INDICES_FILE)
+    assert metadata["vocab_key"] == stages["vocab"].key and metadata["text_key"] == stages["clean"].key
+    assert read_metadata(stages["train"].path / METRICS_FILE)["batches_key"] == stages["batches"].key

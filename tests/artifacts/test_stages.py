@@ -1,0 +1,86 @@
+"""The stage registry: one entry per stage, keys that move exactly with the output, resumable training, and
+a word when library versions are why a key missed."""
+
+import logging
+
+import numpy as np
+import pytest
+from pydantic import BaseModel
+
+from artifacts import stages
+from artifacts.stages import STAGES, run_stage
+from flows.pipeline import batches, plain_runner
+from tasks.batches import BatchesParams
+from tasks.ingest import resolve_source
+from tasks.train.loop import EpochEnd, Resumed
+from tasks.train.params import TrainParams
+
+TINY = TrainParams(model="rnn", hidden=8, optimizer="adam", lr=0.01, pred_period=2, pred_chars=3, device="cpu")
+
+
+def test_every_stage_is_one_entry_whose_name_is_its_identity():
+    assert list(STAGES) == ["ingest", "clean", "vocab", "encode", "batches", "train"]
+    for name, stage in STAGES.items():
+        assert stage.name == name and issubclass(stage.params, BaseModel)
+        assert f"artifacts.stages:{stage.build.__name__}" in stage.code
+    assert "torch" in STAGES["train"].libraries_now and "torch" not in STAGES["batches"].libraries_now
+    assert "matplotlib" in STAGES["vocab"].libraries_now  # frequency.png is part of the artifact
+
+
+def test_inputs_and_parameters_are_checked_against_the_entry(book_prepared):
+    runner, prepared = book_prepared
+    with pytest.raises(TypeError, match=r"stage batches takes inputs \('indices',\), got \('text',\)"):
+        run_stage(runner.store, "batches", BatchesParams(), text=prepared.stages["clean"])
+    with pytest.raises(TypeError, match="stage batches takes BatchesParams, got TrainParams"):
+        run_stage(runner.store, "batches", TINY, indices=prepared.stages["encode"])
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, lyrics_text):
+    root = tmp_path_factory.mktemp("stages")
+    song = root / "songs.txt"
+    song.write_text(lyrics_text[:2000], encoding="utf-8")
+    runner = plain_runner(root / "store")
+    made = batches(runner, resolve_source(str(song)), sampler=BatchesParams(batch_size=4, num_steps=8, epochs=4))
+    return runner, made.stages["batches"], made.stages["vocab"], made.stages["encode"]
+
+
+def test_checkpoint_every_is_not_keyed_and_a_killed_run_resumes_under_other_settings(small):
+    runner, made, vocab, _ = small
+    inputs = {"batches": made, "vocab": vocab}
+    keys = {STAGES["train"].key(inputs, TINY.model_copy(update={"checkpoint_every": n})) for n in (1, 3, 10)}
+    assert len(keys) == 1
+    assert STAGES["train"].key(inputs, TINY.model_copy(update={"lr": 0.02})) not in keys
+
+    def kill_after_two(event):
+        if isinstance(event, EpochEnd) and event.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(runner.store, "train", TINY.model_copy(update={"checkpoint_every": 1}), kill_after_two, **inputs)
+    events = []
+    resumed = run_stage(runner.store, "train", TINY.model_copy(update={"checkpoint_every": 5}), events.append, **inputs)
+    assert isinstance(events[0], Resumed) and events[0].epoch == 2
+    assert [e.epoch for e in events[1:]] == [3, 4]
+    assert resumed.key in keys and not resumed.cache_hit
+    whole = run_stage(runner.store, "train", TINY.model_copy(update={"seed": 0}), **inputs)
+    assert whole.cache_hit and whole.summary == resumed.summary
+
+
+def test_other_library_versions_are_named_once(small, monkeypatch, caplog):
+    runner, _, _, indices = small
+    stage = STAGES["batches"]
+    spec = BatchesParams(batch_size=4, num_steps=8, epochs=1, seed=7)
+    monkeypatch.setitem(stage.__dict__, "libraries_now", {**stage.libraries_now, "numpy": "0.0.1"})
+    old = run_stage(runner.store, "batches", spec, indices=indices)
+    run_stage(runner.store, "batches", spec.model_copy(update={"seed": 8}), indices=indices)
+    monkeypatch.undo()
+    monkeypatch.setattr(stages, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="charflow.stages"):
+        new = run_stage(runner.store, "batches", spec, indices=indices)
+        run_stage(runner.store, "batches", spec.model_copy(update={"seed": 8}), indices=indices)
+    assert new.key != old.key and not new.cache_hit
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1  # two misses for the same reason, one word
+    assert warned[0].startswith(f"numpy {np.__version__} is installed, but ")
+    assert f"batches artifact {old.key[:12]} was made with numpy 0.0.1" in warned[0]

@@ -1,0 +1,113 @@
+import multiprocessing
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from artifacts.manifest import MANIFEST_NAME, Summary, read_manifest
+from artifacts.store import Store
+
+
+class Rows(Summary):
+    rows: int
+
+
+def build_table(folder: Path, rows: int = 3) -> Rows:
+    pq.write_table(pa.table({"x": list(range(rows))}), folder / "data.parquet")
+    return Rows(rows=rows)
+
+
+def materialize(store: Store, key: str = "k" * 64, build=build_table):
+    return store.materialize(
+        stage="demo", key=key, params={"a": 1}, inputs={"src": "abc"}, code="c0de", libraries={"lib": "1"}, build=build
+    )
+
+
+def test_manifest_records_everything(tmp_path):
+    ref = materialize(Store(tmp_path))
+    manifest = read_manifest(Path(ref.path))
+    assert (manifest.stage, manifest.key, manifest.params, manifest.inputs) == (
+        "demo",
+        "k" * 64,
+        {"a": 1},
+        {"src": "abc"},
+    )
+    assert manifest.code == "c0de" and manifest.libraries == {"lib": "1"} and manifest.created
+    [entry] = manifest.files
+    assert (entry.name, entry.rows) == ("data.parquet", 3)
+    assert entry.size == (Path(ref.path) / "data.parquet").stat().st_size
+    assert not ref.cache_hit and ref.summary == {"rows": 3}
+    assert list((tmp_path / ".staging").iterdir()) == []
+
+
+def test_second_call_is_a_hit_without_building(tmp_path):
+    store = Store(tmp_path)
+    materialize(store)
+
+    def fail(folder):
+        raise AssertionError("built twice")
+
+    assert materialize(store, build=fail).cache_hit
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "delete", "manifest"])
+def test_damaged_artifact_is_a_miss_and_is_rebuilt(tmp_path, damage, caplog):
+    store = Store(tmp_path)
+    ref = materialize(store)
+    data = Path(ref.path) / "data.parquet"
+    if damage == "corrupt":
+        data.write_bytes(data.read_bytes()[:-1] + b"\0")
+    elif damage == "delete":
+        data.unlink()
+    else:
+        (Path(ref.path) / MANIFEST_NAME).write_text("{not json")
+    rebuilt = materialize(store)
+    assert not rebuilt.cache_hit
+    assert pq.read_table(Path(rebuilt.path) / "data.parquet").num_rows == 3
+    assert store.lookup("demo", "k" * 64) is not None
+    assert "recomputing" in caplog.text
+    assert len(list((tmp_path / ".damaged").iterdir())) == 1
+
+
+def test_failed_build_leaves_nothing(tmp_path):
+    store = Store(tmp_path)
+
+    def broken(folder):
+        (folder / "half.parquet").write_bytes(b"half")
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        materialize(store, build=broken)
+    assert not (tmp_path / "demo").exists() or list((tmp_path / "demo").iterdir()) == []
+    assert list((tmp_path / ".staging").iterdir()) == []
+
+
+def _race(root: str, barrier) -> str:
+    def slow_build(folder):
+        barrier.wait()
+        return build_table(folder)
+
+    return materialize(Store(root), build=slow_build).path
+
+
+def test_concurrent_writers_leave_one_copy(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(2)
+        with ctx.Pool(2) as pool:
+            paths = pool.starmap(_race, [(str(tmp_path), barrier)] * 2)
+    assert paths[0] == paths[1]
+    assert [p.name for p in (tmp_path / "demo").iterdir()] == ["k" * 64]
+    assert Store(tmp_path).lookup("demo", "k" * 64) is not None
+
+
+def test_entries_list_what_has_a_readable_manifest_newest_first(tmp_path):
+    store = Store(tmp_path)
+    first = materialize(store, key="a" * 64)
+    second = materialize(store, key="b" * 64)
+    (tmp_path / "demo" / "junk").mkdir()
+    entries = store.entries(["demo", "absent"])
+    assert [e.key for e in entries] == [second.key, first.key]
+    assert entries[0].rows == 3 and entries[0].ref() == second.model_copy(update={"cache_hit": True})
+    assert len(store.folders(["demo"])) == 3

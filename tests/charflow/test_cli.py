@@ -1,0 +1,213 @@
+"""The `charflow` command as a user runs it: in-process for argument and validation errors (milliseconds),
+as separate processes against a real Prefect server for caching across processes and concurrency."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from charflow.cli import main
+from tests.helpers import run_cli, snapshot
+
+STAGES = ["ingest", "clean", "vocab", "encode"]
+TINY_RUN = ["--epochs", "2", "--model", "rnn", "--hidden", "32", "--optimizer", "adam", "--lr", "0.01"]
+
+
+@pytest.fixture
+def cli(capsys):
+    def run(*args):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit:  # argparse
+            code = exit.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["prepare", "x", "--max-chars", "0"], "invalid parameters: max_chars=0: Input should be greater than 0"),
+        (["prepare", "x", "--max-chars", "lots"], "expected a number of characters or 'none', got 'lots'"),
+        (["prepare", "x", "--min-count", "3"], "add --reserved '<unk>'"),
+        (["prepare", "x", "--replace", "nonsense"], "expected OLD=NEW"),
+        (["prepare", "x", "--order", "random"], "invalid choice: 'random'"),
+        (["batches", "x", "--batch-size", "0"], "batch_size must be a positive integer, got 0"),
+        (["batches", "x", "--sampler", "consecutive", "--keep-last"], "always drops the remainder"),
+        (["batches", "x", "--max-shard-rows", "8"], "max_shard_rows=8 cannot hold one batch of batch_size=32"),
+        (["run", "x", "--model", "transformer"], "invalid choice: 'transformer'"),
+        (["run", "x", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+        (["run", "x", "--lr", "0"], "lr=0.0: Input should be greater than 0"),
+        (["run", "x", "--clip", "often"], "expected a number or 'none', got 'often'"),
+        (["train", "--batches", "abc", "--checkpoint-every", "0"], "checkpoint_every=0: Input should be greater"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2_before_any_work(cli, home, args, message):
+    code, out, err = cli(*args)
+    assert code == 2 and message in err and out == ""
+    assert not (home / "store").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_cpu_machine_is_refused_at_the_edge(cli, home):
+    code, _, err = cli("run", "x", "--device", "cuda")
+    assert (
+        code == 2 and err == "charflow: error: device='cuda' but no CUDA device is visible; use --device cpu or auto\n"
+    )
+
+
+def test_options_come_from_the_models_with_their_defaults(cli):
+    code, out, _ = cli("run", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for expected in [
+        "--model {scratch,rnn,gru,lstm}",
+        "--optimizer {sgd,adam}",
+        "--sampler {random,consecutive}",
+        "--device {auto,cpu,cuda}",
+        "(default: 10000)",
+        "(default: 100.0)",
+        "(default: 'scratch')",
+        "(default: '分开', '不分开')",
+        "--keep-last",
+        "--no-replace",
+    ]:
+        assert expected in text, expected
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_failures_inside_the_flow_are_one_line_and_change_nothing(cli, home, lyrics_zip, tmp_path):
+    code, out, err = cli("batches", lyrics_zip, "--sampler", "consecutive", "--json")
+    assert code == 0, err
+    made = json.loads(out)
+    assert list(made["stages"]) == [*STAGES, "batches"]
+    summary = made["stages"]["batches"]["summary"]
+    assert (summary["epochs"], summary["epochs_stored"], summary["batches_per_epoch"]) == (250, 1, [8])
+    before = snapshot(home / "store")
+    for args, message in [
+        ([tmp_path / "missing.txt"], "no such file or directory"),
+        ([lyrics_zip, "--sha256", "0" * 64], "sha256 mismatch"),
+        (
+            [lyrics_zip, "--batch-size", "400"],
+            "285 windows of num_steps=35 in 10000 indices are fewer than batch_size=400",
+        ),
+    ]:
+        code, _, err = cli("batches", *args)
+        assert code == 1 and err.splitlines()[-1].startswith("charflow: error: ") and message in err.splitlines()[-1]
+    assert snapshot(home / "store") == before
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_options_reach_the_stages(cli, home, lyrics_zip):
+    code, out, err = cli(
+        "prepare",
+        lyrics_zip,
+        "--max-chars",
+        "none",
+        "--order",
+        "frequency",
+        "--reserved",
+        "<unk>",
+        "--min-count",
+        "2",
+        "--json",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["stages"]["clean"]["summary"]["chars"] == 63_282
+    assert result["stages"]["vocab"]["summary"]["policy"] == {
+        "order": "frequency",
+        "reserved": ["<unk>"],
+        "min_count": 2,
+    }
+
+
+def prepare_json(home, *args, api_url=None):
+    result = run_cli("prepare", *args, "--json", home=home, api_url=api_url)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_a_second_process_hits_the_cache(tmp_path, lyrics_zip, prefect_server):
+    first = prepare_json(tmp_path, str(lyrics_zip), "--name", "jaychou", api_url=prefect_server)
+    assert (first["corpus"], first["version"]) == ("jaychou", 1)
+    assert [first["stages"][s]["cache_hit"] for s in STAGES] == [False] * 4
+    assert first["stages"]["vocab"]["summary"]["size"] == 1_027
+    second = prepare_json(tmp_path, str(lyrics_zip), "--name", "jaychou", api_url=prefect_server)
+    assert [second["stages"][s]["cache_hit"] for s in STAGES] == [True] * 4
+    assert {s: second["stages"][s]["key"] for s in STAGES} == {s: first["stages"][s]["key"] for s in STAGES}
+
+
+def test_two_concurrent_runs_leave_one_copy(tmp_path, lyrics_zip, prefect_server):
+    env_args = [sys.executable, "-m", "charflow.cli", "prepare", str(lyrics_zip), "--json"]
+    env = {**os.environ, "CHARFLOW_HOME": str(tmp_path), "PREFECT_API_URL": prefect_server}
+    env.pop("PREFECT_HOME", None)
+    procs = [
+        subprocess.Popen(env_args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    results = [json.loads(out) for out, _ in outputs]
+    assert results[0]["stages"] == {
+        s: {**ref, "cache_hit": results[0]["stages"][s]["cache_hit"]} for s, ref in results[1]["stages"].items()
+    }
+    store = tmp_path / "store"
+    for stage in STAGES:
+        assert len(list((store / stage).iterdir())) == 1
+    versions = [json.loads(line) for line in (store / "catalog.jsonl").read_text().splitlines()]
+    assert [e["version"] for e in versions if e["event"] == "version"] == [1]
+
+
+def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, prefect_server):
+    args = [*TINY_RUN, "--pred-period", "1", "--sampler", "consecutive"]
+    result = run_cli("run", str(lyrics_zip), "--name", "songs", *args, "--json", home=tmp_path, api_url=prefect_server)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert list(out["stages"]) == [*STAGES, "batches", "train"]
+    assert out["model"]["key"] == out["stages"]["train"]["key"] and out["perplexity"] > 1
+    # Every reference `inspect` takes: here corpus@version/stage.
+    again = run_cli(
+        "train", "--batches", "songs@latest/batches", *args[2:], "--json", home=tmp_path, api_url=prefect_server
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["model"]["key"] == out["model"]["key"]
+    assert json.loads(again.stdout)["model"]["cache_hit"] is True
+    for ref in (out["model"]["key"][:12], "songs@latest/train"):
+        generated = run_cli("generate", ref, "--prefix", "不分开", "--chars", "8", home=tmp_path)
+        assert generated.returncode == 0, generated.stderr
+        assert generated.stdout.startswith("不分开") and len(generated.stdout.rstrip("\n")) == 11
+    missing = run_cli("train", "--batches", "ffffff", home=tmp_path, api_url=prefect_server)
+    last = missing.stderr.splitlines()[-1]
+    assert missing.returncode == 1
+    assert last.startswith("charflow: error: 'ffffff' names no batches artifact; candidates:")
+
+
+@pytest.mark.slow
+def test_default_corpus_on_the_embedded_server(tmp_path, lyrics_zip):
+    """The README's main job: no source, no server: the pinned lyrics from CHARFLOW_DATA_PATH."""
+    env_home = tmp_path / "work"
+    env_home.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "charflow.cli", "prepare"],
+        env={
+            **os.environ,
+            "CHARFLOW_DATA_PATH": str(lyrics_zip.parent),
+            "CHARFLOW_HOME": "",
+            "PREFECT_API_URL": "",
+            "PREFECT_HOME": "",
+        },
+        cwd=env_home,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "corpus jaychou v1 (new version" in result.stdout
+    assert "size=1027" in result.stdout and "rows=10000" in result.stdout
+    assert (env_home / ".charflow" / "store" / "catalog.jsonl").is_file()
+    assert (env_home / ".charflow" / "prefect" / "prefect.db").is_file()

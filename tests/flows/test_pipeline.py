@@ -1,0 +1,85 @@
+"""The pipeline without Prefect: the book's numbers, caching by content, versions, recorded outputs."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from artifacts.indices import read_indices
+from artifacts.text import read_text
+from artifacts.vocab import read_vocab
+from flows.pipeline import PrepareParams, prepare, train_on
+from tasks.clean import CleanParams
+from tasks.encode import decode
+from tasks.ingest import DEFAULT_CHARS, resolve_source
+from tasks.train.params import TrainParams
+from tasks.vocab import BOOK_VOCAB_SIZE
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_books_numbers(book_prepared):
+    _, prepared = book_prepared
+    refs = prepared.stages
+    assert (prepared.corpus, prepared.version, prepared.new_version) == ("jaychou", 1, True)
+    assert list(refs) == ["ingest", "clean", "vocab", "encode"]
+    assert refs["ingest"].summary["chars"] == DEFAULT_CHARS == 63_282
+    assert refs["clean"].summary["chars"] == 10_000
+    assert refs["vocab"].summary["size"] == BOOK_VOCAB_SIZE == 1_027
+    assert refs["encode"].summary["rows"] == 10_000
+    indices = read_indices(refs["encode"].path)
+    assert indices.dtype == np.int32 and decode(indices, read_vocab(refs["vocab"].path)) == read_text(
+        refs["clean"].path
+    )
+
+
+def test_a_rerun_is_all_cache_hits_and_a_change_reruns_downstream(book_prepared, lyrics_zip):
+    runner, first = book_prepared
+    source = resolve_source(str(lyrics_zip), "jaychou")
+    again = prepare(runner, source)
+    assert all(ref.cache_hit for ref in again.stages.values()) and (again.version, again.new_version) == (1, False)
+    shorter = prepare(runner, source, PrepareParams(clean=CleanParams(max_chars=5_000)))
+    assert {s: r.cache_hit for s, r in shorter.stages.items()} == {
+        "ingest": True,
+        "clean": False,
+        "vocab": False,
+        "encode": False,
+    }
+    assert shorter.stages["ingest"].key == first.stages["ingest"].key
+    runs = runner.catalog.outputs("jaychou", 1)
+    assert runs.count({s: r.key for s, r in first.stages.items()}) == 1  # the same outputs are recorded once
+
+
+def test_training_on_stored_batches_by_corpus_reference(book_prepared):
+    from flows.pipeline import batches
+    from tasks.batches import BatchesParams
+
+    runner, prepared = book_prepared
+    spec = BatchesParams(sampler="consecutive", epochs=1)
+    made = batches(runner, resolve_source(prepared.stages["ingest"].summary["source"], "jaychou"), sampler=spec)
+    tiny = TrainParams(model="rnn", hidden=8, optimizer="adam", lr=0.01, prefixes=(), device="auto")
+    refs = train_on(runner, "jaychou@latest/batches", tiny)
+    assert refs["batches"].key == made.stages["batches"].key and refs["vocab"].key == prepared.stages["vocab"].key
+    assert refs["train"].summary["epochs"] == 1
+    assert refs["train"].summary["samples"] == []
+
+
+def test_the_pipeline_and_everything_under_it_import_no_prefect():
+    """`tasks/` and `artifacts/` never import Prefect, nor does the pipeline's wiring: it runs without it."""
+    script = "import sys, flows.pipeline, artifacts.inspect, charflow.progress; print('prefect' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout == "False\n"
+    for package in ("tasks", "artifacts"):
+        for path in (REPO / package).rglob("*.py"):
+            assert not {m for m in imported(path) if m.split(".")[0] == "prefect"}, path
+
+
+def imported(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module

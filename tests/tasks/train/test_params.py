@@ -1,0 +1,40 @@
+"""Training parameters: refused at the edge, the device resolved before keying."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from tasks.errors import ParameterError
+from tasks.train.params import DeviceUnavailable, TrainParams, resolve_device
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"model": "transformer"}, "'scratch', 'rnn', 'gru' or 'lstm'"),
+        ({"optimizer": "rmsprop"}, "'sgd' or 'adam'"),
+        ({"lr": 0}, "lr"),
+        ({"device": "tpu"}, "device"),
+        ({"prefixes": ("",)}, "at least one character"),
+        ({"hidden_size": 3}, "hidden_size"),
+        ({"checkpoint_every": 0}, "checkpoint_every"),
+    ],
+)
+def test_bad_training_params_are_refused(bad, message):
+    with pytest.raises(ValidationError, match=message):
+        TrainParams(**bad)
+
+
+def test_the_device_is_resolved_outside_the_model():
+    params = TrainParams()
+    assert params.device == "auto"  # constructing parameters probes nothing
+    resolved = resolve_device(params)
+    assert resolved.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(TrainParams(device="cpu")).device == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_parameter_error():
+    with pytest.raises(DeviceUnavailable, match="no CUDA device is visible; use --device cpu or auto") as err:
+        resolve_device(TrainParams(device="cuda"))
+    assert isinstance(err.value, ParameterError) and err.value.exit_code == 2
