@@ -27,7 +27,7 @@ from artifacts.fingerprint import code_fingerprint
 from artifacts.keys import content_key, keyed_params, library_versions
 from artifacts.manifest import Summary, read_manifest
 from artifacts.model import TrainSummary
-from artifacts.store import ArtifactRef, Store
+from artifacts.store import ArtifactRef, Store, StoreError
 from tasks.batches import BatchesParams, plan_shards, split_validation, stored_batches
 from tasks.clean import CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import EncodeParams, encode_chunks
@@ -111,9 +111,11 @@ def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_ki
 
 def build_vocab_artifact(build: Build, text: ArtifactRef, params: VocabParams) -> vocab_kind.VocabSummary:
     vocab = build_vocab(text_kind.iter_text(text.path), params)
-    policy = keyed_params(params)
+    from artifacts.vocab_chart import frequency_chart
+
+    policy = params.model_dump(mode="json")
     vocab_kind.write_vocab(build.folder, vocab, {"stage": build.stage, "policy": policy})
-    vocab_kind.frequency_chart(vocab, build.folder / vocab_kind.FREQUENCY_FILE)
+    frequency_chart(vocab, build.folder / vocab_kind.FREQUENCY_FILE)
     return vocab_kind.VocabSummary(size=len(vocab), reserved=vocab.reserved, policy=policy)
 
 
@@ -176,6 +178,11 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
     vocabulary = vocab_kind.read_vocab(vocab.path)
     validation = None
     if stored.val_indices:
+        if build.store.lookup("encode", stored.indices_key) is None:
+            raise StoreError(
+                f"the encode artifact {stored.indices_key[:12]} behind batches {batches.key[:12]} is missing or "
+                "damaged, and its held-out tail is needed for validation; run the batches command again"
+            )
         indices = indices_kind.read_indices(build.store.folder("encode", stored.indices_key))
         validation = Validation(indices[stored.train_indices :], stored.spec.num_steps, stored.spec.batch_size)
     work = build.store.work_folder(build.stage, build.key)
@@ -237,7 +244,13 @@ STAGES = _stages(
         params=VocabParams,
         inputs=("text",),
         summary=vocab_kind.VocabSummary,
-        code=("tasks.vocab", "artifacts.text", "artifacts.vocab", "artifacts.stages:build_vocab_artifact"),
+        code=(
+            "tasks.vocab",
+            "artifacts.text",
+            "artifacts.vocab",
+            "artifacts.vocab_chart",
+            "artifacts.stages:build_vocab_artifact",
+        ),
         libraries=(*_ARRAYS, "matplotlib", "mplfonts"),
         build=build_vocab_artifact,
         view=views.vocab,
@@ -287,12 +300,30 @@ STAGES = _stages(
 )
 
 
+@dataclass(frozen=True)
+class OtherLibraries:
+    """An artifact of the very same work (parameters, inputs, code) exists, made with another version of
+    `library`: the miss comes from the environment, not from the data or the code."""
+
+    stage: str
+    key: str  # the existing artifact's
+    library: str
+    here: str
+    there: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.library} {self.here} is installed, but {self.stage} artifact {self.key[:12]} was made with "
+            f"{self.library} {self.there}: it is rebuilt, as library versions are part of the content key. "
+            "Install the pinned versions (scripts/setup.sh) to reuse the store."
+        )
+
+
 _warned: set[str] = set()
 
 
-def explain_miss(store: Store, stage: Stage, params: dict[str, Any], inputs: dict[str, str]) -> None:
-    """Say once per library when an artifact of the very same work exists, made with other library versions:
-    the miss then comes from the environment, not from the data or the code."""
+def explain_miss(store: Store, stage: Stage, params: dict[str, Any], inputs: dict[str, str], on_event: OnEvent) -> None:
+    """Say so once per library and process when a miss comes from other library versions."""
     for folder in store.folders([stage.name]):
         try:
             manifest = read_manifest(folder)
@@ -300,21 +331,14 @@ def explain_miss(store: Store, stage: Stage, params: dict[str, Any], inputs: dic
             continue
         if (manifest.params, manifest.inputs, manifest.code) != (params, inputs, stage.fingerprint):
             continue
-        for library, version in manifest.libraries.items():
+        for library, there in manifest.libraries.items():
             here = stage.libraries_now.get(library)
-            if here != version and library not in _warned:
+            if here != there and library not in _warned:
                 _warned.add(library)
-                log.warning(
-                    "%s %s is installed, but %s artifact %s was made with %s %s: it is rebuilt, as library "
-                    "versions are part of the content key. Install the pinned versions (scripts/setup.sh) to "
-                    "reuse the store.",
-                    library,
-                    here,
-                    stage.name,
-                    manifest.key[:12],
-                    library,
-                    version,
-                )
+                event = OtherLibraries(stage.name, manifest.key, library, str(here), there)
+                if on_event is ignore:
+                    log.warning("%s", event)
+                on_event(event)
 
 
 def run_stage(store: Store, name: str, params: BaseModel, on_event: OnEvent = ignore, **inputs: Any) -> ArtifactRef:
@@ -324,7 +348,7 @@ def run_stage(store: Store, name: str, params: BaseModel, on_event: OnEvent = ig
     keyed, digests = keyed_params(params), stage.digests(inputs)
 
     def build(folder: Path) -> Summary:
-        explain_miss(store, stage, keyed, digests)
+        explain_miss(store, stage, keyed, digests, on_event)
         summary = stage.build(Build(folder, store, name, key, on_event), **inputs, params=params)
         if not isinstance(summary, stage.summary):
             raise TypeError(f"stage {name} built a {type(summary).__name__}, not a {stage.summary.__name__}")

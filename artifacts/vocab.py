@@ -1,4 +1,4 @@
-"""The vocabulary artifact: `vocab.parquet` and its frequency chart.
+"""The vocabulary artifact: `vocab.parquet` (and `frequency.png`, drawn by `artifacts.vocab_chart`).
 
 vocab.parquet   index: int32, token: string, count: int64, reserved: bool
 frequency.png   the most frequent symbols, log scale
@@ -60,22 +60,3 @@ def read_vocab(folder: Path) -> Vocab:
 
 def read_tokens(folder: Path) -> list[str]:
     return pq.read_table(folder / VOCAB_FILE, columns=["token"]).column("token").to_pylist()
-
-
-def frequency_chart(vocab: Vocab, path: Path, top: int = 30) -> None:
-    """The most frequent symbols with their counts, log scale; whitespace is drawn quoted, as ' '."""
-    from artifacts.charts import cjk_font, new_figure, save_png
-
-    tokens, counts = vocab.tokens, vocab.counts.tolist()
-    order = sorted(range(len(tokens)), key=lambda i: (-counts[i], i))[:top]
-    fig, ax = new_figure(10, 4)
-    ax.bar(range(len(order)), [counts[i] for i in order], color="#4C72B0")
-    ax.set_xticks(range(len(order)))
-    ax.set_xticklabels(
-        [tokens[i] if tokens[i].strip() else repr(tokens[i]) for i in order], fontproperties=cjk_font(), fontsize=12
-    )
-    ax.set(yscale="log", ylabel="count", title=f"the {len(order)} most frequent of {len(tokens):,} symbols")
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    # Fixed margins: tight_layout measured every label again and took most of the chart's time.
-    fig.subplots_adjust(left=0.07, right=0.99, top=0.91, bottom=0.1)
-    save_png(fig, path)

@@ -19,7 +19,7 @@ from artifacts.model import METRICS_FILE, TrainSummary
 from benchmarks.train_throughput import DEFAULT_CORPUS
 from flows.pipeline import PrepareParams, plain_runner, train
 from tasks.batches import BatchesParams
-from tasks.ingest import resolve_source
+from tasks.fetch import resolve_source
 from tasks.train.params import TrainParams
 
 RUNS = {

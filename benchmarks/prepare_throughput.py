@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from artifacts.indices import EncodeSummary
 from artifacts.stages import run_stage
 from artifacts.store import ArtifactRef, Store
-from artifacts.text import read_text
+from artifacts.text import IngestSummary, read_text
 from tasks.clean import CleanParams, clean
 from tasks.encode import EncodeParams, encode
 from tasks.ingest import Fetched, IngestParams
@@ -100,7 +101,7 @@ def main() -> None:
         ingested = ArtifactRef.model_validate(result.get())
         child.join()
         mb = (work / "corpus.txt").stat().st_size / 1e6
-        print(f"corpus: {mb:.1f} MB UTF-8, {ingested.summary['chars']:,} characters, seed {args.seed}")
+        print(f"corpus: {mb:.1f} MB UTF-8, {IngestSummary.of(ingested).chars:,} characters, seed {args.seed}")
 
         before = rss_mb(peak=False)
         runs = []
@@ -133,7 +134,7 @@ def main() -> None:
             encode(clean(text, CleanParams(max_chars=None)), build_vocab(text, VocabParams())),
             book_path(text),
         )
-        assert len(book) == len(indices) == encoded.summary["rows"], "both paths map every character"
+        assert len(book) == len(indices) == EncodeSummary.of(encoded).rows, "both paths map every character"
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

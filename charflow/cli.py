@@ -78,7 +78,7 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 
 def _training(args: argparse.Namespace) -> TrainParams:
-    """Checked at the edge, the device included, before any work."""
+    """Checked at the edge, the device included, before any work (the flow resolves "auto" itself)."""
     training = options.build(args, TrainParams)
     resolve_device(training)
     return training
@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except CharflowError as exc:
         print(f"charflow: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the machine's, not charflow's: a full disk, a permission, a closed port
+        print(f"charflow: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -50,9 +50,10 @@ class Context:
 
     def emit(self, value: Any) -> bool:
         """Print `value` as JSON when --json was given; say whether it was."""
-        if self.args.json:
+        as_json = getattr(self.args, "json", False)
+        if as_json:
             print(inspect.dumps(value))
-        return self.args.json
+        return as_json
 
 
 def ls(ctx: Context) -> int:
@@ -118,10 +119,11 @@ def verify(ctx: Context) -> int:
 
 
 def gc(ctx: Context) -> int:
-    doomed = inspect.gc(ctx.store, ctx.catalog, delete=ctx.args.yes)
-    if ctx.emit({"deleted": ctx.args.yes, "artifacts": doomed}):
+    delete = getattr(ctx.args, "yes", False)
+    doomed = inspect.gc(ctx.store, ctx.catalog, delete=delete)
+    if ctx.emit({"deleted": delete, "artifacts": doomed}):
         return 0
-    verb = "deleted" if ctx.args.yes else "would delete (dry run; --yes to delete)"
+    verb = "deleted" if delete else "would delete (dry run; --yes to delete)"
     rows = [[d["stage"], d["key"][:12], _size(d["size"]), d["created"]] for d in doomed]
     ctx.console.print(_table(f"{len(doomed)} unreachable artifacts: {verb}", ["stage", "key", "size", "created"], rows))
     return 0
@@ -138,13 +140,16 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Context], int], str, list[str]]] = {
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("inspect", help="list, show, trace, compare, verify and clean the store")
+    # Before the action or after it: `inspect --json ls` and `inspect ls --json` alike.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON instead of tables")
+    shared.add_argument("--yes", action="store_true", default=argparse.SUPPRESS, help="gc: really delete")
+    parser = commands.add_parser(
+        "inspect", parents=[shared], help="list, show, trace, compare, verify and clean the store"
+    )
     actions = parser.add_subparsers(dest="action", required=True)
     for name, (run, help, refs) in SUBCOMMANDS.items():
-        action = actions.add_parser(name, help=help)
+        action = actions.add_parser(name, parents=[shared], help=help)
         for ref in refs:
             action.add_argument(ref, help=SYNTAX + " (jaychou@latest/vocab)")
-        if name == "gc":
-            action.add_argument("--yes", action="store_true", help="really delete")
-        action.add_argument("--json", action="store_true", help="JSON instead of tables")
         action.set_defaults(func=lambda args, run=run: run(Context(args)))

@@ -8,7 +8,7 @@ import codecs
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -48,8 +48,9 @@ class Option:
     parse: Callable[[str], Any] | None = None
     # A True-by-default switch is turned off by this flag (drop_last: --keep-last).
     negated: str | None = None
-    # More flags on the same field: (flag, argparse keywords).
-    extra: tuple[tuple[str, dict[str, Any]], ...] = field(default=())
+    # A flag that empties a repeatable field, whatever else is given (--no-replace).
+    clear: str | None = None
+    clear_help: str = ""
 
 
 OPTIONS: dict[str, Option] = {
@@ -65,7 +66,8 @@ OPTIONS: dict[str, Option] = {
         flag="--replace",
         metavar="OLD=NEW",
         parse=replacement,
-        extra=(("--no-replace", {"action": "store_const", "const": (), "help": "no replacements at all"}),),
+        clear="--no-replace",
+        clear_help="no replacements at all",
     ),
     "max_chars": Option(
         "keep the first N characters, or 'none'", metavar="N", parse=number_or_none(int, "a number of characters")
@@ -144,8 +146,8 @@ def add_field(group: Any, name: str, info: FieldInfo) -> None:
     if "choices" not in keywords:
         keywords["metavar"] = option.metavar or flag.lstrip("-").replace("-", "_").upper()
     group.add_argument(flag, help=f"{option.help} (default: {_shown(default)})".lstrip(), **keywords)
-    for extra_flag, extra in option.extra:
-        group.add_argument(extra_flag, dest=name, default=argparse.SUPPRESS, **extra)
+    if option.clear:
+        group.add_argument(option.clear, dest=_cleared(name), action="store_true", help=option.clear_help)
 
 
 def add_model(
@@ -157,9 +159,14 @@ def add_model(
             add_field(group, name, info)
 
 
+def _cleared(name: str) -> str:
+    return f"{name}_cleared"
+
+
 def given(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
     """The options given for `model`'s fields (repeatable ones as tuples); the model fills in the rest."""
     values = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)}
+    values.update({name: () for name in model.model_fields if getattr(args, _cleared(name), False)})
     return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
 
 

@@ -63,8 +63,10 @@ class Presenter:
     """Shows a stage's events: a progress bar or sparse lines for epochs and shards, each sampled epoch's
     perplexity and samples, a resumed run. The wording lives here, outside every content key."""
 
-    def __init__(self, log: Callable[[str], None], terminal: bool | None = None):
-        self.log, self.terminal = log, terminal
+    def __init__(
+        self, log: Callable[[str], None], terminal: bool | None = None, warn: Callable[[str], None] | None = None
+    ):
+        self.log, self.terminal, self.warn = log, terminal, warn or log
         self._progress: dict[str, Progress] = {}
 
     def _advance(self, what: str, done: int, total: int, note: str = "") -> None:
@@ -79,7 +81,8 @@ class Presenter:
 
     def __call__(self, event: Any) -> None:
         from artifacts.batches import ShardWritten
-        from tasks.train.loop import EpochEnd, Resumed
+        from artifacts.stages import OtherLibraries
+        from tasks.train.events import EpochEnd, Resumed
 
         if isinstance(event, Resumed):
             self.log(f"resuming after epoch {event.epoch} from {event.checkpoint}")
@@ -94,6 +97,8 @@ class Presenter:
             self._advance("training", event.epoch, event.epochs, f"perplexity {row['perplexity']:.3f}")
         elif isinstance(event, ShardWritten):
             self._advance("writing batch shards", event.number, event.total)
+        elif isinstance(event, OtherLibraries):
+            self.warn(str(event))
 
     def close(self) -> None:
         for bar in self._progress.values():

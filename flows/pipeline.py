@@ -20,7 +20,8 @@ from artifacts.store import ArtifactRef, Store
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
-from tasks.ingest import Fetched, IngestParams, Located, fetch
+from tasks.fetch import Located, fetch
+from tasks.ingest import Fetched, IngestParams
 from tasks.train.params import TrainParams, resolve_device
 from tasks.vocab import VocabParams
 

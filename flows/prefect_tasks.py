@@ -17,7 +17,8 @@ from charflow import settings
 from charflow.progress import Presenter
 from flows.cache import content_key_policy
 from flows.publish import publish
-from tasks.ingest import Fetched, Located, expand_sources, fetch
+from tasks.fetch import Located, expand_sources, fetch
+from tasks.ingest import Fetched
 
 
 def _store() -> Store:
@@ -30,7 +31,8 @@ def _catalog() -> Catalog:
 
 def _stage_task(stage: Stage) -> Task:
     def run(inputs: dict[str, Any], params: BaseModel) -> ArtifactRef:
-        presenter = Presenter(get_run_logger().info)
+        logger = get_run_logger()
+        presenter = Presenter(logger.info, warn=logger.warning)
         try:
             return run_stage(_store(), stage.name, params, presenter, **inputs)
         finally:

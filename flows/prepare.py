@@ -8,7 +8,8 @@ from flows import pipeline
 from flows.pipeline import Prepared, PrepareParams
 from flows.prefect_tasks import PrefectRunner
 from tasks.clean import CleanParams
-from tasks.ingest import IngestParams, resolve_source
+from tasks.fetch import resolve_source
+from tasks.ingest import IngestParams
 from tasks.vocab import VocabParams
 
 

@@ -16,7 +16,8 @@ from flows.pipeline import Prepared, PrepareParams
 from flows.prefect_tasks import PrefectRunner
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
-from tasks.ingest import IngestParams, resolve_source
+from tasks.fetch import resolve_source
+from tasks.ingest import IngestParams
 from tasks.train.params import TrainParams
 from tasks.vocab import VocabParams
 

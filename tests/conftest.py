@@ -37,7 +37,8 @@ def lyrics_zip() -> Path:
 
 @pytest.fixture(scope="session")
 def lyrics_text(lyrics_zip, tmp_path_factory) -> str:
-    from tasks.ingest import IngestParams, fetch, ingest, read_members
+    from tasks.fetch import fetch
+    from tasks.ingest import IngestParams, ingest, read_members
 
     fetched = fetch(str(lyrics_zip), tmp_path_factory.mktemp("downloads"))
     return ingest(read_members(fetched, IngestParams()), IngestParams())
@@ -101,7 +102,7 @@ def prefect_server(tmp_path_factory):
 def book_prepared(lyrics_zip, tmp_path_factory):
     """The book's corpus prepared without Prefect in a session store: (runner, Prepared)."""
     from flows.pipeline import plain_runner, prepare
-    from tasks.ingest import resolve_source
+    from tasks.fetch import resolve_source
 
     runner = plain_runner(tmp_path_factory.mktemp("book-store"))
     return runner, prepare(runner, resolve_source(str(lyrics_zip), "jaychou"))

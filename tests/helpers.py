@@ -38,3 +38,13 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def ingest_source(source, tmp_path: Path, params=None, sha256: str | None = None):
+    """Fetch a source into `tmp_path` and ingest it: (Fetched, text)."""
+    from tasks.fetch import fetch
+    from tasks.ingest import IngestParams, ingest, read_members
+
+    params = params or IngestParams()
+    fetched = fetch(str(source), tmp_path / "downloads", sha256, params.patterns)
+    return fetched, ingest(read_members(fetched, params), params)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 
 from tasks.errors import CharflowError
 from tasks.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from tasks.train.events import EpochEnd, Event, Resumed
 from tasks.train.generate import continue_text
 from tasks.train.model import build_model, detach, hidden_rows
 from tasks.train.params import TrainParams, resolve_device
@@ -42,23 +43,6 @@ class OutOfDeviceMemory(CharflowError):
 
 class EmptyEpoch(CharflowError):
     """An epoch gave no batch to train on."""
-
-
-@dataclass(frozen=True)
-class Resumed:
-    epoch: int  # epochs already done
-    checkpoint: Path
-
-
-@dataclass(frozen=True)
-class EpochEnd:
-    epoch: int  # 1-based: epochs done
-    epochs: int
-    metrics: dict[str, Any]
-    samples: list[dict[str, Any]]  # taken after this epoch; empty between prediction periods
-
-
-Event = Resumed | EpochEnd
 
 
 @dataclass(frozen=True)

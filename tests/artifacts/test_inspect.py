@@ -5,7 +5,7 @@ import pytest
 from artifacts import inspect
 from flows.pipeline import batches, plain_runner
 from tasks.batches import BatchesParams
-from tasks.ingest import resolve_source
+from tasks.fetch import resolve_source
 
 
 @pytest.fixture

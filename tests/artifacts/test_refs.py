@@ -5,7 +5,7 @@ import pytest
 from artifacts.manifest import Summary
 from artifacts.refs import RefError, resolve
 from flows.pipeline import plain_runner, prepare
-from tasks.ingest import resolve_source
+from tasks.fetch import resolve_source
 
 
 class Empty(Summary):

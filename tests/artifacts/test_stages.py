@@ -1,18 +1,23 @@
 """The stage registry: one entry per stage, keys that move exactly with the output, resumable training, and
 a word when library versions are why a key missed."""
 
+import ast
+import inspect
 import logging
+import textwrap
+import types
 
 import numpy as np
 import pytest
 from pydantic import BaseModel
 
 from artifacts import stages
+from artifacts.fingerprint import PROJECT_PACKAGES, module_closure
 from artifacts.stages import STAGES, run_stage
 from flows.pipeline import batches, plain_runner
 from tasks.batches import BatchesParams
-from tasks.ingest import resolve_source
-from tasks.train.loop import EpochEnd, Resumed
+from tasks.fetch import resolve_source
+from tasks.train.events import EpochEnd, Resumed
 from tasks.train.params import TrainParams
 
 TINY = TrainParams(model="rnn", hidden=8, optimizer="adam", lr=0.01, pred_period=2, pred_chars=3, device="cpu")
@@ -82,5 +87,34 @@ def test_other_library_versions_are_named_once(small, monkeypatch, caplog):
     assert new.key != old.key and not new.cache_hit
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1  # two misses for the same reason, one word
-    assert warned[0].startswith(f"numpy {np.__version__} is installed, but ")
-    assert f"batches artifact {old.key[:12]} was made with numpy 0.0.1" in warned[0]
+    assert warned[0].startswith(f"numpy {np.__version__} is installed, but batches artifact {old.key[:12]} was made")
+    events = []
+    monkeypatch.setattr(stages, "_warned", set())
+    run_stage(runner.store, "batches", spec.model_copy(update={"seed": 9}), events.append, indices=indices)
+    assert not [e for e in events if isinstance(e, stages.OtherLibraries)]  # no such artifact: a plain miss
+
+
+def project_modules_used_by(function) -> set[str]:
+    """The project modules a build function reaches: the names its body uses from its module (but errors it
+    raises, which shape no byte), and its own imports."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0].body
+    used: set[str] = set()
+    for node in (n for statement in body for n in ast.walk(statement)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            used.add(node.module)
+        elif isinstance(node, ast.Name) and node.id in vars(stages):
+            value = vars(stages)[node.id]
+            if isinstance(value, type) and issubclass(value, Exception):
+                continue
+            module = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            if module:
+                used.add(module)
+    return {m for m in used if m.split(".")[0] in PROJECT_PACKAGES and m != "artifacts.stages"}
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_the_code_behind_each_build_is_in_its_key(name):
+    stage = STAGES[name]
+    closure = set(module_closure([m for m in stage.code if ":" not in m]))
+    missing = project_modules_used_by(stage.build) - closure
+    assert not missing, f"{name} builds with {sorted(missing)}, which its key does not cover"

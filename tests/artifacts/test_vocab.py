@@ -1,13 +1,11 @@
-"""The vocabulary artifact: its table read back, the same bytes whatever Python's hash seed, its chart."""
+"""The vocabulary artifact: its table read back, and the same bytes whatever Python's hash seed."""
 
 import hashlib
 import os
-import struct
 import subprocess
 import sys
-import warnings
 
-from artifacts.vocab import frequency_chart, read_vocab, write_vocab
+from artifacts.vocab import read_vocab, write_vocab
 from tasks.vocab import VocabParams, build_vocab
 
 SCRIPT = """
@@ -36,18 +34,6 @@ def test_vocabulary_bytes_do_not_depend_on_the_hash_seed(book_text, tmp_path):
             [hashlib.sha256((out / o / "vocab.parquet").read_bytes()).hexdigest() for o in ("codepoint", "frequency")]
         )
     assert digests[0] == digests[1] == digests[2]
-
-
-def test_frequency_chart_renders_without_missing_glyphs(book_text, tmp_path):
-    vocab = build_vocab(book_text, VocabParams())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        frequency_chart(vocab, tmp_path / "a.png")
-    assert not [w for w in caught if "missing from font" in str(w.message)]
-    png = (tmp_path / "a.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1000, 400)
-    frequency_chart(vocab, tmp_path / "b.png")
-    assert (tmp_path / "b.png").read_bytes() == png
 
 
 def test_read_vocab_gives_back_what_was_written(tmp_path):

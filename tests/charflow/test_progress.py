@@ -4,7 +4,7 @@ from pathlib import Path
 
 from artifacts.batches import ShardWritten
 from charflow.progress import Presenter, Progress
-from tasks.train.loop import EpochEnd, Resumed
+from tasks.train.events import EpochEnd, Resumed
 
 
 def test_without_a_terminal_progress_logs_a_few_lines_not_a_flood():
@@ -47,4 +47,17 @@ def test_the_presenter_words_each_event():
         "  abcd",
         "training: 4/4 (perplexity 2.500)",
         "writing batch shards: 2/2",
+    ]
+
+
+def test_other_library_versions_are_a_warning_that_names_them():
+    from artifacts.stages import OtherLibraries
+
+    lines, warnings = [], []
+    Presenter(lines.append, terminal=False, warn=warnings.append)(
+        OtherLibraries("vocab", "ab" * 32, "numpy", "2.4", "2.3")
+    )
+    assert lines == [] and warnings == [
+        "numpy 2.4 is installed, but vocab artifact abababababab was made with numpy 2.3: it is rebuilt, as library "
+        "versions are part of the content key. Install the pinned versions (scripts/setup.sh) to reuse the store."
     ]

@@ -13,7 +13,8 @@ from artifacts.vocab import read_vocab
 from flows.pipeline import PrepareParams, prepare, train_on
 from tasks.clean import CleanParams
 from tasks.encode import decode
-from tasks.ingest import DEFAULT_CHARS, resolve_source
+from tasks.fetch import resolve_source
+from tasks.ingest import DEFAULT_CHARS
 from tasks.train.params import TrainParams
 from tasks.vocab import BOOK_VOCAB_SIZE
 

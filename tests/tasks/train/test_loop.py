@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from tasks.train import loop
+from tasks.train.events import EpochEnd, Resumed
 from tasks.train.loop import (
     EmptyEpoch,
-    EpochEnd,
     OutOfDeviceMemory,
-    Resumed,
     TrainingDiverged,
     Validation,
     clip_by_global_norm,

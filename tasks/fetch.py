@@ -1,0 +1,174 @@
+"""Fetch: locate a corpus (a file, a folder, a zip or a URL; the book's lyrics by default), download it when
+it is remote, and digest its bytes. Nothing here shapes an artifact's bytes: ingest reads what this finds."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import os
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, ConfigDict
+
+from tasks.ingest import (
+    Fetched,
+    IngestError,
+    IngestParams,
+    directory_digest,
+    is_zip,
+    sha256_file,
+    text_files,
+)
+
+# The book's corpus, pinned to the bytes that give its published numbers.
+DEFAULT_CORPUS = "jaychou"
+DEFAULT_FILE_NAME = "jaychou_lyrics.txt.zip"
+DEFAULT_URL = "https://raw.githubusercontent.com/ShusenTang/Dive-into-DL-PyTorch/master/data/jaychou_lyrics.txt.zip"
+DEFAULT_SHA256 = "3cfedd7d174111cdad5a27eaffaa6a2432a2842cf2590a03dd8a97610ea07043"
+DEFAULT_SIZE = 52_607
+
+
+class Located(BaseModel):
+    """A source as asked for: where, what digest to expect, and what to call the corpus."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    sha256: str | None = None
+    name: str | None = None
+
+
+def resolve_source(
+    source: str | None, name: str | None = None, sha256: str | None = None, search: list[Path] | None = None
+) -> Located:
+    """No source means the book's corpus: a checksum-verified local copy on CHARFLOW_DATA_PATH, else its URL."""
+    if source:
+        return Located(source=source, sha256=sha256, name=name)
+    if search is None:
+        search = [Path(p).expanduser() for p in os.environ.get("CHARFLOW_DATA_PATH", "").split(os.pathsep) if p]
+    local = [folder / DEFAULT_FILE_NAME for folder in search if (folder / DEFAULT_FILE_NAME).is_file()]
+    return Located(
+        source=str(local[0]) if local else DEFAULT_URL, sha256=sha256 or DEFAULT_SHA256, name=name or DEFAULT_CORPUS
+    )
+
+
+def expand_sources(sources: list[str], patterns: tuple[str, ...] = IngestParams().patterns) -> list[Located]:
+    """Re-ingestion's sources: each file or zip in a folder or matching a glob is a corpus, named by its file."""
+    found: dict[str, Located] = {}
+    for entry in sources:
+        if entry.startswith(("http://", "https://")):
+            found[entry] = Located(source=entry, name=corpus_name(entry))
+            continue
+        if any(ch in entry for ch in "*?["):
+            paths = sorted(Path(p) for p in glob.glob(os.path.expanduser(entry)))
+        elif Path(entry).expanduser().is_dir():
+            paths = sorted(Path(entry).expanduser().iterdir())
+        elif Path(entry).expanduser().is_file():
+            paths = [Path(entry).expanduser()]
+        else:
+            raise IngestError(f"{entry}: no such file, folder or matching path; fix the reingest sources")
+        for path in paths:
+            if path.is_file() and (path.suffix == ".zip" or any(fnmatch.fnmatch(path.name, p) for p in patterns)):
+                found[str(path.resolve())] = Located(source=str(path.resolve()), name=corpus_name(path.name))
+    return list(found.values())
+
+
+def corpus_name(source: str) -> str:
+    """jaychou_lyrics.txt.zip -> jaychou_lyrics; a folder keeps its name."""
+    base = PurePosixPath(source.rstrip("/").split("?")[0]).name or "corpus"
+    for suffix in (".zip", ".txt", ".text", ".md"):
+        if base.lower().endswith(suffix):
+            base = base[: -len(suffix)]
+    return base or "corpus"
+
+
+def _check_digest(source: str, actual: str, expected: str | None) -> None:
+    if expected and actual != expected.lower():
+        raise IngestError(
+            f"{source}: sha256 mismatch: expected {expected.lower()}, got {actual}. "
+            "The source changed or is not the corpus you meant; pass the new digest with --sha256 "
+            "if the change is intended."
+        )
+
+
+def download(url: str, downloads: Path, expected_sha256: str | None = None, timeout: float = 60.0) -> Path:
+    """Stream a URL into the download cache, named by its digest; a cached copy is reused."""
+    name = corpus_name(url) + (".zip" if url.split("?")[0].endswith(".zip") else ".txt")
+    if expected_sha256:
+        cached = downloads / f"{expected_sha256.lower()}-{name}"
+        if cached.is_file() and sha256_file(cached) == expected_sha256.lower():
+            return cached
+    downloads.mkdir(parents=True, exist_ok=True)
+    partial = downloads / f".{uuid.uuid4().hex}.part"
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
+            while block := response.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+        actual = digest.hexdigest()
+        _check_digest(url, actual, expected_sha256)
+        final = downloads / f"{actual}-{name}"
+        os.replace(partial, final)
+        return final
+    except (urllib.error.URLError, OSError) as exc:
+        raise IngestError(
+            f"{url}: download failed ({exc}). Check the address and the network, or pass a local copy as SOURCE."
+        ) from exc
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def fetch(
+    source: str,
+    downloads: Path,
+    expected_sha256: str | None = None,
+    patterns: tuple[str, ...] = IngestParams().patterns,
+) -> Fetched:
+    """Locate a source and digest its bytes (a URL is downloaded first)."""
+    if source.startswith(("http://", "https://")):
+        path = download(source, downloads, expected_sha256)
+        kind = "zip" if is_zip(path) else "file"
+        return Fetched(
+            source=source,
+            kind=kind,
+            path=str(path),
+            sha256=sha256_file(path),
+            size=path.stat().st_size,
+            name=corpus_name(source),
+        )
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise IngestError(f"{source}: no such file or directory. Pass an existing file, folder, .zip or http(s) URL.")
+    if path.is_dir():
+        files = text_files(path, patterns)
+        if not files:
+            raise IngestError(
+                f"{source}: the folder holds no text file matching {', '.join(patterns)}. "
+                "Add text files or change --pattern."
+            )
+        sha256, size = directory_digest(path, files)
+        if expected_sha256:
+            _check_digest(source, sha256, expected_sha256)
+        return Fetched(
+            source=source,
+            kind="directory",
+            path=str(path.resolve()),
+            sha256=sha256,
+            size=size,
+            name=corpus_name(str(path.resolve())),
+        )
+    sha256 = sha256_file(path)
+    _check_digest(source, sha256, expected_sha256)
+    return Fetched(
+        source=source,
+        kind="zip" if is_zip(path) else "file",
+        path=str(path.resolve()),
+        sha256=sha256,
+        size=path.stat().st_size,
+        name=corpus_name(source),
+    )

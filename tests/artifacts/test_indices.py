@@ -1,0 +1,18 @@
+"""The indices artifact: int32 rows in bounded row groups, byte-stream-split encoded, read back exactly."""
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from artifacts import indices
+from artifacts.indices import INDICES_FILE, read_indices, write_indices
+
+
+def test_indices_round_trip_in_bounded_row_groups(tmp_path, monkeypatch):
+    monkeypatch.setattr(indices, "INDICES_ROW_GROUP", 1_000)
+    data = np.random.default_rng(0).integers(0, 1_027, 4_500)
+    assert write_indices(tmp_path, [data[:2_500], data[2_500:]], {"vocab_key": "v"}) == 4_500
+    got = read_indices(tmp_path)
+    assert got.dtype == np.int32 and np.array_equal(got, data)
+    meta = pq.ParquetFile(tmp_path / INDICES_FILE).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1_000, 1_000, 500, 1_000, 1_000]
+    assert "BYTE_STREAM_SPLIT" in meta.row_group(0).column(0).encodings

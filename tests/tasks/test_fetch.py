@@ -1,0 +1,115 @@
+"""Fetch: the default corpus pinned, local paths and URLs digested, names, and re-ingestion's sources."""
+
+import http.server
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tasks.fetch import (
+    DEFAULT_CORPUS,
+    DEFAULT_SHA256,
+    DEFAULT_URL,
+    corpus_name,
+    expand_sources,
+    fetch,
+    resolve_source,
+)
+from tasks.ingest import IngestError
+from tests.helpers import ingest_source
+
+
+def test_default_source_prefers_a_local_copy_and_pins_the_digest(lyrics_zip, tmp_path):
+    located = resolve_source(None, search=[tmp_path, lyrics_zip.parent])
+    assert located.source == str(lyrics_zip)
+    assert (located.sha256, located.name) == (DEFAULT_SHA256, DEFAULT_CORPUS)
+    assert resolve_source(None, search=[tmp_path]).source == DEFAULT_URL
+
+
+def test_sha256_mismatch_shows_both_digests(lyrics_zip, tmp_path):
+    wrong = "0" * 64
+    with pytest.raises(IngestError) as err:
+        fetch(str(lyrics_zip), tmp_path, wrong)
+    assert wrong in str(err.value) and DEFAULT_SHA256 in str(err.value)
+
+
+def test_missing_source_is_named(tmp_path):
+    with pytest.raises(IngestError, match="no such file or directory"):
+        fetch(str(tmp_path / "nope.txt"), tmp_path)
+
+
+def test_empty_directory_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IngestError, match="no text file matching"):
+        fetch(str(tmp_path / "empty"), tmp_path)
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_is_streamed_verified_and_cached(lyrics_zip, tmp_path, http_root):
+    root, base = http_root
+    (root / "jaychou_lyrics.txt.zip").write_bytes(lyrics_zip.read_bytes())
+    url = f"{base}/jaychou_lyrics.txt.zip"
+    fetched, text = ingest_source(url, tmp_path, sha256=DEFAULT_SHA256)
+    assert (fetched.kind, fetched.sha256, len(text)) == ("zip", DEFAULT_SHA256, 63_282)
+    # A pinned digest already downloaded is not fetched again.
+    (root / "jaychou_lyrics.txt.zip").unlink()
+    assert fetch(url, tmp_path / "downloads", DEFAULT_SHA256).sha256 == DEFAULT_SHA256
+
+
+def test_url_digest_mismatch_keeps_nothing(lyrics_zip, tmp_path, http_root):
+    root, base = http_root
+    (root / "c.txt").write_text("hello")
+    with pytest.raises(IngestError, match="sha256 mismatch"):
+        fetch(f"{base}/c.txt", tmp_path / "downloads", "1" * 64)
+    assert list((tmp_path / "downloads").iterdir()) == []
+
+
+def test_url_not_found(tmp_path, http_root):
+    _, base = http_root
+    with pytest.raises(IngestError, match="download failed"):
+        fetch(f"{base}/missing.txt", tmp_path / "downloads")
+
+
+@pytest.mark.parametrize(
+    "source,name",
+    [
+        ("a/jaychou_lyrics.txt.zip", "jaychou_lyrics"),
+        ("x/poems.txt", "poems"),
+        ("https://h/p/songs.zip?x=1", "songs"),
+        ("lyrics/", "lyrics"),
+    ],
+)
+def test_corpus_name(source, name):
+    assert corpus_name(source) == name
+
+
+def test_reingest_sources_expand_to_one_corpus_per_file(tmp_path):
+
+    folder = tmp_path / "corpora"
+    folder.mkdir()
+    (folder / "b.txt").write_text("b")
+    (folder / "a.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    (folder / "notes.bin").write_bytes(b"\0")
+    (tmp_path / "c.txt").write_text("c")
+    found = expand_sources([str(folder), str(tmp_path / "*.txt"), "https://host/x/poems.txt", str(folder / "b.txt")])
+    assert [(Path(f.source).name if not f.source.startswith("http") else f.source, f.name) for f in found] == [
+        ("a.zip", "a"),
+        ("b.txt", "b"),
+        ("c.txt", "c"),
+        ("https://host/x/poems.txt", "poems"),
+    ]
+    with pytest.raises(IngestError, match="nowhere: no such file, folder or matching path; fix the reingest sources"):
+        expand_sources([str(tmp_path / "nowhere")])
