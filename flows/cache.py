@@ -8,12 +8,12 @@ from typing import Any
 
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
-from prefect.locking.filesystem import FileSystemLockManager
 from prefect.transactions import IsolationLevel
 
 from artifacts.stages import STAGES
 from artifacts.store import Store
 from charflow import settings
+from flows.locks import LeaseLockManager
 
 
 @dataclass
@@ -36,11 +36,12 @@ class ContentKeyPolicy(CachePolicy):
 
 
 def content_key_policy(stage: str) -> ContentKeyPolicy:
-    """Records and locks under CHARFLOW_HOME; SERIALIZABLE, so two concurrent runs compute once."""
+    """Records and locks under CHARFLOW_HOME; SERIALIZABLE, so two concurrent runs compute once, and a lock
+    cannot outlive its holder."""
     prefect = settings.charflow_home() / "prefect"
     return ContentKeyPolicy(
         stage=stage,
         key_storage=prefect / "cache-keys",
         isolation_level=IsolationLevel.SERIALIZABLE,
-        lock_manager=FileSystemLockManager(lock_files_directory=prefect / "locks"),
+        lock_manager=LeaseLockManager(prefect / "locks"),
     )
