@@ -1,16 +1,14 @@
-"""Inspection of the store: list, show, lineage, diff, verify and garbage-collect."""
+"""Inspection of the store: list, show, lineage and diff (verify and gc are in `artifacts.upkeep`)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from artifacts.catalog import Catalog
-from artifacts.manifest import MANIFEST_NAME, problems, read_manifest
-from artifacts.refs import version_number
+from artifacts.manifest import read_manifest
 from artifacts.stages import STAGES
 from artifacts.store import ArtifactRef, Entry, Store
 from artifacts.vocab import VOCAB_FILE
@@ -94,45 +92,6 @@ def diff(a: Entry, b: Entry, limit: int = 10) -> dict[str, Any]:
             "largest_count_changes": [{"token": t, "change": c} for t, c in changes[:limit] if c],
         }
     return out
-
-
-def verify(store: Store) -> list[dict[str, Any]]:
-    """Every artifact whose files do not match its manifest (or whose manifest is unreadable)."""
-    bad = []
-    for folder in store.folders(STAGES):
-        try:
-            found = problems(folder, read_manifest(folder))
-        except (OSError, ValueError) as exc:
-            found = [f"{MANIFEST_NAME}: unreadable ({exc.__class__.__name__})"]
-        if found:
-            bad.append({"stage": folder.parent.name, "key": folder.name, "problems": found})
-    return bad
-
-
-def reachable(store: Store, catalog: Catalog) -> set[str]:
-    """Keys behind the latest version of every corpus, inputs included."""
-    keep: set[str] = set()
-    for corpus in {v.corpus for v in catalog.versions()}:
-        runs = catalog.outputs(corpus, version_number(catalog, corpus, "latest"))
-        keep.update(key for run in runs for key in run.values())
-    by_key = {e.key: e for e in store.entries(STAGES)}
-    todo = list(keep)
-    while todo:
-        found = by_key.get(todo.pop())
-        for key in found.manifest.inputs.values() if found else ():
-            if key not in keep:
-                keep.add(key)
-                todo.append(key)
-    return keep
-
-
-def gc(store: Store, catalog: Catalog, delete: bool) -> list[dict[str, Any]]:
-    """Artifacts no latest corpus version reaches; removed only when `delete`."""
-    keep = reachable(store, catalog)
-    doomed = [e for e in store.entries(STAGES) if e.key not in keep]
-    for found in doomed if delete else ():
-        shutil.rmtree(found.path)
-    return [{"stage": e.stage, "key": e.key, "size": e.size, "created": e.manifest.created} for e in doomed]
 
 
 def dumps(value: Any) -> str:

@@ -19,12 +19,20 @@ class RefError(CharflowError, LookupError):
 
 
 def version_number(catalog: Catalog, corpus: str, version: str) -> int:
+    """A version of `corpus` by number (3, v3) or `latest`: the newest complete one."""
     versions = sorted(v.version for v in catalog.versions(corpus))
     if not versions:
         known = sorted({v.corpus for v in catalog.versions()})
         raise RefError(f"no corpus {corpus!r} in the catalog; known corpora: {', '.join(known) or 'none'}")
     if version in ("", "latest"):
-        return versions[-1]
+        # Only a version whose prepare finished counts as the latest (a killed run's does not).
+        complete = catalog.complete(corpus)
+        if not complete:
+            raise RefError(
+                f"{corpus} has no complete version yet ({', '.join(f'v{v}' for v in versions)} did not finish "
+                "preparing); run prepare again, or name a version"
+            )
+        return complete[-1]
     number = int(version.lstrip("v")) if version.lstrip("v").isdigit() else None
     if number not in versions:
         raise RefError(f"{corpus} has no version {version}; versions: {', '.join(f'v{v}' for v in versions)}")

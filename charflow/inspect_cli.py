@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from artifacts import inspect
+from artifacts import inspect, upkeep
 from artifacts.catalog import Catalog
 from artifacts.refs import SYNTAX, resolve
 from artifacts.store import Entry, Store
@@ -108,24 +108,46 @@ def diff(ctx: Context) -> int:
 
 
 def verify(ctx: Context) -> int:
-    bad = inspect.verify(ctx.store)
-    if not ctx.emit({"ok": not bad, "damaged": bad}):
-        if bad:
-            rows = [[b["stage"], b["key"][:12], "; ".join(b["problems"])] for b in bad]
+    found = upkeep.verify(ctx.store, ctx.catalog)
+    if not ctx.emit(found):
+        if found["damaged"]:
+            rows = [[b["stage"], b["key"][:12], "; ".join(b["problems"])] for b in found["damaged"]]
             ctx.console.print(_table("damaged artifacts", ["stage", "key", "problems"], rows))
-        else:
-            ctx.console.print("every artifact matches its manifest")
-    return 1 if bad else 0
+        if found["missing"]:
+            rows = [[m["corpus"], f"v{m['version']}", m["stage"], m["key"][:12]] for m in found["missing"]]
+            ctx.console.print(
+                _table("recorded in the catalog, gone from the store", ["corpus", "version", "stage", "key"], rows)
+            )
+        if found["leftovers"]:
+            rows = [
+                [x["kind"], x["path"], _size(x["size"]), "yes" if x["abandoned"] else "no"] for x in found["leftovers"]
+            ]
+            ctx.console.print(
+                _table(
+                    "leftovers (charflow inspect gc --yes removes the abandoned ones)",
+                    ["kind", "path", "size", "abandoned"],
+                    rows,
+                )
+            )
+        if found["ok"]:
+            ctx.console.print("every artifact matches its manifest, and every recorded output is in the store")
+    return 0 if found["ok"] else 1
 
 
 def gc(ctx: Context) -> int:
-    delete = getattr(ctx.args, "yes", False)
-    doomed = inspect.gc(ctx.store, ctx.catalog, delete=delete)
-    if ctx.emit({"deleted": delete, "artifacts": doomed}):
+    args = ctx.args
+    delete = getattr(args, "yes", False)
+    found = upkeep.gc(ctx.store, ctx.catalog, delete, keep=args.keep, grace=args.grace, checkpoints=args.checkpoints)
+    if ctx.emit(found):
         return 0
     verb = "deleted" if delete else "would delete (dry run; --yes to delete)"
-    rows = [[d["stage"], d["key"][:12], _size(d["size"]), d["created"]] for d in doomed]
-    ctx.console.print(_table(f"{len(doomed)} unreachable artifacts: {verb}", ["stage", "key", "size", "created"], rows))
+    rows = [[d["stage"], d["key"][:12], _size(d["size"]), d["created"]] for d in found["artifacts"]]
+    ctx.console.print(_table(f"{len(rows)} unreachable artifacts: {verb}", ["stage", "key", "size", "created"], rows))
+    if found["leftovers"]:
+        rows = [[x["kind"], x["path"], _size(x["size"])] for x in found["leftovers"]]
+        ctx.console.print(_table(f"{len(rows)} leftovers: {verb}", ["kind", "path", "size"], rows))
+    rows = [[k["stage"], k["key"][:12], k["why"]] for k in found["kept"]]
+    ctx.console.print(_table(f"{len(rows)} artifacts kept", ["stage", "key", "why"], rows))
     return 0
 
 
@@ -134,8 +156,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Context], int], str, list[str]]] = {
     "show": (show, "an artifact's manifest, Parquet schemas and a decoded view", ["ref"]),
     "lineage": (lineage, "an artifact and every input behind it, down to the source", ["ref"]),
     "diff": (diff, "what differs between two artifacts (parameters, inputs, vocabulary)", ["a", "b"]),
-    "verify": (verify, "re-hash every artifact; exit 1 with a list when any is damaged", []),
-    "gc": (gc, "delete what no corpus's latest version reaches (a dry run without --yes)", []),
+    "verify": (verify, "re-hash every artifact, check the catalog's references, list leftovers", []),
+    "gc": (gc, "delete what no kept version or model reaches, and abandoned leftovers (a dry run without --yes)", []),
 }
 
 
@@ -152,4 +174,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, parents=[shared], help=help)
         for ref in refs:
             action.add_argument(ref, help=SYNTAX + " (jaychou@latest/vocab)")
+        if name == "gc":
+            action.add_argument("--keep", type=int, default=1, help="complete versions kept per corpus (default 1)")
+            action.add_argument(
+                "--grace",
+                type=float,
+                default=upkeep.GRACE_SECONDS,
+                help="seconds: younger artifacts stay (a run may not have recorded them yet; default 3600)",
+            )
+            action.add_argument("--checkpoints", action="store_true", help="also remove resumable checkpoints")
         action.set_defaults(func=lambda args, run=run: run(Context(args)))

@@ -1,7 +1,11 @@
 import hashlib
+import json
+import logging
 import multiprocessing
 
-from artifacts.catalog import Catalog
+import pytest
+
+from artifacts.catalog import Catalog, CatalogError
 
 
 def test_versions_follow_content(tmp_path):
@@ -31,3 +35,41 @@ def test_two_processes_lose_no_line(tmp_path):
     versions = sorted(v for r in results for v in r)
     assert versions == list(range(1, 51))
     assert len(Catalog(tmp_path).versions("c")) == 50
+
+
+def test_a_torn_last_line_is_ignored_then_repaired(tmp_path, caplog):
+    catalog = Catalog(tmp_path)
+    catalog.register("songs", "a" * 64, 10, "songs.txt", "k1")
+    intact = catalog.path.read_bytes()
+    catalog.path.write_bytes(intact + b'{"corpus": "songs", "event": "vers')  # a crash mid-append
+    with caplog.at_level(logging.WARNING, logger="charflow.catalog"):
+        assert [v.version for v in catalog.versions("songs")] == [1]
+    assert "line 2 was cut short by a crash: ignored" in caplog.text
+    assert catalog.register("songs", "b" * 64, 11, "songs.txt", "k2").version == 2
+    lines = catalog.path.read_bytes().splitlines(keepends=True)
+    assert lines[0] == intact and len(lines) == 2 and all(json.loads(line) for line in lines)
+
+
+def test_a_complete_last_entry_without_its_newline_is_kept(tmp_path):
+    catalog = Catalog(tmp_path)
+    catalog.register("songs", "a" * 64, 10, "songs.txt", "k1")
+    catalog.path.write_bytes(catalog.path.read_bytes().rstrip(b"\n"))
+    assert catalog.register("songs", "b" * 64, 11, "songs.txt", "k2").version == 2
+    assert [v.version for v in Catalog(tmp_path).versions("songs")] == [1, 2]
+
+
+def test_any_other_bad_line_names_the_file_and_line(tmp_path):
+    catalog = Catalog(tmp_path)
+    catalog.register("songs", "a" * 64, 10, "songs.txt", "k1")
+    catalog.path.write_bytes(b"not json\n" + catalog.path.read_bytes())
+    with pytest.raises(CatalogError, match=r"catalog.jsonl, line 1: not a catalog entry .*remove that line"):
+        catalog.versions()
+
+
+def test_a_version_is_complete_once_every_prepare_output_is_recorded(tmp_path):
+    catalog = Catalog(tmp_path)
+    catalog.register("songs", "a" * 64, 10, "songs.txt", "k1")
+    catalog.register("songs", "b" * 64, 11, "songs.txt", "k2")
+    catalog.record_outputs("songs", 1, {"ingest": "i1", "clean": "c1", "vocab": "v1", "encode": "e1"})
+    catalog.record_outputs("songs", 2, {"ingest": "i2"})  # a run killed after ingest
+    assert catalog.complete("songs") == [1]

@@ -1,0 +1,101 @@
+"""verify and gc on a real store: damage, lost references, leftovers of killed runs; what gc keeps and why."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from artifacts import upkeep
+from flows.pipeline import batches, plain_runner, train_on
+from tasks.batches import BatchesParams
+from tasks.fetch import resolve_source
+from tasks.ingest import IngestParams
+from tasks.train.params import TrainParams
+
+SPEC = BatchesParams(batch_size=4, num_steps=8, epochs=1)
+
+
+@pytest.fixture
+def store(tmp_path, lyrics_text):
+    """songs v1 and v2, each prepared and batched, without Prefect."""
+    runner = plain_runner(tmp_path / "store")
+    song = tmp_path / "songs.txt"
+    song.write_text(lyrics_text[:1000], encoding="utf-8")
+    first = batches(runner, resolve_source(str(song)), sampler=SPEC)
+    song.write_text(lyrics_text[:1000] + "☃", encoding="utf-8")
+    second = batches(runner, resolve_source(str(song)), sampler=SPEC)
+    return runner, first, second
+
+
+def keys(made):
+    return {ref.key for ref in made.stages.values()}
+
+
+def test_verify_names_damage_lost_references_and_leftovers(store):
+    runner, first, second = store
+    assert upkeep.verify(runner.store, runner.catalog) == {"ok": True, "damaged": [], "missing": [], "leftovers": []}
+    with first.stages["vocab"].file("vocab.parquet").open("r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\0\0\0\0")
+    first.stages["clean"].file("_manifest.json").write_text("{torn")
+    encode = second.stages["encode"]
+    for path in encode.path.iterdir():
+        path.unlink()
+    encode.path.rmdir()
+    (runner.store.root / ".work" / "train-abc").mkdir(parents=True)
+    found = upkeep.verify(runner.store, runner.catalog)
+    assert found["ok"] is False
+    assert [(d["stage"], d["problems"]) for d in found["damaged"]] == [
+        ("clean", ["_manifest.json: unreadable (JSONDecodeError)"]),
+        ("vocab", ["vocab.parquet: sha256 differs from the manifest"]),
+    ]
+    assert found["missing"] == [{"corpus": "songs", "version": 2, "stage": "encode", "key": encode.key}]
+    assert [(x["kind"], x["abandoned"]) for x in found["leftovers"]] == [("checkpoint", False)]
+
+
+def test_gc_keeps_the_latest_complete_version_and_whatever_a_model_needs(store):
+    runner, first, second = store
+    dry = upkeep.gc(runner.store, runner.catalog, delete=False, grace=0)
+    assert {a["key"] for a in dry["artifacts"]} == keys(first) - keys(second)
+    assert upkeep.gc(runner.store, runner.catalog, delete=False)["artifacts"] == []  # all within the grace period
+    # A model trained on v1's batches (train --batches, recorded nowhere) keeps them, and what they came from.
+    model = train_on(runner, first.stages["batches"].key, TrainParams(model="rnn", hidden=8, prefixes=()))["train"]
+    found = upkeep.gc(runner.store, runner.catalog, delete=True, grace=0)
+    assert found["artifacts"] == []
+    why = {k["key"]: k["why"] for k in found["kept"]}
+    assert why[second.stages["vocab"].key] == "songs v2" and why[model.key] == "a model"
+    assert why[first.stages["batches"].key] == f"input of train {model.key[:12]}"
+    assert upkeep.verify(runner.store, runner.catalog)["ok"]
+
+
+def test_a_killed_newer_version_does_not_cost_the_last_complete_one(store, tmp_path):
+    runner, first, second = store
+    song = tmp_path / "songs.txt"
+    song.write_text("a third text, whose prepare is killed after ingest", encoding="utf-8")
+    fetched = runner.fetch(resolve_source(str(song)), ("*.txt",))
+    ingested = runner.stage("ingest", IngestParams(), source=fetched)
+    runner.register("songs", fetched, ingested)  # v3 exists; its outputs were never recorded
+    found = upkeep.gc(runner.store, runner.catalog, delete=True, grace=0)
+    assert {a["key"] for a in found["artifacts"]} == keys(first) - keys(second) | {ingested.key}
+    assert keys(second) <= {k["key"] for k in found["kept"]}
+    assert upkeep.verify(runner.store, runner.catalog)["ok"]
+
+
+def test_gc_removes_abandoned_builds_and_checkpoints_only_when_asked(store):
+    runner, _, _ = store
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    abandoned = runner.store.root / ".staging" / f"batches-0000@{host}@{dead.pid}@@abcd1234"
+    live = runner.store.root / ".staging" / f"batches-0001@{host}@{os.getpid()}@@abcd1234"
+    checkpoint = runner.store.root / ".work" / "train-0123"
+    for folder in (abandoned, live, checkpoint):
+        folder.mkdir(parents=True)
+        (folder / "part").write_bytes(b"x" * 10)
+    found = upkeep.gc(runner.store, runner.catalog, delete=True)
+    assert [x["path"] for x in found["leftovers"]] == [str(abandoned)]
+    assert not abandoned.exists() and live.exists() and checkpoint.exists()
+    upkeep.gc(runner.store, runner.catalog, delete=True, checkpoints=True)
+    assert not checkpoint.exists() and live.exists()
