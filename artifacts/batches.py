@@ -35,6 +35,11 @@ def batches_schema(num_steps: int) -> pa.Schema:
     )
 
 
+def row_bytes(num_steps: int) -> int:
+    """A row's size before compression, a bound on what it takes on disk: x and y, then epoch, batch, row, start."""
+    return 2 * 4 * num_steps + 4 + 4 + 4 + 8
+
+
 def shard_file(number: int) -> str:
     return f"batches-{number:05d}.parquet"
 

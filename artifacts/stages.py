@@ -29,10 +29,11 @@ from artifacts.manifest import Summary, read_manifest
 from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
 from tasks.batches import BatchesParams, plan_shards, split_validation, stored_batches
-from tasks.clean import CleanParams, ascii_translation, clean_chunks, clean_utf8
+from tasks.clean import CleanError, CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import EncodeParams, encode_chunks
+from tasks.errors import Interrupted
 from tasks.ingest import Fetched, IngestParams, ingest, read_members
-from tasks.train.params import TrainParams
+from tasks.train.params import TrainParams, check_prefixes
 from tasks.vocab import VocabParams, build_vocab
 
 log = logging.getLogger("charflow.stages")
@@ -53,6 +54,7 @@ class Build:
     stage: str
     key: str
     on_event: OnEvent = ignore
+    should_stop: Callable[[], bool] = lambda: False  # asked at safe points: a batch, a shard
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Stage:
 
 def build_ingest(build: Build, source: Fetched, params: IngestParams) -> text_kind.IngestSummary:
     members = read_members(source, params)
+    build.store.ensure_free(build.stage, sum(len(data) for _, data in members))
     text = ingest(members, params)
     summary = text_kind.IngestSummary(
         chars=len(text),
@@ -104,9 +107,12 @@ def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_ki
     metadata = {"stage": build.stage, "input": text.key}
     if (table := ascii_translation(params)) is not None:
         cleaned = clean_utf8(text_kind.iter_text_utf8(text.path), table, params.max_chars)
-        return text_kind.TextSummary(chars=text_kind.write_text_utf8(build.folder, cleaned, metadata))
-    chunks = clean_chunks(text_kind.iter_text(text.path), params)
-    return text_kind.TextSummary(chars=text_kind.write_text(build.folder, chunks, metadata))
+        chars = text_kind.write_text_utf8(build.folder, cleaned, metadata)
+    else:
+        chars = text_kind.write_text(build.folder, clean_chunks(text_kind.iter_text(text.path), params), metadata)
+    if chars == 0:
+        raise CleanError("cleaning left no text (the replacements removed every character); change --replace")
+    return text_kind.TextSummary(chars=chars)
 
 
 def build_vocab_artifact(build: Build, text: ArtifactRef, params: VocabParams) -> vocab_kind.VocabSummary:
@@ -122,6 +128,7 @@ def build_vocab_artifact(build: Build, text: ArtifactRef, params: VocabParams) -
 def build_encode(
     build: Build, text: ArtifactRef, vocab: ArtifactRef, params: EncodeParams
 ) -> indices_kind.EncodeSummary:
+    build.store.ensure_free(build.stage, 4 * text_kind.TextSummary.of(text).chars)  # int32 per character
     source = {"vocab_key": vocab.key, "vocab_size": vocab_kind.VocabSummary.of(vocab).size}
     chunks = encode_chunks(text_kind.iter_text(text.path), vocab_kind.read_vocab(vocab.path))
     rows = indices_kind.write_indices(build.folder, chunks, {"stage": build.stage, "text_key": text.key, **source})
@@ -136,6 +143,7 @@ def build_batches(build: Build, indices: ArtifactRef, params: BatchesParams) -> 
     per_epoch, plans = plan_shards(len(corpus), params)
     shards = [batches_kind.Shard(file=batches_kind.shard_file(n), **plan) for n, plan in enumerate(plans)]
     rows = sum(shard.rows for shard in shards)
+    build.store.ensure_free(build.stage, rows * batches_kind.row_bytes(params.num_steps))
     summary = batches_kind.BatchesSummary(
         spec=params,
         vocab_key=encoded.vocab_key,
@@ -163,6 +171,8 @@ def build_batches(build: Build, indices: ArtifactRef, params: BatchesParams) -> 
         finally:
             writer.close()
         build.on_event(batches_kind.ShardWritten(number, len(shards)))
+        if build.should_stop() and number < len(shards):
+            raise Interrupted(f"stopped after {number} of {len(shards)} batch shards; nothing was published")
     return summary
 
 
@@ -176,6 +186,7 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
     stored = batches_kind.BatchesSummary.of(batches)
     reader = BatchReader(batches.path, expected_vocab_key=vocab.key)
     vocabulary = vocab_kind.read_vocab(vocab.path)
+    check_prefixes(vocabulary, params.prefixes)
     validation = None
     if stored.val_indices:
         if build.store.lookup("encode", stored.indices_key) is None:
@@ -196,6 +207,7 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
         checkpoint=work / "checkpoint.pt",
         on_event=build.on_event,
         validation=validation,
+        should_stop=build.should_stop,
     )
     metadata = {"stage": build.stage, "vocab_key": vocab.key, "batches_key": batches.key}
     write_model(build.folder, trained, metadata, title=f"{params.model}, {reader.sampler} sampling")
@@ -341,7 +353,14 @@ def explain_miss(store: Store, stage: Stage, params: dict[str, Any], inputs: dic
                 on_event(event)
 
 
-def run_stage(store: Store, name: str, params: BaseModel, on_event: OnEvent = ignore, **inputs: Any) -> ArtifactRef:
+def run_stage(
+    store: Store,
+    name: str,
+    params: BaseModel,
+    on_event: OnEvent = ignore,
+    should_stop: Callable[[], bool] = lambda: False,
+    **inputs: Any,
+) -> ArtifactRef:
     """The stored artifact of stage `name` on these inputs and parameters, built now if it is not there."""
     stage = STAGES[name]
     key = stage.key(inputs, params)
@@ -349,7 +368,7 @@ def run_stage(store: Store, name: str, params: BaseModel, on_event: OnEvent = ig
 
     def build(folder: Path) -> Summary:
         explain_miss(store, stage, keyed, digests, on_event)
-        summary = stage.build(Build(folder, store, name, key, on_event), **inputs, params=params)
+        summary = stage.build(Build(folder, store, name, key, on_event, should_stop), **inputs, params=params)
         if not isinstance(summary, stage.summary):
             raise TypeError(f"stage {name} built a {type(summary).__name__}, not a {stage.summary.__name__}")
         return summary

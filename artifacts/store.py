@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from artifacts.manifest import MANIFEST_NAME, Manifest, describe_file, problems, read_manifest
+from artifacts.owner import gone, me
 from tasks.errors import CharflowError
 
 log = logging.getLogger("charflow.store")
@@ -23,6 +24,14 @@ log = logging.getLogger("charflow.store")
 
 class StoreError(CharflowError):
     """The store cannot do what was asked (an artifact keeps reappearing damaged, say)."""
+
+
+class DiskFull(StoreError):
+    """No room on the disk for an artifact: refused before writing, or stopped when the disk filled."""
+
+
+# Room left beside an artifact whose size is known: Prefect's database and logs share the disk.
+DISK_MARGIN_BYTES = 64 * 2**20
 
 
 class ArtifactRef(BaseModel):
@@ -108,6 +117,32 @@ class Store:
     def ref(self, manifest: Manifest, cache_hit: bool) -> ArtifactRef:
         return Entry(self.folder(manifest.stage, manifest.key), manifest).ref(cache_hit)
 
+    def ensure_free(self, stage: str, needed: int) -> None:
+        """Refuse to start an artifact of about `needed` bytes that the disk cannot hold."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.root).free
+        if free < needed + DISK_MARGIN_BYTES:
+            raise DiskFull(
+                f"the {stage} artifact needs about {_mb(needed)} and {_mb(free)} are free on the disk holding "
+                f"{self.root} (keeping {_mb(DISK_MARGIN_BYTES)} spare); free space or set CHARFLOW_HOME to a "
+                "larger disk"
+            )
+
+    def staging_folders(self) -> list[tuple[Path, bool]]:
+        """Every folder being built, and whether its owner process is gone (a leftover of a killed run)."""
+        staging = self.root / ".staging"
+        found = []
+        for folder in sorted(staging.iterdir()) if staging.is_dir() else []:
+            parts = folder.name.split("@")
+            owned = len(parts) == 5 and parts[2].isdigit()
+            found.append((folder, not owned or gone(parts[1], int(parts[2]), parts[3] or None)))
+        return found
+
+    def clear_stale_staging(self) -> None:
+        for folder, stale in self.staging_folders():
+            if stale:
+                shutil.rmtree(folder, ignore_errors=True)
+
     def materialize(
         self,
         *,
@@ -125,7 +160,10 @@ class Store:
         """
         if manifest := self.lookup(stage, key):
             return self.ref(manifest, cache_hit=True)
-        staging = self.root / ".staging" / f"{stage}-{key[:16]}-{uuid.uuid4().hex}"
+        self.clear_stale_staging()
+        host, pid, started = me()
+        # The owner in the name: a folder left by a killed run is known as such, and removed.
+        staging = self.root / ".staging" / f"{stage}-{key[:16]}@{host}@{pid}@{started or ''}@{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)
         try:
             summary = build(staging)
@@ -144,6 +182,16 @@ class Store:
             # Written last: a folder with a manifest is complete.
             _write_durably(staging / MANIFEST_NAME, manifest.model_dump_json(indent=2))
             return self.ref(self._publish(staging, manifest), cache_hit=False)
+        except OSError as exc:
+            # pyarrow's write errors carry the message but no errno.
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and "No space left" not in str(exc):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DiskFull(
+                f"the disk holding {self.root} filled up while writing the {stage} artifact ({exc.strerror}); "
+                f"nothing was published and {_mb(shutil.disk_usage(self.root).free)} are free again: free space "
+                "or set CHARFLOW_HOME to a larger disk"
+            ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -175,6 +223,10 @@ class Store:
     def work_folder(self, stage: str, key: str) -> Path:
         """Where a long build keeps what lets it resume (checkpoints), outside staging, under the key."""
         return self.root / ".work" / f"{stage}-{key[:32]}"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:,.0f} MB"
 
 
 def _write_durably(path: Path, text: str) -> None:

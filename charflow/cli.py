@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from typing import Any
 
 from pydantic import ValidationError
 
-from charflow import options, settings
+from charflow import interrupt, options, settings
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.errors import CharflowError
@@ -162,6 +164,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="charflow", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of a failure (or set CHARFLOW_DEBUG=1)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help="ingest, clean, build the vocabulary and encode a corpus")
     _add_prepare_options(prepare)
@@ -199,11 +204,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    settings.configure()
-    args = build_parser().parse_args(argv)
-    try:
+# Commands that run flows: they write to the home and need a Prefect API.
+RUNS_FLOWS = {"prepare", "batches", "run", "train"}
+
+
+class ExpectedFailures(logging.Filter):
+    """Keeps Prefect's console from printing a traceback for a failure charflow explains in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, CharflowError | ValidationError)
+
+
+def quiet_prefect_console() -> None:
+    """No tracebacks on Prefect's console for failures charflow explains (its API log handler keeps them, for
+    the UI)."""
+    import prefect.main  # noqa: F401  (sets up Prefect's logging)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for name in ["", *logging.Logger.manager.loggerDict]:
+        for handler in getattr(logging.getLogger(name), "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, ExpectedFailures) for f in handler.filters
+            ):
+                handler.addFilter(ExpectedFailures())
+
+
+def run_command(args: argparse.Namespace) -> int:
+    home = settings.configure()
+    if args.command in RUNS_FLOWS or (args.command == "inspect" and getattr(args, "yes", False)):
+        settings.check_home(home)
+    if args.command not in RUNS_FLOWS:
         return args.func(args)
+    from charflow.server import prefect_api
+
+    with interrupt.handled(), prefect_api():
+        quiet_prefect_console()
+        return args.func(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.debug or os.environ.get("CHARFLOW_DEBUG") == "1":
+        return run_command(args)
+    try:
+        return run_command(args)
     except ValidationError as exc:
         print(f"charflow: invalid parameters: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
@@ -211,8 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"charflow: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # the machine's, not charflow's: a full disk, a permission, a closed port
-        print(f"charflow: error: {exc}", file=sys.stderr)
+        print(f"charflow: error: {exc} (charflow --debug shows where)", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("charflow: stopped at once (a second Ctrl-C); run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

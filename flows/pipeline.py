@@ -7,6 +7,8 @@ Prefect); `flows.prefect_tasks.PrefectRunner` makes every step a Prefect task. N
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,12 +19,14 @@ from artifacts.catalog import Catalog, CorpusVersion
 from artifacts.refs import resolve
 from artifacts.stages import OnEvent, ignore, run_stage
 from artifacts.store import ArtifactRef, Store
-from tasks.batches import BatchesParams
+from artifacts.text import TextSummary
+from artifacts.vocab import read_vocab
+from tasks.batches import BatchesParams, check_fits, split_validation
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
 from tasks.fetch import Located, fetch
 from tasks.ingest import Fetched, IngestParams
-from tasks.train.params import TrainParams, resolve_device
+from tasks.train.params import TrainParams, check_prefixes, resolve_device
 from tasks.vocab import VocabParams
 
 
@@ -63,13 +67,44 @@ class Runner(Protocol):
     def find(self, ref: str, stage: str) -> ArtifactRef: ...
 
 
-def prepare(runner: Runner, located: Located, params: PrepareParams = PrepareParams()) -> Prepared:
+@dataclass(frozen=True)
+class Needs:
+    """What the later stages will need of the corpus, checked as soon as it can be: the batches' fit before
+    any work when the cleaning caps the length (and exactly once it is cleaned), the prediction prefixes
+    against the vocabulary as soon as it exists."""
+
+    sampler: BatchesParams | None = None
+    prefixes: tuple[str, ...] = ()
+
+    def fits(self, chars: int) -> None:
+        if self.sampler is not None:
+            check_fits(split_validation(chars, self.sampler.val_fraction), self.sampler)
+
+    def before_any_work(self, params: PrepareParams) -> None:
+        if params.clean.max_chars is not None:
+            self.fits(params.clean.max_chars)  # cleaning never leaves more than max_chars: a bound
+
+    def after_clean(self, cleaned: ArtifactRef) -> None:
+        self.fits(TextSummary.of(cleaned).chars)
+
+    def after_vocab(self, vocab: ArtifactRef) -> None:
+        if self.prefixes:
+            check_prefixes(read_vocab(vocab.path), self.prefixes)
+
+
+def prepare(
+    runner: Runner, located: Located, params: PrepareParams = PrepareParams(), needs: Needs = Needs()
+) -> Prepared:
+    """The corpus version is registered once its prepare outputs all exist: a killed run leaves no version."""
+    needs.before_any_work(params)
     fetched = runner.fetch(located, params.ingest.patterns)
     ingested = runner.stage("ingest", params.ingest, source=fetched)
-    version = runner.register(located.name or fetched.name, fetched, ingested)
     cleaned = runner.stage("clean", params.clean, text=ingested)
+    needs.after_clean(cleaned)
     vocab = runner.stage("vocab", params.vocab, text=cleaned)
+    needs.after_vocab(vocab)
     encoded = runner.stage("encode", EncodeParams(), text=cleaned, vocab=vocab)
+    version = runner.register(located.name or fetched.name, fetched, ingested)
     outputs = {"ingest": ingested, "clean": cleaned, "vocab": vocab, "encode": encoded}
     runner.record(version.corpus, version.version, outputs)
     return Prepared(
@@ -78,9 +113,13 @@ def prepare(runner: Runner, located: Located, params: PrepareParams = PreparePar
 
 
 def batches(
-    runner: Runner, located: Located, params: PrepareParams = PrepareParams(), sampler: BatchesParams = BatchesParams()
+    runner: Runner,
+    located: Located,
+    params: PrepareParams = PrepareParams(),
+    sampler: BatchesParams = BatchesParams(),
+    needs: Needs | None = None,
 ) -> Prepared:
-    prepared = prepare(runner, located, params)
+    prepared = prepare(runner, located, params, needs or Needs(sampler))
     made = runner.stage("batches", sampler, indices=prepared.stages["encode"])
     runner.record(prepared.corpus, prepared.version, {"batches": made})
     return prepared.with_stage(made)
@@ -94,7 +133,7 @@ def train(
     training: TrainParams = TrainParams(),
 ) -> Prepared:
     training = resolve_device(training)
-    made = batches(runner, located, params, sampler)
+    made = batches(runner, located, params, sampler, Needs(sampler, training.prefixes))
     trained = runner.stage("train", training, batches=made.stages["batches"], vocab=made.stages["vocab"])
     runner.record(made.corpus, made.version, {"train": trained})
     return made.with_stage(trained)
@@ -105,6 +144,7 @@ def train_on(runner: Runner, batches_ref: str, training: TrainParams = TrainPara
     training = resolve_device(training)
     stored = runner.find(batches_ref, "batches")
     vocab = runner.find(BatchesSummary.of(stored).vocab_key, "vocab")
+    Needs(prefixes=training.prefixes).after_vocab(vocab)
     trained = runner.stage("train", training, batches=stored, vocab=vocab)
     return {"batches": stored, "vocab": vocab, "train": trained}
 
@@ -112,14 +152,22 @@ def train_on(runner: Runner, batches_ref: str, training: TrainParams = TrainPara
 class PlainRunner:
     """Every step called directly, in this process: no Prefect, no cache records beyond the store's own."""
 
-    def __init__(self, store: Store, catalog: Catalog, downloads: Path, on_event: OnEvent = ignore):
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        downloads: Path,
+        on_event: OnEvent = ignore,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
         self.store, self.catalog, self.downloads, self.on_event = store, catalog, downloads, on_event
+        self.should_stop = should_stop
 
     def fetch(self, located: Located, patterns: tuple[str, ...]) -> Fetched:
         return fetch(located.source, self.downloads, located.sha256, patterns)
 
     def stage(self, name: str, params: BaseModel, **inputs: Any) -> ArtifactRef:
-        return run_stage(self.store, name, params, self.on_event, **inputs)
+        return run_stage(self.store, name, params, self.on_event, self.should_stop, **inputs)
 
     def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
         return self.catalog.register(corpus, fetched.sha256, fetched.size, fetched.source, ingested.key)

@@ -13,10 +13,11 @@ from artifacts.catalog import Catalog, CorpusVersion
 from artifacts.refs import resolve
 from artifacts.stages import STAGES, Stage, run_stage
 from artifacts.store import ArtifactRef, Store
-from charflow import settings
+from charflow import interrupt, settings
 from charflow.progress import Presenter
 from flows.cache import content_key_policy
 from flows.publish import publish
+from tasks.errors import Interrupted
 from tasks.fetch import Located, expand_sources, fetch
 from tasks.ingest import Fetched
 
@@ -34,7 +35,7 @@ def _stage_task(stage: Stage) -> Task:
         logger = get_run_logger()
         presenter = Presenter(logger.info, warn=logger.warning)
         try:
-            return run_stage(_store(), stage.name, params, presenter, **inputs)
+            return run_stage(_store(), stage.name, params, presenter, interrupt.requested, **inputs)
         finally:
             presenter.close()
 
@@ -84,6 +85,8 @@ class PrefectRunner:
         return fetch_task(located, patterns)
 
     def stage(self, name: str, params: BaseModel, **inputs: Any) -> ArtifactRef:
+        if interrupt.requested():
+            raise Interrupted(f"stopped before the {name} stage; run the same command again to go on")
         state = STAGE_TASKS[name](inputs=inputs, params=params, return_state=True)
         ref: ArtifactRef = state.result()
         if state.name == "Cached":

@@ -8,7 +8,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks.errors import CharflowError
+
 BOOK_MAX_CHARS = 10_000
+
+
+class CleanError(CharflowError, ValueError):
+    """Cleaning that leaves nothing to learn from."""
 
 
 class CleanParams(BaseModel):

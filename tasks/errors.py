@@ -14,3 +14,9 @@ class ParameterError(CharflowError, ValueError):
     """Parameters that cannot work together or on this machine (exit 2, like a validation error)."""
 
     exit_code = 2
+
+
+class Interrupted(CharflowError):
+    """Stopped on request (Ctrl-C, SIGTERM) at a safe point; a rerun resumes."""
+
+    exit_code = 130

@@ -154,5 +154,9 @@ def decode_member(name: str, data: bytes, errors: str = "strict") -> str:
 
 
 def ingest(members: list[tuple[str, bytes]], params: IngestParams) -> str:
-    """The corpus text: the members decoded and joined by a newline."""
-    return "\n".join(decode_member(name, data, params.errors) for name, data in members)
+    """The corpus text: the members decoded and joined by a newline; an empty corpus is refused."""
+    text = "\n".join(decode_member(name, data, params.errors) for name, data in members)
+    if not text:
+        names = ", ".join(name for name, _ in members) or "the source"
+        raise IngestError(f"{names}: no text at all (0 characters); pass a corpus with some text in it")
+    return text

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.errors import CharflowError
+from tasks.errors import CharflowError, Interrupted
 from tasks.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from tasks.train.events import EpochEnd, Event, Resumed
 from tasks.train.generate import continue_text
@@ -76,11 +76,14 @@ def train(
     checkpoint: Path | None = None,
     on_event: Callable[[Event], None] = lambda event: None,
     validation: Validation | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Trained:
     """Train for `epochs`, resuming from `checkpoint` when it exists (it belongs to these very settings).
 
     `epoch_batches(e)` gives epoch e's (X, Y) pairs, (batch, num_steps) integers each; `carry_state` is the
     consecutive sampler's hidden state carried (detached) across batches, from zero at each epoch's start.
+    `should_stop()` is asked after every batch: when it says so, training stops there (`Interrupted`), and
+    a rerun resumes from the last checkpoint.
     """
     params = resolve_device(params)
     device = torch.device(params.device)
@@ -88,12 +91,17 @@ def train(
     model = build_model(len(vocab), params).to(device)
     optimizer = make_optimizer(model, params)
     state = TrainState()
+    saved: int | None = None  # the epoch of the checkpoint on disk
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, model, optimizer)
+        saved = state.epoch
         on_event(Resumed(state.epoch, checkpoint))
     for epoch in range(state.epoch, epochs):
         started = time.perf_counter()
-        loss_sum, norm_sum, tokens, steps = run_epoch(model, optimizer, epoch_batches(epoch), carry_state, params)
+        batches = epoch_batches(epoch)
+        loss_sum, norm_sum, tokens, steps = run_epoch(model, optimizer, batches, carry_state, params, should_stop)
+        if should_stop():
+            raise Interrupted(f"training stopped in epoch {epoch + 1} of {epochs}{kept(saved, checkpoint)}")
         if steps == 0:
             raise EmptyEpoch(f"epoch {epoch + 1} has no batch to train on; check the batches artifact")
         if device.type == "cuda":
@@ -101,7 +109,10 @@ def train(
         seconds = time.perf_counter() - started
         mean_loss = loss_sum.item() / tokens
         if not math.isfinite(mean_loss) or mean_loss > MAX_LOSS:
-            raise diverged(mean_loss, epoch, state, params, checkpoint)
+            raise TrainingDiverged(
+                f"the loss became {mean_loss} in epoch {epoch + 1} (optimizer {params.optimizer}, lr {params.lr}, "
+                f"clip {params.clip}){kept(saved, checkpoint)}; lower the learning rate or clip gradients"
+            )
         state.metrics.append(
             {
                 "epoch": epoch + 1,
@@ -126,14 +137,21 @@ def train(
             state.samples.extend(samples)
         if checkpoint is not None and (state.epoch % params.checkpoint_every == 0 or state.epoch == epochs):
             save_checkpoint(checkpoint, model, optimizer, state)
+            saved = state.epoch
         on_event(EpochEnd(state.epoch, epochs, state.metrics[-1], samples))
     return Trained(model, optimizer, state)
 
 
 def run_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, carry_state: bool, params: TrainParams
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Batches,
+    carry_state: bool,
+    params: TrainParams,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """One pass over the batches: the summed token loss and gradient norm (on the device), tokens and steps."""
+    """One pass over the batches (cut short when `should_stop()`): the summed token loss and gradient norm (on
+    the device), tokens and steps."""
     device = torch.device(params.device)
     weights = list(model.parameters())
     loss_sum = torch.zeros((), device=device)
@@ -162,17 +180,18 @@ def run_epoch(
         loss_sum += loss.detach() * y.numel()
         tokens += y.numel()
         steps += 1
+        if should_stop():
+            break
     return loss_sum, norm_sum, tokens, steps
 
 
-def diverged(
-    mean_loss: float, epoch: int, state: TrainState, params: TrainParams, checkpoint: Path | None
-) -> TrainingDiverged:
-    kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {checkpoint}" if checkpoint else ""
-    return TrainingDiverged(
-        f"the loss became {mean_loss} in epoch {epoch + 1} (optimizer {params.optimizer}, lr {params.lr}, "
-        f"clip {params.clip}){kept}; lower the learning rate or clip gradients"
-    )
+def kept(saved: int | None, checkpoint: Path | None) -> str:
+    """What a rerun resumes from: the checkpoint on disk, named, or none yet."""
+    if checkpoint is None:
+        return ""
+    if saved is None:
+        return "; no checkpoint was saved yet, so a rerun starts over"
+    return f"; the last good checkpoint (epoch {saved}) is kept at {checkpoint}, and a rerun resumes from it"
 
 
 @torch.no_grad()

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks.encode import EncodeError, encode
 from tasks.errors import ParameterError
+from tasks.vocab import Vocab
 
 BOOK_PREFIXES = ("分开", "不分开")
 
@@ -60,3 +62,15 @@ def resolve_device(params: TrainParams) -> TrainParams:
     if params.device == "cuda" and not cuda_available():
         raise DeviceUnavailable("device='cuda' but no CUDA device is visible; use --device cpu or auto")
     return params
+
+
+def check_prefixes(vocab: Vocab, prefixes: tuple[str, ...]) -> None:
+    """Refuse, before any training, prefixes that the samples could not be taken from."""
+    for prefix in prefixes:
+        try:
+            encode(prefix, vocab)
+        except EncodeError as exc:
+            raise EncodeError(
+                f"the prediction prefix {prefix!r} has characters outside the vocabulary ({exc}); "
+                "choose --prefix from the corpus's characters"
+            ) from None
