@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from charflow import interrupt, options, settings
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
-from tasks.errors import CharflowError
+from tasks.errors import CharflowError, Interrupted
 from tasks.ingest import IngestParams
 from tasks.train.params import TrainParams, resolve_device
 from tasks.vocab import VocabParams
@@ -208,26 +208,27 @@ def build_parser() -> argparse.ArgumentParser:
 RUNS_FLOWS = {"prepare", "batches", "run", "train"}
 
 
-class ExpectedFailures(logging.Filter):
-    """Keeps Prefect's console from printing a traceback for a failure charflow explains in one line."""
+class QuietConsole(logging.Filter):
+    """Keeps Prefect's console from printing a traceback for a failure charflow explains in one line, and
+    from counting the logs it still has to send at exit."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, CharflowError | ValidationError)
+        if isinstance(error, CharflowError | ValidationError):
+            return False
+        return not str(record.msg).startswith("Still processing items")
 
 
 def quiet_prefect_console() -> None:
-    """No tracebacks on Prefect's console for failures charflow explains (its API log handler keeps them, for
-    the UI)."""
+    """Filter Prefect's own console handlers (its API log handler keeps everything, for the UI)."""
     import prefect.main  # noqa: F401  (sets up Prefect's logging)
-    from prefect.logging.handlers import PrefectConsoleHandler
 
     for name in ["", *logging.Logger.manager.loggerDict]:
         for handler in getattr(logging.getLogger(name), "handlers", []):
-            if isinstance(handler, PrefectConsoleHandler) and not any(
-                isinstance(f, ExpectedFailures) for f in handler.filters
-            ):
-                handler.addFilter(ExpectedFailures())
+            prefects = type(handler).__module__.startswith("prefect")
+            if prefects and isinstance(handler, logging.StreamHandler):
+                if not any(isinstance(f, QuietConsole) for f in handler.filters):
+                    handler.addFilter(QuietConsole())
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -236,11 +237,19 @@ def run_command(args: argparse.Namespace) -> int:
         settings.check_home(home)
     if args.command not in RUNS_FLOWS:
         return args.func(args)
-    from charflow.server import prefect_api
+    from charflow.server import drain_prefect, prefect_api
 
+    interrupt.reset()
     with interrupt.handled(), prefect_api():
         quiet_prefect_console()
-        return args.func(args)
+        from prefect.exceptions import TerminationSignal
+
+        try:
+            return args.func(args)
+        except TerminationSignal:  # Prefect's own SIGTERM handler, active between two stages
+            raise Interrupted("stopped by SIGTERM between two stages; run the same command again to go on") from None
+        finally:
+            drain_prefect()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,8 @@
 """Ctrl-C and SIGTERM: the first asks the running stage to stop at its next safe point (a batch boundary in
-training, a shard boundary in batches, between stages otherwise); a second stops at once."""
+training, a shard boundary in batches, between stages otherwise); a second stops at once.
+
+The command installs the handlers; each stage installs them again while it runs, because Prefect puts its
+own SIGTERM handler (which raises at once, mid-batch) around every flow run."""
 
 from __future__ import annotations
 
@@ -18,6 +21,10 @@ def requested() -> bool:
 
 def request() -> None:
     _stop.set()
+
+
+def reset() -> None:
+    _stop.clear()
 
 
 def _handle(signum: int, frame: object) -> None:
@@ -40,4 +47,3 @@ def handled() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _stop.clear()

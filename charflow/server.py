@@ -125,7 +125,7 @@ def prefect_api() -> Iterator[None]:
         try:
             yield
         finally:
-            drain_prefect()
+            drain_prefect()  # while the server still answers
             os.environ.pop("PREFECT_API_URL", None)
 
 

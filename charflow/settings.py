@@ -66,16 +66,18 @@ def check_home(home: Path) -> None:
             "or set CHARFLOW_HOME to a larger disk"
         )
     marker = home / HOME_MARKER
-    before = marker.read_text().strip() if marker.is_file() else str(home)
+    before = marker.read_text().strip() if marker.is_file() else None
     if before != str(home):
+        # Moved or copied (or from before the marker: its records may name another path): the records are
+        # only a cache of the store, which stays the truth.
         for records in ("cache-keys", "locks", "storage"):
             shutil.rmtree(home / "prefect" / records, ignore_errors=True)
-        print(
-            f"charflow: CHARFLOW_HOME moved from {before} to {home}: Prefect's cache records were reset "
-            "(the artifacts are intact and found again by their keys)",
-            file=sys.stderr,
-        )
-    if before != str(home) or not marker.is_file():
+        if before is not None:
+            print(
+                f"charflow: CHARFLOW_HOME moved from {before} to {home}: Prefect's cache records were reset "
+                "(the artifacts are intact and found again by their keys)",
+                file=sys.stderr,
+            )
         marker.write_text(str(home))
 
 

@@ -21,7 +21,7 @@ from artifacts.stages import OnEvent, ignore, run_stage
 from artifacts.store import ArtifactRef, Store
 from artifacts.text import TextSummary
 from artifacts.vocab import read_vocab
-from tasks.batches import BatchesParams, check_fits, split_validation
+from tasks.batches import BatchesParams, SamplerError, check_fits, split_validation
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
 from tasks.fetch import Located, fetch
@@ -81,8 +81,12 @@ class Needs:
             check_fits(split_validation(chars, self.sampler.val_fraction), self.sampler)
 
     def before_any_work(self, params: PrepareParams) -> None:
-        if params.clean.max_chars is not None:
+        if params.clean.max_chars is None:
+            return
+        try:
             self.fits(params.clean.max_chars)  # cleaning never leaves more than max_chars: a bound
+        except SamplerError as exc:
+            raise SamplerError(f"{exc} (the cleaned corpus has --max-chars={params.clean.max_chars} at most)") from None
 
     def after_clean(self, cleaned: ArtifactRef) -> None:
         self.fits(TextSummary.of(cleaned).chars)

@@ -35,7 +35,8 @@ def _stage_task(stage: Stage) -> Task:
         logger = get_run_logger()
         presenter = Presenter(logger.info, warn=logger.warning)
         try:
-            return run_stage(_store(), stage.name, params, presenter, interrupt.requested, **inputs)
+            with interrupt.handled():
+                return run_stage(_store(), stage.name, params, presenter, interrupt.requested, **inputs)
         finally:
             presenter.close()
 

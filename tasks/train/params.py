@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.encode import EncodeError, encode
 from tasks.errors import ParameterError
 from tasks.vocab import Vocab
 
@@ -20,6 +19,10 @@ class ModelParams(BaseModel):
     hidden: int = Field(default=256, gt=0)
     layers: int = Field(default=1, gt=0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class PrefixError(ParameterError):
+    """A prediction prefix the vocabulary cannot encode."""
 
 
 class DeviceUnavailable(ParameterError):
@@ -66,11 +69,13 @@ def resolve_device(params: TrainParams) -> TrainParams:
 
 def check_prefixes(vocab: Vocab, prefixes: tuple[str, ...]) -> None:
     """Refuse, before any training, prefixes that the samples could not be taken from."""
+    if vocab.unk is not None:
+        return
+    known = set(vocab.tokens[vocab.reserved :])
     for prefix in prefixes:
-        try:
-            encode(prefix, vocab)
-        except EncodeError as exc:
-            raise EncodeError(
-                f"the prediction prefix {prefix!r} has characters outside the vocabulary ({exc}); "
+        if missing := sorted(set(prefix) - known):
+            shown = ", ".join(map(repr, missing))
+            raise PrefixError(
+                f"the prediction prefix {prefix!r} has characters the vocabulary lacks ({shown}); "
                 "choose --prefix from the corpus's characters"
-            ) from None
+            )

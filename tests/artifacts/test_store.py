@@ -1,4 +1,9 @@
+import errno
 import multiprocessing
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -6,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from artifacts.manifest import MANIFEST_NAME, Summary, read_manifest
-from artifacts.store import Store
+from artifacts.store import DiskFull, Store
 
 
 class Rows(Summary):
@@ -111,3 +116,39 @@ def test_entries_list_what_has_a_readable_manifest_newest_first(tmp_path):
     assert [e.key for e in entries] == [second.key, first.key]
     assert entries[0].rows == 3 and entries[0].ref() == second.model_copy(update={"cache_hit": True})
     assert len(store.folders(["demo"])) == 3
+
+
+def test_an_artifact_the_disk_cannot_hold_is_refused_with_the_numbers(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 2**29, 2**29))
+    store.ensure_free("batches", 100 * 2**20)  # 100 MB and the 64 MB margin fit in 512 MB
+    with pytest.raises(DiskFull, match="the batches artifact needs about 500 MB and 512 MB are free on the disk"):
+        store.ensure_free("batches", 500 * 2**20)
+
+
+def test_a_disk_that_fills_mid_write_publishes_nothing(tmp_path):
+    store = Store(tmp_path)
+
+    def fills_up(folder):
+        (folder / "data.parquet").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFull, match="filled up while writing the demo artifact .No space left on device.; nothing"):
+        materialize(store, build=fills_up)
+    assert not (tmp_path / "demo").exists() and list((tmp_path / ".staging").iterdir()) == []
+
+
+def test_a_killed_builds_staging_is_recognised_and_cleared_by_the_next_build(tmp_path):
+    store = Store(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / ".staging" / f"demo-0000@{socket.gethostname()}@{dead.pid}@@abcd1234"
+    abandoned.mkdir(parents=True)
+    assert store.staging_folders() == [(abandoned, True)]
+
+    def build(folder):
+        assert store.staging_folders() == [(folder, False)]  # ours, alive; the abandoned one is gone
+        return build_table(folder)
+
+    materialize(store, build=build)
+    assert not abandoned.exists()

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tasks.errors import Interrupted
 from tasks.train import loop
 from tasks.train.events import EpochEnd, Resumed
 from tasks.train.loop import (
@@ -276,3 +277,27 @@ def test_the_same_seed_gives_the_same_metrics(book_text):
         for _ in range(3)
     ]
     assert deterministic(runs[0]) == deterministic(runs[1]) == deterministic(runs[2])
+
+
+def test_a_stop_request_ends_training_at_a_batch_naming_what_a_rerun_resumes_from(tmp_path):
+    stop, data = [], toy_epochs(4)
+
+    def epoch_batches(epoch):
+        for number, batch in enumerate(data(epoch)):
+            if (epoch, number) == (2, 1):
+                stop.append(True)  # a signal arrives while the second batch of epoch 3 is trained
+            yield batch
+
+    with pytest.raises(Interrupted, match="training stopped in epoch 3 of 4; the last good checkpoint .epoch 2."):
+        train(
+            epoch_batches,
+            epochs=4,
+            carry_state=False,
+            vocab=TOY_VOCAB,
+            params=TrainParams(**FAST),
+            checkpoint=tmp_path / "checkpoint.pt",
+            should_stop=lambda: bool(stop),
+        )
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    resumed = run(tmp_path).state
+    assert deterministic(resumed.metrics) == deterministic(run().state.metrics)

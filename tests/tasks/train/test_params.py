@@ -38,3 +38,19 @@ def test_cuda_without_a_gpu_is_a_parameter_error():
     with pytest.raises(DeviceUnavailable, match="no CUDA device is visible; use --device cpu or auto") as err:
         resolve_device(TrainParams(device="cuda"))
     assert isinstance(err.value, ParameterError) and err.value.exit_code == 2
+
+
+def test_prefixes_are_checked_against_the_vocabulary():
+    import numpy as np
+
+    from tasks.train.params import PrefixError, check_prefixes
+    from tasks.vocab import Vocab
+
+    vocab = Vocab(tokens=list("ab分开"), counts=np.ones(4, dtype=np.int64), reserved=0)
+    check_prefixes(vocab, ("分开", "ab"))
+    with pytest.raises(
+        PrefixError, match=r"the prediction prefix 'a☃z' has characters the vocabulary lacks \('z', '☃'\)"
+    ):
+        check_prefixes(vocab, ("ab", "a☃z"))
+    with_unk = Vocab(tokens=["<unk>", "a"], counts=np.ones(2, dtype=np.int64), reserved=1)
+    check_prefixes(with_unk, ("☃",))  # <unk> stands in for it
