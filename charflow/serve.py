@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from charflow.children import die_with_this_process
 from tasks.errors import CharflowError
 
 POOL = "charflow-local"
@@ -62,7 +63,11 @@ def serve(port: int = 4200) -> int:
     api_url = os.environ.get("PREFECT_API_URL")
     if not api_url:
         api_url = f"http://127.0.0.1:{port}/api"
-        server = subprocess.Popen([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env)
+        server = subprocess.Popen(
+            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            preexec_fn=die_with_this_process(),
+        )
         env["PREFECT_API_URL"] = api_url
     worker = None
     stopping = False
@@ -83,7 +88,9 @@ def serve(port: int = 4200) -> int:
             stdout=subprocess.DEVNULL,
         )
         subprocess.run([*PREFECT, "--no-prompt", "deploy", "--all"], env=env, cwd=root, check=True)
-        worker = subprocess.Popen([*PREFECT, "worker", "start", "--pool", POOL], env=env, cwd=root)
+        worker = subprocess.Popen(
+            [*PREFECT, "worker", "start", "--pool", POOL], env=env, cwd=root, preexec_fn=die_with_this_process()
+        )
         print(f"charflow serve: worker started on pool {POOL}; Ctrl-C stops it", flush=True)
         worker.wait()
         return 0 if stopping else worker.returncode

@@ -7,10 +7,8 @@ cleanly, and tied to charflow's life: it gets SIGTERM when charflow exits, even 
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,17 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from charflow import settings
+from charflow.children import die_with_this_process
 from charflow.serve import ServeError, wait_healthy
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux), and not a moment later."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _free_port() -> int:
@@ -63,7 +52,6 @@ def temporary_server() -> Iterator[str]:
     log_path = settings.charflow_home() / "prefect" / "temporary-server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-    parent = os.getpid()
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [
@@ -87,7 +75,7 @@ def temporary_server() -> Iterator[str]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=die_with_this_process(),
         )
     try:
         timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))

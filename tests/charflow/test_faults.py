@@ -345,3 +345,14 @@ def test_a_full_disk_is_refused_up_front_or_stopped_cleanly(tmp_path, lyrics_zip
     assert code == 0, err[-3000:]
     verify_clean(home)
     assert processes_of(home) == []
+
+
+def test_kill_9_of_charflow_serve_takes_its_server_and_worker_along(tmp_path):
+    home = tmp_path / "home"
+    env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    process = start(home, "serve", "--port", free_port(), env=env)
+    wait_for(lambda: "worker started" in (tmp_path / "home.out").read_text(), "the worker", timeout=240)
+    assert len(processes_of(home)) >= 3  # serve, the server, the worker
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    wait_for(lambda: processes_of(home) == [], "the server and worker stop", timeout=60)
