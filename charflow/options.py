@@ -4,7 +4,7 @@ from its model (one default per setting); only flags, help and parsing of specia
 from __future__ import annotations
 
 import argparse
-import codecs
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -14,16 +14,29 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-
-def _unescape(text: str) -> str:
-    return codecs.decode(text, "unicode_escape") if "\\" in text else text
+ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
 
 
-def replacement(spec: str) -> tuple[str, str]:
+def unescape(text: str) -> str:
+    """\\n, \\r, \\t and \\\\ stand for a newline, a return, a tab and a backslash; every other character,
+    non-ASCII ones included, stands for itself."""
+    return re.sub(r"\\([nrt\\])", lambda m: ESCAPES[m.group(1)], text)
+
+
+def replacement(spec: str) -> dict[str, str]:
     if "=" not in spec:
-        raise argparse.ArgumentTypeError(f"expected OLD=NEW (escapes such as \\n allowed), got {spec!r}")
+        raise argparse.ArgumentTypeError(f"expected OLD=NEW (escapes \\n \\r \\t \\\\ allowed), got {spec!r}")
     old, new = spec.split("=", 1)
-    return _unescape(old), _unescape(new)
+    return {"old": unescape(old), "new": unescape(new)}
+
+
+class AppendRegex(argparse.Action):
+    """--regex PATTERN REPLACEMENT: a rule in the same ordered list as --replace, taken as Python `re` takes it."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        rules = list(getattr(namespace, self.dest, None) or [])
+        rules.append({"old": values[0], "new": values[1], "regex": True})
+        setattr(namespace, self.dest, rules)
 
 
 def number_or_none(kind: type, what: str) -> Callable[[str], Any]:
@@ -51,6 +64,8 @@ class Option:
     # A flag that empties a repeatable field, whatever else is given (--no-replace).
     clear: str | None = None
     clear_help: str = ""
+    # More flags adding to the same field, with their argparse keywords (--regex beside --replace).
+    also: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
 
 OPTIONS: dict[str, Option] = {
@@ -68,6 +83,21 @@ OPTIONS: dict[str, Option] = {
         parse=replacement,
         clear="--no-replace",
         clear_help="no replacements at all",
+        also=(
+            (
+                "--regex",
+                (
+                    ("nargs", 2),
+                    ("metavar", ("PATTERN", "REPLACEMENT")),
+                    ("action", AppendRegex),
+                    ("help", "a Python re rule (re.sub's \\1 in the replacement), repeatable, in order with --replace"),
+                ),
+            ),
+        ),
+    ),
+    "max_match": Option(
+        "the longest match a rule may make, and the longest run without a space, digit, ASCII or CJK "
+        "character that normalising or lowercasing holds back (characters)"
     ),
     "max_chars": Option(
         "keep the first N characters, or 'none'", metavar="N", parse=number_or_none(int, "a number of characters")
@@ -106,7 +136,9 @@ OPTIONS: dict[str, Option] = {
 
 def _shown(value: Any) -> str:
     if isinstance(value, tuple):
-        return ", ".join(map(repr, value)) or "none"
+        return ", ".join(map(_shown, value)) or "none"
+    if isinstance(value, BaseModel) and {"old", "new"} <= set(type(value).model_fields):
+        return f"{value.old!r}={value.new!r}"  # a replacement rule, as --replace spells it
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -148,6 +180,8 @@ def add_field(group: Any, name: str, info: FieldInfo) -> None:
     group.add_argument(flag, help=f"{option.help} (default: {_shown(default)})".lstrip(), **keywords)
     if option.clear:
         group.add_argument(option.clear, dest=_cleared(name), action="store_true", help=option.clear_help)
+    for extra_flag, keywords_of_extra in option.also:
+        group.add_argument(extra_flag, dest=name, default=argparse.SUPPRESS, **dict(keywords_of_extra))
 
 
 def add_model(

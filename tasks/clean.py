@@ -1,20 +1,53 @@
-"""Clean: Unicode normalisation, lowercasing, a replacement table and truncation, as declared."""
+"""Clean: Unicode normalisation, replacement rules (literal or regular expressions, in order), lowercasing and
+truncation, as declared; exact over a text given in chunks of any size.
+
+Chunks are exact because each step holds back the end of what it has seen until more text shows how it
+ends: a rule holds back `max_match` characters (the longest match it may make); normalisation and
+lowercasing hold back to the last character that nothing before it can change (ASCII, a CJK ideograph,
+whitespace, a digit). A match, or a run without such a character, longer than `max_match` is an error.
+"""
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from collections.abc import Iterable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.errors import CharflowError
 
 BOOK_MAX_CHARS = 10_000
+MAX_MATCH = 1 << 20  # characters: the longest match (or unbroken run) a step may hold back
 
 
 class CleanError(CharflowError, ValueError):
-    """Cleaning that leaves nothing to learn from."""
+    """Cleaning that cannot be done exactly, or that leaves nothing to learn from."""
+
+
+class Replacement(BaseModel):
+    """Replace `old` by `new`: a literal string, or (`regex`) a Python `re` pattern with `re.sub`'s template."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    old: str = Field(min_length=1)
+    new: str
+    regex: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: Any) -> Any:
+        # ("\n", " ") is the literal rule: the spelling of the book's table, and of JSON parameters.
+        if isinstance(value, list | tuple) and len(value) == 2:
+            return {"old": value[0], "new": value[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _chunkable(self) -> Replacement:
+        if self.regex:
+            why_not_chunkable(self.old)
+        return self
 
 
 class CleanParams(BaseModel):
@@ -22,56 +55,197 @@ class CleanParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Pairs, not a mapping: replacements apply in order and may interact ("\r\n" before "\n").
-    replacements: tuple[tuple[str, str], ...] = (("\n", " "), ("\r", " "))
-    max_chars: int | None = Field(default=BOOK_MAX_CHARS, gt=0)
     normalize: Literal["NFC", "NFKC"] | None = None
+    # In order, each on the output of the one before ("\r\n" before "\n").
+    replacements: tuple[Replacement, ...] = (Replacement(old="\n", new=" "), Replacement(old="\r", new=" "))
     lowercase: bool = False
+    max_chars: int | None = Field(default=BOOK_MAX_CHARS, gt=0)
+    max_match: int = Field(default=MAX_MATCH, gt=0)
 
-    @field_validator("replacements")
+    @field_validator("replacements", mode="before")
     @classmethod
-    def _non_empty_targets(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-        for old, _ in value:
-            if not old:
-                raise ValueError("a replacement must replace a non-empty string (got '' => ...)")
-        return value
+    def _rules(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
+def why_not_chunkable(pattern: str) -> None:
+    """Refuse a pattern whose matches depend on text a chunk does not hold: what lies before the restart
+    point (lookbehind), the ends of the whole text (`^`, `$`, `\\A`, `\\Z` without MULTILINE), or an earlier
+    group (backreferences). A bad pattern is refused with `re`'s own message."""
+    from re import _constants as constants
+    from re import _parser as parser
+
+    try:
+        parsed = parser.parse(pattern)
+    except re.error as exc:
+        raise ValueError(f"regex {pattern!r} does not compile: {exc}") from None
+    multiline = bool(parsed.state.flags & re.MULTILINE)
+
+    def walk(items: Any) -> None:
+        for op, av in items:
+            if op in (constants.ASSERT, constants.ASSERT_NOT) and av[0] < 0:
+                refuse("looks behind")
+            if op in (constants.GROUPREF, constants.GROUPREF_EXISTS):
+                refuse("refers back to a group")
+            if op is constants.AT:
+                if av in (constants.AT_BEGINNING_STRING, constants.AT_END_STRING):
+                    refuse("anchors at the ends of the whole text (\\A, \\Z)")
+                if av in (constants.AT_BEGINNING, constants.AT_END) and not multiline:
+                    refuse("anchors with ^ or $ without MULTILINE ((?m))")
+            for value in av if isinstance(av, list | tuple) else [av]:
+                if isinstance(value, parser.SubPattern):
+                    walk(value)
+                elif isinstance(value, list):
+                    for item in value:
+                        if isinstance(item, parser.SubPattern):
+                            walk(item)
+
+    def refuse(reason: str) -> None:
+        raise ValueError(f"regex {pattern!r} cannot be applied chunk by chunk: it {reason}")
+
+    walk(parsed)
 
 
 def clean(text: str, params: CleanParams) -> str:
+    """The whole text at once: the reference the chunked path must equal."""
     if params.normalize:
         text = unicodedata.normalize(params.normalize, text)
+    for rule in params.replacements:
+        text = re.sub(rule.old, rule.new, text) if rule.regex else text.replace(rule.old, rule.new)
     if params.lowercase:
         text = text.lower()
-    for old, new in params.replacements:
-        text = text.replace(old, new)
     if params.max_chars is not None:
         text = text[: params.max_chars]
     return text
 
 
-def chunk_safe(params: CleanParams) -> bool:
-    """Whether cleaning chunk by chunk gives exactly the whole text's result.
-
-    Normalisation, lowercasing (Greek final sigma) and multi-character patterns look across chunk boundaries.
-    """
-    return not params.normalize and not params.lowercase and all(len(old) == 1 for old, _ in params.replacements)
-
-
 def clean_chunks(chunks: Iterable[str], params: CleanParams) -> Iterator[str]:
-    """`clean` over a text given in chunks, streaming when that is exact."""
-    if not chunk_safe(params):
-        yield clean("".join(chunks), params)
-        return
-    budget = params.max_chars
+    """`clean` over a text given in chunks, streaming: each step holds back only what it must."""
+    stream: Iterable[str] = chunks
+    if params.normalize:
+        form = params.normalize
+        stream = _at_stable_points(
+            stream, lambda text: unicodedata.normalize(form, text), stable_for_normalizing, params
+        )
+    for rule in params.replacements:
+        if rule.regex:
+            stream = _substitute(stream, re.compile(rule.old), rule.new, params.max_match)
+        elif len(rule.old) == 1:
+            stream = _replace_each(stream, rule.old, rule.new)
+        else:
+            stream = _substitute(stream, re.compile(re.escape(rule.old)), _literal(rule.new), len(rule.old))
+    if params.lowercase:
+        stream = _at_stable_points(stream, str.lower, stable_for_lowercasing, params)
+    yield from _truncate(stream, params.max_chars)
+
+
+def _replace_each(chunks: Iterable[str], old: str, new: str) -> Iterator[str]:
+    """A one-character rule needs no context: chunk by chunk."""
     for chunk in chunks:
-        for old, new in params.replacements:
-            chunk = chunk.replace(old, new)
+        yield chunk.replace(old, new)
+
+
+def _literal(text: str) -> Callable[[re.Match[str]], str]:
+    return lambda match: text
+
+
+def _truncate(chunks: Iterable[str], max_chars: int | None) -> Iterator[str]:
+    budget = max_chars
+    for chunk in chunks:
         if budget is not None:
             chunk = chunk[:budget]
             budget -= len(chunk)
-        yield chunk
+        if chunk:
+            yield chunk
         if budget == 0:
             return
+
+
+def _cjk(code: int) -> bool:
+    return 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF
+
+
+def stable_for_normalizing(char: str) -> bool:
+    """It never composes with what precedes it, nor reorders with it: normalising stops and starts there."""
+    return ord(char) < 0x80 or _cjk(ord(char)) or char.isspace()
+
+
+def stable_for_lowercasing(char: str) -> bool:
+    """Neither cased nor case-ignorable: the search for a final sigma's context stops at it (the only
+    lowercasing that depends on neighbours)."""
+    return char.isspace() or char.isdigit() or _cjk(ord(char))
+
+
+def _at_stable_points(
+    chunks: Iterable[str], apply: Callable[[str], str], stable: Callable[[str], bool], params: CleanParams
+) -> Iterator[str]:
+    """`apply` (normalisation, lowercasing) piece by piece, each piece ending before a stable character."""
+    held = ""
+    for chunk in chunks:
+        text = held + chunk
+        cut = len(text)
+        while cut > 0 and not stable(text[cut - 1]):
+            cut -= 1
+        cut -= 1  # before the stable character: it starts the held-back part
+        if cut <= 0:
+            if len(text) > params.max_match:
+                raise CleanError(
+                    f"{len(text):,} characters in a row without an ASCII character, a CJK ideograph or whitespace, "
+                    f"more than --max-match {params.max_match:,}: raise --max-match to normalise or lowercase them"
+                )
+            held = text
+            continue
+        yield apply(text[:cut])
+        held = text[cut:]
+    if held:
+        yield apply(held)
+
+
+def _substitute(
+    chunks: Iterable[str], pattern: re.Pattern[str], new: str | Callable[[re.Match[str]], str], max_match: int
+) -> Iterator[str]:
+    """`pattern.sub(new, whole_text)` over chunks. Matching resumes where the whole text's scan would: after the
+    last match it kept, or in text no match can start in; one character of context stays in front, so that
+    `\\b` and MULTILINE `^` see the character before."""
+    context, pending = "", ""
+    literal = None if callable(new) or "\\" in new else new
+    for final, chunk in _with_end(chunks):
+        text = context + pending + chunk
+        start, end = len(context), len(text)
+        limit = end if final else end - max_match
+        pieces, position, resume = [], start, None
+        for match in pattern.finditer(text, start):
+            if match.end() - match.start() > max_match:
+                raise CleanError(
+                    f"regex {pattern.pattern!r} matched {match.end() - match.start():,} characters, more than "
+                    f"--max-match {max_match:,}: raise --max-match"
+                )
+            if not final and (match.start() >= limit or match.end() >= end):
+                resume = match.start()  # it may end otherwise with more text: match it again then
+                break
+            pieces.append(text[position : match.start()])
+            if literal is not None:
+                pieces.append(literal)
+            else:
+                pieces.append(new(match) if callable(new) else match.expand(new))
+            position = match.end()
+        if final:
+            pieces.append(text[position:])
+            yield "".join(pieces)
+            return
+        # Every kept match starts before `limit`, so the cut lies beyond the last one (an empty match included).
+        cut = max(position, min(limit, resume if resume is not None else limit))
+        pieces.append(text[position:cut])
+        if out := "".join(pieces):
+            yield out
+        context, pending = text[max(cut - 1, 0) : cut], text[cut:]
+
+
+def _with_end(chunks: Iterable[str]) -> Iterator[tuple[bool, str]]:
+    """Each chunk, and whether it is the last; an empty last one when the text ends."""
+    for chunk in chunks:
+        yield False, chunk
+    yield True, ""
 
 
 def ascii_translation(params: CleanParams) -> bytes | None:
@@ -79,14 +253,14 @@ def ascii_translation(params: CleanParams) -> bytes | None:
 
     ASCII bytes never occur inside a multi-byte UTF-8 sequence, so such replacements need no decoding.
     """
-    if not chunk_safe(params):
+    if params.normalize or params.lowercase:
         return None
     table = bytearray(range(256))
-    for old, new in params.replacements:
-        if not (len(new) == 1 and old.isascii() and new.isascii()):
+    for rule in params.replacements:
+        if rule.regex or not (len(rule.old) == len(rule.new) == 1 and rule.old.isascii() and rule.new.isascii()):
             return None
         # Later replacements apply to the output of earlier ones: compose the maps.
-        table = bytearray(ord(new) if b == ord(old) else b for b in table)
+        table = bytearray(ord(rule.new) if b == ord(rule.old) else b for b in table)
     return bytes(table)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from charflow import options
 from tasks.batches import BatchesParams
-from tasks.clean import CleanParams
+from tasks.clean import CleanParams, Replacement
 from tasks.train.params import TrainParams
 
 
@@ -33,7 +33,7 @@ def test_every_spelling_maps_onto_its_field():
         + ["--clip", "none", "--model", "gru", "--lr", "0.5", "--random-offset", "--checkpoint-every", "3"]
     )
     clean, spec, training = (options.build(args, m) for m in (CleanParams, BatchesParams, TrainParams))
-    assert clean.max_chars is None and clean.replacements == (("\r\n", "\n"),)
+    assert clean.max_chars is None and clean.replacements == (Replacement(old="\r\n", new="\n"),)
     assert spec.drop_last is False and spec.random_offset is True
     assert training.prefixes == ("a", "bc") and training.clip is None and training.model == "gru"
     assert (training.lr, training.checkpoint_every) == (0.5, 3)
@@ -47,3 +47,13 @@ def test_choices_come_from_the_models_literals():
         parser_for(TrainParams).parse_args(["--optimizer", "rmsprop"])
     help_text = parser_for(TrainParams).format_help()
     assert "{sgd,adam}" in help_text and "{scratch,rnn,gru,lstm}" in help_text
+
+
+def test_rule_escapes_are_exactly_four_and_other_characters_stay_themselves():
+    assert options.unescape("分\\n\\t\\r\\\\x\\q") == "分\n\t\r\\x\\q"
+    args = parser_for(CleanParams).parse_args(["--replace", "分\\n=开", "--regex", "(a)b", "\\1", "--replace", "c=d"])
+    assert options.build(args, CleanParams).replacements == (
+        Replacement(old="分\n", new="开"),
+        Replacement(old="(a)b", new="\\1", regex=True),
+        Replacement(old="c", new="d"),
+    )

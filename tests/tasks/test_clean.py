@@ -1,7 +1,23 @@
+"""Cleaning: the book's table, rules in order (literal and regular expressions), normalisation, lowercasing,
+truncation; the same result over chunks of any size as over the whole text."""
+
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tasks.clean import BOOK_MAX_CHARS, CleanParams, clean
+from tasks.clean import (
+    BOOK_MAX_CHARS,
+    CleanError,
+    CleanParams,
+    Replacement,
+    ascii_translation,
+    clean,
+    clean_chunks,
+    clean_utf8,
+)
 
 # What the seed notebook prints for the first 20 cleaned characters.
 NOTEBOOK_FIRST_20 = "想要有直升机 想要和你飞到宇宙去 想要和"
@@ -35,7 +51,7 @@ def test_normalize_and_lowercase():
     [
         ({"max_chars": 0}, "max_chars"),
         ({"max_chars": -5}, "max_chars"),
-        ({"replacements": (("", "x"),)}, "non-empty"),
+        ({"replacements": (("", "x"),)}, "at least 1 character"),
         ({"normalize": "NFD"}, "normalize"),
         ({"max_char": 5}, "max_char"),
     ],
@@ -45,43 +61,123 @@ def test_bad_params_are_refused(bad, field):
         CleanParams(**bad)
 
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+def regex(pattern, new):
+    return Replacement(old=pattern, new=new, regex=True)
 
-from tasks.clean import ascii_translation, chunk_safe, clean_chunks, clean_utf8  # noqa: E402
 
-ALPHABET = st.sampled_from(list("ab \n\r\r\n好人ΣσςİI") + ["\U0001f600", "e\u0301"])
-PARAMS = st.builds(
-    CleanParams,
-    replacements=st.sampled_from([(("\n", " "), ("\r", " ")), (("\r\n", "\n"),), (("a", "好"),), (("好", "x"),), ()]),
-    max_chars=st.one_of(st.none(), st.integers(1, 40)),
-    normalize=st.sampled_from([None, "NFC", "NFKC"]),
-    lowercase=st.booleans(),
+def test_the_english_editions_preprocessing():
+    """d2l 1.0 (English): re.sub('[^A-Za-z]+', ' ', text).lower() on the whole text."""
+    text = "The Time Machine, by H. G. Wells [1898]\n\nI\n\nThe Time Traveller (for so it will be convenient"
+    params = CleanParams(replacements=[regex("[^A-Za-z]+", " ")], lowercase=True, max_chars=None, max_match=16)
+    assert clean(text, params) == re.sub("[^A-Za-z]+", " ", text).lower()
+    assert "".join(clean_chunks(chunked(text, 3), params)) == clean(text, params)
+
+
+@pytest.mark.parametrize(
+    "pattern,reason",
+    [
+        ("(?<=a)b", "looks behind"),
+        ("(?<!a)b", "looks behind"),
+        ("(a)\\1", "refers back to a group"),
+        ("^a", "anchors with ^ or $ without MULTILINE"),
+        ("a$", "anchors with ^ or $ without MULTILINE"),
+        ("\\Aa", "anchors at the ends of the whole text"),
+        ("a\\Z", "anchors at the ends of the whole text"),
+        ("(", "does not compile"),
+    ],
 )
+def test_patterns_that_cannot_be_chunked_are_refused_with_the_reason(pattern, reason):
+    with pytest.raises(ValidationError, match=re.escape(reason)):
+        regex(pattern, "")
 
 
-def split(text: str, cuts: list[int]) -> list[str]:
-    points = sorted({min(c, len(text)) for c in cuts})
-    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+def test_a_match_longer_than_max_match_is_an_error():
+    params = CleanParams(replacements=[regex("a+", "A")], max_chars=None, max_match=4)
+    assert "".join(clean_chunks(["aa", "aa b"], params)) == "A b"
+    with pytest.raises(CleanError, match="regex 'a[+]' matched 5 characters, more than --max-match 4"):
+        "".join(clean_chunks(["aaa", "aa b"], params))
+
+
+ALPHABET = st.sampled_from(
+    list("ab xX\n\r好人ΣσςİI.'1") + ["\r\n", "\U0001f600", "e\u0301", "\u1100\u1161", "\u11a8", "ＡＢ"]
+)
+# Every match of these is at most 6 characters, and max_match is 6: chunks of a few characters put many
+# boundaries inside and around matches.
+BOUNDED_RULES = [
+    (("\n", " "), ("\r", " ")),
+    (("\r\n", "\n"),),
+    (("a", "好"),),
+    (("ab", "-"), ("b", "ab")),
+    (regex("[^A-Za-z]{1,4}", " "),),
+    (regex("x{0,3}", "-"),),
+    (regex("(a)(b)?", "[\\2\\1]"),),
+    (regex("(?m)^a|b$", "#"),),
+    (regex("\\bx\\w{0,3}", "W"),),
+    (regex("a(?=b)", "A"),),
+    (regex("Σ{1,2}", "s"), ("ς", "S")),
+    (),
+]
+
+
+def chunked(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.lists(ALPHABET, max_size=60).map("".join),
+    size=st.integers(1, 5),
+    rules=st.sampled_from(BOUNDED_RULES),
+    max_chars=st.one_of(st.none(), st.integers(1, 40)),
+)
+def test_rules_over_chunks_equal_rules_over_the_whole(text, size, rules, max_chars):
+    params = CleanParams(replacements=rules, max_chars=max_chars, max_match=6)
+    assert "".join(clean_chunks(chunked(text, size), params)) == clean(text, params)
+    if (table := ascii_translation(params)) is not None:
+        got = b"".join(clean_utf8([c.encode() for c in chunked(text, size)], table, params.max_chars))
+        assert got.decode() == clean(text, params)
+
+
+WORDS = st.lists(st.lists(ALPHABET, min_size=1, max_size=2).map("".join), max_size=20).map(" ".join)
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.lists(ALPHABET, max_size=60).map("".join), cuts=st.lists(st.integers(0, 60), max_size=5), params=PARAMS)
-def test_cleaning_in_chunks_equals_cleaning_the_whole(text, cuts, params):
-    chunks = split(text, cuts)
-    expected = clean(text, params)
-    assert "".join(clean_chunks(chunks, params)) == expected
-    table = ascii_translation(params)
-    if table is not None:
-        assert chunk_safe(params)
-        got = b"".join(clean_utf8([c.encode() for c in chunks], table, params.max_chars))
-        assert got.decode() == expected
+@given(text=WORDS, size=st.integers(1, 5), normalize=st.sampled_from([None, "NFC", "NFKC"]), lower=st.booleans())
+def test_normalising_and_lowercasing_over_chunks_equal_the_whole(text, size, normalize, lower):
+    """Words of at most 2 symbols (4 characters) between spaces: every unbroken run fits max_match (6)."""
+    params = CleanParams(normalize=normalize, lowercase=lower, replacements=(), max_chars=None, max_match=6)
+    assert "".join(clean_chunks(chunked(text, size), params)) == clean(text, params)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.lists(ALPHABET, max_size=60).map("".join),
+    size=st.integers(1, 5),
+    rules=st.sampled_from([*BOUNDED_RULES, (regex("x*", "-"),), (regex("[^A-Za-z]+", " "),)]),
+    normalize=st.sampled_from([None, "NFC", "NFKC"]),
+    lower=st.booleans(),
+    max_chars=st.one_of(st.none(), st.integers(1, 40)),
+)
+def test_every_step_together_over_chunks_equals_the_whole(text, size, rules, normalize, lower, max_chars):
+    params = CleanParams(replacements=rules, normalize=normalize, lowercase=lower, max_chars=max_chars)
+    assert "".join(clean_chunks(chunked(text, size), params)) == clean(text, params)
 
 
 def test_byte_path_only_for_ascii_single_characters():
     assert ascii_translation(CleanParams()) is not None
     assert ascii_translation(CleanParams(replacements=(("a", "好"),))) is None
     assert ascii_translation(CleanParams(replacements=(("\r\n", " "),))) is None
+    assert ascii_translation(CleanParams(replacements=(regex("a", "b"),))) is None
     assert ascii_translation(CleanParams(lowercase=True)) is None
     table = ascii_translation(CleanParams(replacements=(("a", "b"), ("b", "c"))))
     assert b"abc".translate(table) == b"ccc"
+
+
+def test_a_final_sigma_across_a_chunk_boundary():
+    params = CleanParams(lowercase=True, replacements=(), max_chars=None)
+    text = "ΟΔΟΣ ΑΣA ΑΣ 1ΑΣ"
+    assert clean(text, params) == "οδος ασa ας 1ας"
+    for size in range(1, 6):
+        assert "".join(clean_chunks([text[i : i + size] for i in range(0, len(text), size)], params)) == clean(
+            text, params
+        )
