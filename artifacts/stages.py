@@ -32,7 +32,7 @@ from tasks.batches import BatchesParams, plan_shards, split_validation, stored_b
 from tasks.clean import CleanError, CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import EncodeParams, encode_chunks
 from tasks.errors import Interrupted
-from tasks.ingest import Fetched, IngestParams, ingest, read_members
+from tasks.ingest import Fetched, IngestParams, expected_bytes, ingest_utf8
 from tasks.train.params import TrainParams, check_prefixes
 from tasks.vocab import VocabParams, build_vocab
 
@@ -89,18 +89,17 @@ class Stage:
 
 
 def build_ingest(build: Build, source: Fetched, params: IngestParams) -> text_kind.IngestSummary:
-    members = read_members(source, params)
-    build.store.ensure_free(build.stage, sum(len(data) for _, data in members))
-    text = ingest(members, params)
-    summary = text_kind.IngestSummary(
-        chars=len(text),
+    build.store.ensure_free(build.stage, expected_bytes(source, params))
+    members: list[tuple[str, int]] = []
+    metadata = {"stage": build.stage, "source": source.source, "sha256": source.sha256, "size": source.size}
+    chars = text_kind.write_text_utf8(build.folder, ingest_utf8(source, params, members), metadata)
+    return text_kind.IngestSummary(
+        chars=chars,
         source=source.source,
         sha256=source.sha256,
         size=source.size,
-        members=[text_kind.Member(name=name, bytes=len(data)) for name, data in members],
+        members=[text_kind.Member(name=name, bytes=size) for name, size in members],
     )
-    text_kind.write_text(build.folder, [text], {"stage": build.stage, **summary.model_dump(mode="json")})
-    return summary
 
 
 def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_kind.TextSummary:

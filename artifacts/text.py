@@ -80,7 +80,8 @@ def write_text_utf8(folder: Path, chunks: Iterable[bytes], metadata: dict[str, A
 
 
 def _text_batches(folder: Path) -> Iterator[pa.Array]:
-    parquet = pq.ParquetFile(folder / TEXT_FILE)
+    # pre_buffer=False: read row by row; pyarrow's default reads ahead the whole file.
+    parquet = pq.ParquetFile(folder / TEXT_FILE, pre_buffer=False)
     return prefetch(batch.column(0) for batch in parquet.iter_batches(batch_size=1, columns=["text"]))
 
 

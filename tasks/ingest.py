@@ -7,8 +7,9 @@ import codecs
 import fnmatch
 import hashlib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,72 +72,181 @@ def is_zip(path: Path) -> bool:
         return fh.read(4) in ZIP_MAGIC
 
 
-def _zip_members(path: Path, params: IngestParams) -> list[tuple[str, bytes]]:
+BLOCK_BYTES = 1 << 22  # read and decoded at a time: memory stays bounded whatever the corpus size
+
+
+def _blocks(fh: Any, digest: Any = None) -> Iterator[bytes]:
+    while block := fh.read(BLOCK_BYTES):
+        if digest is not None:
+            digest.update(block)
+        yield block
+
+
+def _wanted_zip_members(path: Path, archive: zipfile.ZipFile, params: IngestParams) -> list[zipfile.ZipInfo]:
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    for info in infos:
+        parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+        if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+            raise IngestError(
+                f"{path}: member {info.filename!r} escapes the archive (absolute path or '..'). "
+                "Refusing the archive; repack it with relative member names."
+            )
+    wanted = sorted(
+        (
+            i
+            for i in infos
+            if any(fnmatch.fnmatch(PurePosixPath(i.filename).name, p) for p in params.patterns)
+            and not i.filename.startswith("__MACOSX/")
+        ),
+        key=lambda i: i.filename,
+    )
+    if not wanted:
+        names = ", ".join(i.filename for i in infos[:10]) or "none"
+        raise IngestError(
+            f"{path}: the archive has no text member matching {', '.join(params.patterns)} "
+            f"(members: {names}). Pass --pattern to choose members."
+        )
+    declared = sum(i.file_size for i in wanted)
+    if declared > params.max_uncompressed_bytes:
+        raise IngestError(
+            f"{path}: members would expand to {declared:,} bytes, over the {params.max_uncompressed_bytes:,}-byte "
+            "cap (a zip bomb?). Raise --max-uncompressed-bytes if the archive is trusted."
+        )
+    return wanted
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise IngestError(
             f"{path}: not a readable zip archive ({exc}). Re-download it or pass the text itself."
         ) from exc
-    with archive:
-        infos = [i for i in archive.infolist() if not i.is_dir()]
-        for info in infos:
-            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
-            if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                raise IngestError(
-                    f"{path}: member {info.filename!r} escapes the archive (absolute path or '..'). "
-                    "Refusing the archive; repack it with relative member names."
-                )
-        wanted = sorted(
-            (
-                i
-                for i in infos
-                if any(fnmatch.fnmatch(PurePosixPath(i.filename).name, p) for p in params.patterns)
-                and not i.filename.startswith("__MACOSX/")
-            ),
-            key=lambda i: i.filename,
-        )
-        if not wanted:
-            names = ", ".join(i.filename for i in infos[:10]) or "none"
-            raise IngestError(
-                f"{path}: the archive has no text member matching {', '.join(params.patterns)} "
-                f"(members: {names}). Pass --pattern to choose members."
-            )
-        declared = sum(i.file_size for i in wanted)
-        if declared > params.max_uncompressed_bytes:
-            raise IngestError(
-                f"{path}: members would expand to {declared:,} bytes, over the {params.max_uncompressed_bytes:,}-byte "
-                "cap (a zip bomb?). Raise --max-uncompressed-bytes if the archive is trusted."
-            )
-        members: list[tuple[str, bytes]] = []
+
+
+def _zip_streams(path: Path, params: IngestParams) -> Iterator[tuple[str, Iterator[bytes]]]:
+    with _open_zip(path) as archive:
         budget = params.max_uncompressed_bytes
-        for info in wanted:
-            with archive.open(info) as fh:
-                # The declared size can lie: read no more than what is left of the cap.
-                data = fh.read(budget + 1)
-            if len(data) > budget:
+        for info in _wanted_zip_members(path, archive, params):
+
+            def capped(info: zipfile.ZipInfo = info) -> Iterator[bytes]:
+                nonlocal budget
+                with archive.open(info) as fh:
+                    # The declared size can lie: read no more than what is left of the cap.
+                    for block in _blocks(fh):
+                        budget -= len(block)
+                        if budget < 0:
+                            raise IngestError(
+                                f"{path}: member {info.filename!r} expands past the "
+                                f"{params.max_uncompressed_bytes:,}-byte cap (a zip bomb?). Raise "
+                                "--max-uncompressed-bytes if the archive is trusted."
+                            )
+                        yield block
+
+            yield info.filename, capped()
+
+
+def member_streams(fetched: Fetched, params: IngestParams) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """Each text member's name and bytes, block by block, in a stable order; the source's digest is checked
+    as it is read (a source that changed since it was fetched is refused once read through)."""
+    path = Path(fetched.path)
+    changed = IngestError(f"{fetched.source}: the source changed while it was being read; run again.")
+    if fetched.kind == "directory":
+        files = text_files(path, params.patterns)
+        digest = hashlib.sha256()
+        for file in files:
+            name = file.relative_to(path).as_posix()
+            own = hashlib.sha256()
+            with file.open("rb") as fh:
+                yield name, _blocks(fh, own)
+            digest.update(name.encode() + b"\0" + own.hexdigest().encode() + b"\n")
+        if digest.hexdigest() != fetched.sha256:
+            raise changed
+        return
+    if fetched.kind == "zip" or is_zip(path):
+        if sha256_file(path) != fetched.sha256:  # the archive's members are read out of order: hash it first
+            raise changed
+        yield from _zip_streams(path, params)
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        yield path.name, _blocks(fh, digest)
+    if digest.hexdigest() != fetched.sha256:
+        raise changed
+
+
+def expected_bytes(fetched: Fetched, params: IngestParams) -> int:
+    """About how many bytes the ingested text takes: the members' (declared) sizes."""
+    path = Path(fetched.path)
+    if fetched.kind == "zip" or (fetched.kind != "directory" and is_zip(path)):
+        with _open_zip(path) as archive:
+            return sum(i.file_size for i in _wanted_zip_members(path, archive, params))
+    return fetched.size
+
+
+def ingest_utf8(fetched: Fetched, params: IngestParams, members: list[tuple[str, int]]) -> Iterator[bytes]:
+    """The corpus text as valid UTF-8 blocks: each member decoded as it streams (strictly by default, the
+    byte offset of an invalid sequence named), a byte-order mark dropped, members joined by a newline.
+    `members` receives each member's name and size in bytes."""
+    chars = 0
+    for index, (name, blocks) in enumerate(member_streams(fetched, params)):
+        decoder = codecs.getincrementaldecoder("utf-8")(errors=params.errors)
+        fed = skip = 0
+        separator = b"\n" if index else b""
+        for final, block in _with_last(_first_at_least(blocks, len(BOM))):
+            if fed == 0 and block.startswith(BOM):
+                skip, block = len(BOM), block[len(BOM) :]
+            pending = decoder.getstate()[0]
+            try:
+                text = decoder.decode(block, final)
+            except UnicodeDecodeError as exc:
+                offset = skip + fed - len(pending) + exc.start
+                data = pending + block
+                bad = data[exc.start : exc.start + 4]
                 raise IngestError(
-                    f"{path}: member {info.filename!r} expands past the {params.max_uncompressed_bytes:,}-byte cap "
-                    "(a zip bomb?). Raise --max-uncompressed-bytes if the archive is trusted."
-                )
-            budget -= len(data)
-            members.append((info.filename, data))
-        return members
+                    f"{name}: invalid UTF-8 at byte offset {offset} (bytes {bad!r}: {exc.reason}). "
+                    "Convert the file to UTF-8, or pass --decode-errors replace to substitute U+FFFD."
+                ) from None
+            fed += len(block)
+            # Strict: the bytes as they are (now known valid); replaced: the decoded text's own bytes.
+            whole = pending + block
+            out = whole[: len(whole) - len(decoder.getstate()[0])] if params.errors == "strict" else text.encode()
+            if out or separator:
+                yield separator + out
+                chars += len(text) + len(separator)
+                separator = b""
+        members.append((name, skip + fed))
+    if chars == 0:
+        names = ", ".join(name for name, _ in members) or "the source"
+        raise IngestError(f"{names}: no text at all (0 characters); pass a corpus with some text in it")
+
+
+def _first_at_least(blocks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The same bytes, the first block at least `size` long (when there are that many): a byte-order mark
+    is seen whole."""
+    head = b""
+    for block in blocks:
+        head += block
+        if len(head) >= size:
+            break
+    if head:
+        yield head
+    yield from blocks
+
+
+def _with_last(blocks: Iterator[bytes]) -> Iterator[tuple[bool, bytes]]:
+    """Each block and whether it is the last (an empty last one when there are none)."""
+    previous = None
+    for block in blocks:
+        if previous is not None:
+            yield False, previous
+        previous = block
+    yield True, previous if previous is not None else b""
 
 
 def read_members(fetched: Fetched, params: IngestParams) -> list[tuple[str, bytes]]:
-    """The raw bytes of each text member, in a stable order, checked against the fetched digest."""
-    path = Path(fetched.path)
-    if fetched.kind == "directory":
-        files = text_files(path, params.patterns)
-        if directory_digest(path, files)[0] != fetched.sha256:
-            raise IngestError(f"{fetched.source}: the folder changed while it was being read; run again.")
-        return [(p.relative_to(path).as_posix(), p.read_bytes()) for p in files]
-    if sha256_file(path) != fetched.sha256:
-        raise IngestError(f"{fetched.source}: the file changed while it was being read; run again.")
-    if fetched.kind == "zip" or is_zip(path):
-        return _zip_members(path, params)
-    return [(path.name, path.read_bytes())]
+    """The raw bytes of each text member, whole: for small sources and tests (the stage streams them)."""
+    return [(name, b"".join(blocks)) for name, blocks in member_streams(fetched, params)]
 
 
 def decode_member(name: str, data: bytes, errors: str = "strict") -> str:

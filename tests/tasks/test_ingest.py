@@ -5,11 +5,9 @@ import zipfile
 
 import pytest
 
-from tasks.fetch import (
-    DEFAULT_SHA256,
-    DEFAULT_SIZE,
-)
-from tasks.ingest import DEFAULT_CHARS, IngestError, IngestParams
+from tasks import ingest as ingest_module
+from tasks.fetch import DEFAULT_SHA256, DEFAULT_SIZE, fetch
+from tasks.ingest import BOM, DEFAULT_CHARS, IngestError, IngestParams, ingest, read_members
 from tests.helpers import ingest_source
 
 # What the seed notebook prints for corpus_chars[50:100].
@@ -98,3 +96,50 @@ def test_corrupt_zip(tmp_path):
     path.write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(IngestError, match="not a readable zip archive"):
         ingest_source(path, tmp_path)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 7, 1 << 22])
+@pytest.mark.parametrize("kind", ["file", "zip", "folder", "bom", "replace"])
+def test_streaming_ingest_equals_the_whole_decode_at_any_block_size(tmp_path, monkeypatch, block, kind):
+    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", block)
+    texts = {"a.txt": "想要有直升机\n😀 e\u0301 and ascii", "b.txt": "", "c.txt": "Σ∑ the end"}
+    params = IngestParams(errors="replace" if kind == "replace" else "strict")
+    if kind == "folder":
+        source = tmp_path / "songs"
+        source.mkdir()
+        for name, text in texts.items():
+            (source / name).write_text(text, encoding="utf-8")
+    elif kind == "zip":
+        source = tmp_path / "songs.zip"
+        with zipfile.ZipFile(source, "w") as archive:
+            for name, text in texts.items():
+                archive.writestr(name, text)
+    else:
+        source = tmp_path / "song.txt"
+        data = texts["a.txt"].encode()
+        source.write_bytes(
+            BOM + data if kind == "bom" else data[:5] + b"\xff" + data[5:] if kind == "replace" else data
+        )
+    fetched = fetch(str(source), tmp_path / "downloads")
+    members = []
+    streamed = b"".join(ingest_module.ingest_utf8(fetched, params, members)).decode("utf-8")
+    assert streamed == ingest(read_members(fetched, params), params)
+    assert [size for _, size in members] == [len(data) for _, data in read_members(fetched, params)]
+
+
+def test_an_invalid_byte_across_blocks_is_named_by_its_offset(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 4)
+    source = tmp_path / "song.txt"
+    source.write_bytes(BOM + "想要有".encode() + b"\xe6\x83" + b"ab")  # a character cut short at offset 12
+    fetched = fetch(str(source), tmp_path / "downloads")
+    with pytest.raises(IngestError, match=r"song.txt: invalid UTF-8 at byte offset 12 \(bytes b'\\xe6\\x83ab'"):
+        b"".join(ingest_module.ingest_utf8(fetched, IngestParams(), []))
+
+
+def test_a_source_that_changes_while_streamed_is_refused(tmp_path):
+    source = tmp_path / "song.txt"
+    source.write_text("one", encoding="utf-8")
+    fetched = fetch(str(source), tmp_path / "downloads")
+    source.write_text("two", encoding="utf-8")
+    with pytest.raises(IngestError, match="the source changed while it was being read; run again"):
+        b"".join(ingest_module.ingest_utf8(fetched, IngestParams(), []))
