@@ -77,3 +77,33 @@ def problems(folder: Path, manifest: Manifest) -> list[str]:
         elif file_sha256(path) != entry.sha256:
             found.append(f"{entry.name}: sha256 differs from the manifest")
     return found
+
+
+# Each file's size, modification time and inode when the artifact was last checked whole: a cache hit that
+# finds them unchanged trusts the files without reading them (`charflow inspect verify` always re-hashes).
+STAT_NAME = "_stat.json"
+
+
+def _signature(folder: Path, names: list[str]) -> dict[str, list[int]]:
+    found = {}
+    for name in names:
+        stat = (folder / name).stat()
+        found[name] = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    return found
+
+
+def record_stat(folder: Path, manifest: Manifest) -> None:
+    """Remember the files as they are now (just checked or just written); best effort."""
+    try:
+        signature = _signature(folder, [MANIFEST_NAME, *(f.name for f in manifest.files)])
+        (folder / STAT_NAME).write_text(json.dumps(signature))
+    except OSError:
+        pass
+
+
+def stat_unchanged(folder: Path, manifest: Manifest) -> bool:
+    try:
+        recorded = json.loads((folder / STAT_NAME).read_text())
+        return recorded == _signature(folder, [MANIFEST_NAME, *(f.name for f in manifest.files)])
+    except (OSError, ValueError):
+        return False

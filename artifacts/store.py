@@ -15,7 +15,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from artifacts.manifest import MANIFEST_NAME, Manifest, describe_file, problems, read_manifest
+from artifacts.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    describe_file,
+    problems,
+    read_manifest,
+    record_stat,
+    stat_unchanged,
+)
 from artifacts.owner import gone, me
 from tasks.errors import CharflowError
 
@@ -99,8 +107,12 @@ class Store:
                 continue
         return sorted(found, key=lambda e: e.manifest.created, reverse=True)
 
-    def lookup(self, stage: str, key: str) -> Manifest | None:
-        """The artifact's manifest when every file matches it; None (logged) otherwise."""
+    def lookup(self, stage: str, key: str, thorough: bool = False) -> Manifest | None:
+        """The artifact's manifest when its files match it; None (logged) otherwise.
+
+        Files whose size, mtime and inode are those recorded when they were last checked whole are trusted
+        without reading them (O(1) in their size); others are re-hashed (`thorough` always does).
+        """
         folder = self.folder(stage, key)
         if not folder.exists():
             return None
@@ -109,9 +121,12 @@ class Store:
         except (OSError, ValueError) as exc:
             log.warning("artifact %s/%s has an unreadable manifest (%s): recomputing", stage, key[:12], exc)
             return None
+        if not thorough and stat_unchanged(folder, manifest):
+            return manifest
         if found := problems(folder, manifest):
             log.warning("artifact %s/%s is damaged (%s): recomputing", stage, key[:12], "; ".join(found))
             return None
+        record_stat(folder, manifest)
         return manifest
 
     def ref(self, manifest: Manifest, cache_hit: bool) -> ArtifactRef:
@@ -201,6 +216,7 @@ class Store:
         for _ in range(3):
             try:
                 os.rename(staging, final)
+                record_stat(final, manifest)
                 return manifest
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):

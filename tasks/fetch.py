@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -15,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel, ConfigDict
 
 from tasks.ingest import (
+    DigestCache,
     Fetched,
     IngestError,
     IngestParams,
@@ -96,24 +98,49 @@ def _check_digest(source: str, actual: str, expected: str | None) -> None:
 
 
 def download(url: str, downloads: Path, expected_sha256: str | None = None, timeout: float = 60.0) -> Path:
-    """Stream a URL into the download cache, named by its digest; a cached copy is reused."""
+    """Stream a URL into the download cache, named by its digest. A cached copy with the expected digest is
+    reused as it is; otherwise the server is asked whether it changed (ETag, Last-Modified), where it says."""
     name = corpus_name(url) + (".zip" if url.split("?")[0].endswith(".zip") else ".txt")
+    cache = DigestCache(downloads / DIGESTS)
     if expected_sha256:
         cached = downloads / f"{expected_sha256.lower()}-{name}"
-        if cached.is_file() and sha256_file(cached) == expected_sha256.lower():
+        if cached.is_file() and sha256_file(cached, cache) == expected_sha256.lower():
             return cached
     downloads.mkdir(parents=True, exist_ok=True)
+    validators = _validators(downloads)
+    known = validators.get(url, {})
+    request = urllib.request.Request(url)
+    if known and (downloads / known["file"]).is_file():
+        if known.get("etag"):
+            request.add_header("If-None-Match", known["etag"])
+        if known.get("last_modified"):
+            request.add_header("If-Modified-Since", known["last_modified"])
     partial = downloads / f".{uuid.uuid4().hex}.part"
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 304:
+                raise
+            cached = downloads / known["file"]  # not modified: the copy we have is current
+            _check_digest(url, sha256_file(cached, cache), expected_sha256)
+            return cached
+        with response, partial.open("wb") as out:
             while block := response.read(1 << 20):
                 digest.update(block)
                 out.write(block)
+            headers = response.headers
         actual = digest.hexdigest()
         _check_digest(url, actual, expected_sha256)
         final = downloads / f"{actual}-{name}"
         os.replace(partial, final)
+        validators[url] = {
+            "file": final.name,
+            "etag": headers.get("ETag"),
+            "last_modified": headers.get("Last-Modified"),
+        }
+        _save_validators(downloads, validators)
         return final
     except (urllib.error.URLError, OSError) as exc:
         raise IngestError(
@@ -123,13 +150,32 @@ def download(url: str, downloads: Path, expected_sha256: str | None = None, time
         partial.unlink(missing_ok=True)
 
 
+DIGESTS = ".digests.json"  # in the downloads folder: sha256 of local sources by their stat
+VALIDATORS = ".validators.json"  # in the downloads folder: each URL's ETag and Last-Modified
+
+
+def _validators(downloads: Path) -> dict[str, dict]:
+    try:
+        return json.loads((downloads / VALIDATORS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_validators(downloads: Path, validators: dict[str, dict]) -> None:
+    partial = downloads / f".{VALIDATORS}.{uuid.uuid4().hex}"
+    partial.write_text(json.dumps(validators))
+    os.replace(partial, downloads / VALIDATORS)
+
+
 def fetch(
     source: str,
     downloads: Path,
     expected_sha256: str | None = None,
     patterns: tuple[str, ...] = IngestParams().patterns,
 ) -> Fetched:
-    """Locate a source and digest its bytes (a URL is downloaded first)."""
+    """Locate a source and digest its bytes (a URL is downloaded first). Digests of local files are kept in
+    the downloads folder and reused while the file is unchanged."""
+    cache = DigestCache(downloads / DIGESTS)
     if source.startswith(("http://", "https://")):
         path = download(source, downloads, expected_sha256)
         kind = "zip" if is_zip(path) else "file"
@@ -137,7 +183,7 @@ def fetch(
             source=source,
             kind=kind,
             path=str(path),
-            sha256=sha256_file(path),
+            sha256=sha256_file(path, cache),
             size=path.stat().st_size,
             name=corpus_name(source),
         )
@@ -151,7 +197,7 @@ def fetch(
                 f"{source}: the folder holds no text file matching {', '.join(patterns)}. "
                 "Add text files or change --pattern."
             )
-        sha256, size = directory_digest(path, files)
+        sha256, size = directory_digest(path, files, cache)
         if expected_sha256:
             _check_digest(source, sha256, expected_sha256)
         return Fetched(
@@ -162,7 +208,7 @@ def fetch(
             size=size,
             name=corpus_name(str(path.resolve())),
         )
-    sha256 = sha256_file(path)
+    sha256 = sha256_file(path, cache)
     _check_digest(source, sha256, expected_sha256)
     return Fetched(
         source=source,

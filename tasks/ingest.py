@@ -6,6 +6,8 @@ from __future__ import annotations
 import codecs
 import fnmatch
 import hashlib
+import json
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -46,7 +48,9 @@ class Fetched(BaseModel):
     name: str
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, cache: DigestCache | None = None) -> str:
+    if cache is not None:
+        return cache.sha256(path)
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while block := fh.read(1 << 22):
@@ -54,15 +58,45 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class DigestCache:
+    """The sha256 of local files, reused while a file's path, size, mtime, ctime and inode are all unchanged
+    (any change, a rewrite in place included, moves its ctime): a cached run does not read a large source."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._known: dict[str, list] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self._known = {}
+
+    def sha256(self, file: Path) -> str:
+        stat = file.stat()
+        identity = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        known = self._known.get(str(file.resolve()))
+        if known and known[:4] == identity:
+            return known[4]
+        digest = sha256_file(file)
+        self._known[str(file.resolve())] = [*identity, digest]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            partial.write_text(json.dumps(self._known))
+            os.replace(partial, self.path)
+        except OSError:
+            pass  # a cache: without it, the next run hashes again
+        return digest
+
+
 def text_files(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in patterns))
 
 
-def directory_digest(folder: Path, files: list[Path]) -> tuple[str, int]:
+def directory_digest(folder: Path, files: list[Path], cache: DigestCache | None = None) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     for path in files:
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + sha256_file(path).encode() + b"\n")
+        own = sha256_file(path, cache)
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + own.encode() + b"\n")
         size += path.stat().st_size
     return digest.hexdigest(), size
 

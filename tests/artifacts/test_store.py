@@ -1,5 +1,6 @@
 import errno
 import multiprocessing
+import os
 import shutil
 import socket
 import subprocess
@@ -152,3 +153,24 @@ def test_a_killed_builds_staging_is_recognised_and_cleared_by_the_next_build(tmp
 
     materialize(store, build=build)
     assert not abandoned.exists()
+
+
+def test_a_hit_trusts_unchanged_files_without_reading_them_and_verify_still_reads(tmp_path, monkeypatch):
+    from artifacts import manifest as manifest_module
+
+    store = Store(tmp_path)
+    ref = materialize(store)
+    data = Path(ref.path) / "data.parquet"
+
+    def no_reading(path, chunk=0):
+        raise AssertionError(f"{path} was hashed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(manifest_module, "file_sha256", no_reading)
+        assert store.lookup("demo", "k" * 64) is not None
+    # Bytes changed behind the artifact's back, size and mtime kept: only a thorough check reads them.
+    stat = data.stat()
+    data.write_bytes(data.read_bytes()[:-1] + b"\0")
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert store.lookup("demo", "k" * 64) is not None
+    assert store.lookup("demo", "k" * 64, thorough=True) is None

@@ -1,12 +1,16 @@
 """Fetch: the default corpus pinned, local paths and URLs digested, names, and re-ingestion's sources."""
 
+import hashlib
 import http.server
+import os
 import threading
+import time
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+from tasks import ingest as ingest_module
 from tasks.fetch import (
     DEFAULT_CORPUS,
     DEFAULT_SHA256,
@@ -113,3 +117,46 @@ def test_reingest_sources_expand_to_one_corpus_per_file(tmp_path):
     ]
     with pytest.raises(IngestError, match="nowhere: no such file, folder or matching path; fix the reingest sources"):
         expand_sources([str(tmp_path / "nowhere")])
+
+
+def test_a_local_sources_digest_is_reused_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    song = tmp_path / "song.txt"
+    song.write_text("la la la", encoding="utf-8")
+    first = fetch(str(song), tmp_path / "downloads")
+
+    def no_reading(path, cache=None):
+        raise AssertionError(f"{path} was read again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ingest_module, "sha256_file", no_reading)
+        assert fetch(str(song), tmp_path / "downloads").sha256 == first.sha256
+    song.write_text("la la li", encoding="utf-8")  # same size: its mtime and ctime tell
+    assert fetch(str(song), tmp_path / "downloads").sha256 == hashlib.sha256(b"la la li").hexdigest()
+
+
+class Counting(http.server.SimpleHTTPRequestHandler):
+    codes: list[int] = []
+
+    def log_request(self, code="-", size="-"):
+        Counting.codes.append(int(code))
+
+
+def test_a_url_is_revalidated_with_a_conditional_request(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "c.txt").write_text("hello")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Counting, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/c.txt"
+    try:
+        Counting.codes = []
+        first = fetch(url, tmp_path / "downloads")
+        again = fetch(url, tmp_path / "downloads")
+        assert (first.path, first.sha256) == (again.path, again.sha256) and Counting.codes == [200, 304]
+        (root / "c.txt").write_text("hello, again")
+        os.utime(root / "c.txt", (time.time() + 10, time.time() + 10))
+        changed = fetch(url, tmp_path / "downloads")
+        assert changed.sha256 == hashlib.sha256(b"hello, again").hexdigest() and Counting.codes[-1] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
