@@ -1,4 +1,9 @@
-"""Reading a batches artifact back as tensors: per rank, resumable, without Prefect."""
+"""Reading a batches artifact back as tensors: per rank, resumable, without Prefect.
+
+From the token stream, each batch is gathered when it is read, by the same plan that would have stored it
+(the sampler of `tasks.batches`, the spec, the seed and the epoch): memory holds one epoch's plan and one
+batch. From a materialized artifact, the shards' rows are decoded ahead in a thread.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from artifacts.batches import BatchesSummary, Shard, read_batch_rows
+from artifacts.batches import BatchesSummary, Shard, read_batch_rows, read_tokens
 from artifacts.manifest import read_manifest
 from artifacts.parquet import prefetch
 from artifacts.vocab import VocabMismatch
+from tasks.batches import EpochPlan, plan_epoch, windows
 from tasks.errors import ParameterError
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -65,6 +72,25 @@ class BatchReader(IterableDataset):
         self.dtype = dtype
         self._kept: dict[int, Pair] | None = None
         self._numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        self._stream: np.ndarray | None = None  # opened where it is read (a DataLoader worker maps its own)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_stream": None, "_kept": None}
+
+    def _tokens(self) -> np.ndarray:
+        if self._stream is None:
+            self._stream = read_tokens(self.folder)  # (tokens,) int32, memory-mapped
+        return self._stream
+
+    def _gather(self, plan: EpochPlan, batch: int, rows: slice) -> Pair:
+        """One batch from the token stream: its rows' windows, copied into tensors of the reader's dtype."""
+        starts = plan.starts[batch * self.batch_size : (batch + 1) * self.batch_size][rows]  # (rows,)
+        x, y = windows(self._tokens(), starts, self.num_steps)  # (rows, T) views of a (rows, T + 1) gather
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=self._numpy_dtype))
+        y = torch.from_numpy(np.ascontiguousarray(y, dtype=self._numpy_dtype))
+        if self.pin_memory:
+            x, y = x.pin_memory(), y.pin_memory()
+        return x, y
 
     def _split(self) -> tuple[int, int]:
         """This reader's (rank, world), with DataLoader workers splitting a rank further."""
@@ -121,6 +147,12 @@ class BatchReader(IterableDataset):
         if self.sampler == "consecutive":
             share = self.batch_size // world
             rows = slice(rank * share, (rank + 1) * share)
+        if not self.info.spec.materialize:
+            stored = 0 if self.info.same_every_epoch else epoch
+            plan = plan_epoch(self.info.train_indices, self.info.spec, stored)
+            for batch in self._wanted(stored, epoch, rank, world):
+                yield self._gather(plan, batch, rows)
+            return
         if self.info.same_every_epoch:
             # One stored epoch serves them all: decode it once, keep it.
             if self._kept is None:

@@ -1,12 +1,15 @@
-"""The batches artifact: Parquet shards of whole batches, one row group per batch.
+"""The batches artifact: the training token stream, from which the reader gathers each batch by the plan in
+the summary (the spec, the seed and the epoch decide it); materialized, Parquet shards of whole batches.
 
-batches-NNNNN.parquet   epoch: int32, batch: int32, row: int32, start: int64,
+tokens.npy              int32, the training part of the index sequence: np.load(path, mmap_mode="r")
+batches-NNNNN.parquet   (materialized) epoch: int32, batch: int32, row: int32, start: int64,
                         x: fixed_size_list<int32>[num_steps], y: fixed_size_list<int32>[num_steps]
-                        (rows in (epoch, batch, row) order)
+                        (rows in (epoch, batch, row) order, one row group per batch)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,29 @@ def batches_schema(num_steps: int) -> pa.Schema:
     )
 
 
+TOKENS_FILE = "tokens.npy"
+
+
+def write_tokens(path: Path, chunks: Iterable[np.ndarray], count: int) -> None:
+    """The first `count` tokens of `chunks` as a .npy file, written as they come (memory holds a chunk)."""
+    written = 0
+    with path.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<i4", "fortran_order": False, "shape": (count,)})
+        for chunk in chunks:
+            piece = np.ascontiguousarray(chunk[: count - written], dtype="<i4")  # (<= rows,)
+            fh.write(piece.tobytes())
+            written += len(piece)
+            if written == count:
+                break
+    if written != count:
+        raise ValueError(f"{path}: expected {count} tokens, the indices held {written}")
+
+
+def read_tokens(folder: Path) -> np.ndarray:
+    """The token stream, memory-mapped: (tokens,) int32, read-only; pages come from the file as needed."""
+    return np.load(folder / TOKENS_FILE, mmap_mode="r")
+
+
 def row_bytes(num_steps: int) -> int:
     """A row's size before compression, a bound on what it takes on disk: x and y, then epoch, batch, row, start."""
     return 2 * 4 * num_steps + 4 + 4 + 4 + 8
@@ -56,19 +82,19 @@ class Shard(Summary):
 
 
 class BatchesSummary(Summary):
-    spec: BatchesParams
+    spec: BatchesParams  # spec.materialize: rows in shards; else the token stream and the plan
     vocab_key: str
     vocab_size: int
     indices_key: str
     train_indices: int  # the leading indices batches read; the rest is held out
     val_indices: int
     epochs: int
-    epochs_stored: int
+    epochs_stored: int  # planned (one when every epoch is the same), and written when materialized
     same_every_epoch: bool
-    batches_per_epoch: list[int]  # per stored epoch
-    rows: int
+    batches_per_epoch: list[int]  # per planned epoch
+    rows: int  # of the planned epochs
     tokens: int
-    shards: list[Shard]
+    shards: list[Shard]  # materialized only
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ indices.parquet   index: int32   (one row per character, 1 Mi-row row groups)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,13 @@ def write_indices(folder: Path, chunks: Iterable[np.ndarray], metadata: dict[str
     finally:
         writer.close()
     return rows
+
+
+def iter_indices(folder: Path) -> Iterator[np.ndarray]:
+    """The indices row group by row group, (rows,) int32 each: memory holds one group."""
+    parquet = pq.ParquetFile(folder / INDICES_FILE, pre_buffer=False)
+    for group in range(parquet.metadata.num_row_groups):
+        yield parquet.read_row_group(group, columns=["index"]).column(0).to_numpy().astype(np.int32, copy=False)
 
 
 def read_indices(folder: Path) -> np.ndarray:

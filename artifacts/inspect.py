@@ -31,7 +31,8 @@ def listing(store: Store, catalog: Catalog) -> dict[str, Any]:
     return {"corpora": corpora, "artifacts": artifacts}
 
 
-def show(store: Store, found: Entry) -> dict[str, Any]:
+def show(store: Store, found: Entry, batch: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The manifest, the Parquet schemas and a decoded view (of batch (epoch, batch) of a batches artifact)."""
     parquet = {
         f.name: str(pq.read_schema(found.path / f.name).remove_metadata())
         for f in found.manifest.files
@@ -41,7 +42,7 @@ def show(store: Store, found: Entry) -> dict[str, Any]:
         "path": str(found.path),
         "manifest": found.manifest.model_dump(mode="json"),
         "schemas": parquet,
-        "view": STAGES[found.stage].view(store, found),
+        "view": STAGES[found.stage].view(store, found, *batch) if batch else STAGES[found.stage].view(store, found),
     }
 
 

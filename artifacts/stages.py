@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from artifacts import batches as batches_kind
@@ -28,7 +29,7 @@ from artifacts.keys import content_key, keyed_params, library_versions
 from artifacts.manifest import Summary, read_manifest
 from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
-from tasks.batches import BatchesParams, plan_shards, split_validation, stored_batches
+from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, split_validation, stored_batches
 from tasks.clean import CleanError, CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import EncodeParams, encode_chunks
 from tasks.errors import Interrupted
@@ -135,31 +136,42 @@ def build_encode(
 
 
 def build_batches(build: Build, indices: ArtifactRef, params: BatchesParams) -> batches_kind.BatchesSummary:
+    """The training token stream (4 bytes a token, whatever the epochs); materialized, every batch's rows too."""
     encoded = indices_kind.EncodeSummary.of(indices)
-    everything = indices_kind.read_indices(indices.path)  # (n,) int32
-    train_end = split_validation(len(everything), params.val_fraction)
-    corpus = everything[:train_end]  # (n_train,)
-    per_epoch, plans = plan_shards(len(corpus), params)
-    shards = [batches_kind.Shard(file=batches_kind.shard_file(n), **plan) for n, plan in enumerate(plans)]
-    rows = sum(shard.rows for shard in shards)
-    build.store.ensure_free(build.stage, rows * batches_kind.row_bytes(params.num_steps))
+    train_end = split_validation(encoded.rows, params.val_fraction)
+    check_fits(train_end, params)
+    sizes = [epoch_size(train_end, params, epoch) for epoch in range(params.stored_epochs)]
+    rows = sum(size for _, size in sizes)
+    tokens = build.folder / batches_kind.TOKENS_FILE
+    if params.materialize:
+        # The stream goes to a hidden file the shards are gathered from, gone before publishing.
+        tokens = build.folder / f".{batches_kind.TOKENS_FILE}"
+        build.store.ensure_free(build.stage, rows * batches_kind.row_bytes(params.num_steps) + 4 * train_end)
+    else:
+        build.store.ensure_free(build.stage, 4 * train_end)
+    batches_kind.write_tokens(tokens, indices_kind.iter_indices(indices.path), train_end)
     summary = batches_kind.BatchesSummary(
         spec=params,
         vocab_key=encoded.vocab_key,
         vocab_size=encoded.vocab_size,
         indices_key=indices.key,
         train_indices=train_end,
-        val_indices=len(everything) - train_end,
+        val_indices=encoded.rows - train_end,
         epochs=params.epochs,
         epochs_stored=params.stored_epochs,
         same_every_epoch=params.same_every_epoch,
-        batches_per_epoch=per_epoch,
+        batches_per_epoch=[batches for batches, _ in sizes],
         rows=rows,
         tokens=rows * params.num_steps,
-        shards=shards,
+        shards=[],
     )
+    if not params.materialize:
+        return summary
+    _, plans = plan_shards(train_end, params)
+    shards = [batches_kind.Shard(file=batches_kind.shard_file(n), **plan) for n, plan in enumerate(plans)]
+    summary = summary.model_copy(update={"shards": shards})
     common = {"stage": build.stage, **summary.model_dump(mode="json", exclude={"shards"})}
-    batches = stored_batches(corpus, params)
+    batches = stored_batches(np.load(tokens, mmap_mode="r"), params)
     for number, shard in enumerate(shards, start=1):
         writer = batches_kind.BatchShardWriter(
             build.folder / shard.file, params.num_steps, {**common, "shard": shard.model_dump(mode="json")}
@@ -172,6 +184,8 @@ def build_batches(build: Build, indices: ArtifactRef, params: BatchesParams) -> 
         build.on_event(batches_kind.ShardWritten(number, len(shards)))
         if build.should_stop() and number < len(shards):
             raise Interrupted(f"stopped after {number} of {len(shards)} batch shards; nothing was published")
+    del batches
+    tokens.unlink()
     return summary
 
 

@@ -7,19 +7,21 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from artifacts.batches import BatchesSummary
+from artifacts.batches import BatchesSummary, read_tokens
 from artifacts.indices import INDICES_FILE, EncodeSummary
 from artifacts.model import METRICS_FILE, SAMPLES_FILE
 from artifacts.store import Entry, Store
 from artifacts.text import iter_text
-from artifacts.vocab import VOCAB_FILE, read_tokens
+from artifacts.vocab import VOCAB_FILE
+from artifacts.vocab import read_tokens as read_vocab_tokens
+from tasks.batches import plan_epoch, windows
 
 LIMIT = 10
 
 
 def _tokens(store: Store, vocab_key: str) -> list[str] | None:
     folder = store.folder("vocab", vocab_key)
-    return read_tokens(folder) if (folder / VOCAB_FILE).is_file() else None
+    return read_vocab_tokens(folder) if (folder / VOCAB_FILE).is_file() else None
 
 
 def _decode(tokens: list[str] | None, ids: list[int]) -> str | None:
@@ -41,9 +43,27 @@ def indices(store: Store, entry: Entry) -> dict[str, Any]:
     return {"first_indices": ids, "decoded": _decode(_tokens(store, EncodeSummary.of(entry.manifest).vocab_key), ids)}
 
 
-def batches(store: Store, entry: Entry) -> dict[str, Any]:
+def batch_rows(entry: Entry, epoch: int = 0, batch: int = 0) -> list[dict[str, Any]]:
+    """The rows of one batch: read from its shard when materialized, else gathered from the token stream by
+    the plan, as the reader does."""
     summary = BatchesSummary.of(entry.manifest)
-    rows = pq.ParquetFile(entry.path / summary.shards[0].file).read_row_group(0).to_pylist()[:3]
+    if summary.spec.materialize:
+        offset = sum(summary.batches_per_epoch[: 0 if summary.same_every_epoch else epoch]) + batch
+        shard = next(s for s in summary.shards if s.first_batch <= offset < s.first_batch + s.batches)
+        rows = pq.ParquetFile(entry.path / shard.file).read_row_group(offset - shard.first_batch).to_pylist()
+        return [{**r, "epoch": epoch} for r in rows]
+    plan = plan_epoch(summary.train_indices, summary.spec, 0 if summary.same_every_epoch else epoch)
+    starts = plan.starts[batch * summary.spec.batch_size : (batch + 1) * summary.spec.batch_size]
+    x, y = windows(read_tokens(entry.path), starts, summary.spec.num_steps)
+    return [
+        {"epoch": epoch, "batch": batch, "row": row, "start": int(start), "x": x[row].tolist(), "y": y[row].tolist()}
+        for row, start in enumerate(starts)
+    ]
+
+
+def batches(store: Store, entry: Entry, epoch: int = 0, batch: int = 0) -> dict[str, Any]:
+    summary = BatchesSummary.of(entry.manifest)
+    rows = batch_rows(entry, epoch, batch)[:3]
     tokens = _tokens(store, summary.vocab_key)
     return {
         "first_rows": [

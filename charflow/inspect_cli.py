@@ -15,6 +15,7 @@ from artifacts.catalog import Catalog
 from artifacts.refs import SYNTAX, resolve
 from artifacts.store import Entry, Store
 from charflow import settings
+from tasks.errors import CharflowError
 
 
 def _size(n: float) -> str:
@@ -36,6 +37,10 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class InspectError(CharflowError):
+    """An inspection asked of the wrong kind of artifact."""
 
 
 class Context:
@@ -73,7 +78,9 @@ def ls(ctx: Context) -> int:
 
 def show(ctx: Context) -> int:
     entry = ctx.entry(ctx.args.ref)
-    shown = inspect.show(ctx.store, entry)
+    if ctx.args.batch and entry.stage != "batches":
+        raise InspectError(f"--batch shows a batch of a batches artifact; {entry.stage} {entry.key[:12]} is not one")
+    shown = inspect.show(ctx.store, entry, tuple(ctx.args.batch) if ctx.args.batch else None)
     if ctx.emit(shown):
         return 0
     ctx.console.print(f"[bold]{entry.stage}[/bold] {entry.key}\n{shown['path']}")
@@ -174,6 +181,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, parents=[shared], help=help)
         for ref in refs:
             action.add_argument(ref, help=SYNTAX + " (jaychou@latest/vocab)")
+        if name == "show":
+            action.add_argument(
+                "--batch",
+                nargs=2,
+                type=int,
+                metavar=("EPOCH", "BATCH"),
+                help="batches: decode this batch (default 0 0)",
+            )
         if name == "gc":
             action.add_argument("--keep", type=int, default=1, help="complete versions kept per corpus (default 1)")
             action.add_argument(

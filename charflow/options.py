@@ -116,7 +116,10 @@ OPTIONS: dict[str, Option] = {
     "epochs": Option("epochs of batches (and of training)"),
     "drop_last": Option(negated="--keep-last", help="keep a partial last batch (random sampling)"),
     "random_offset": Option("a seeded start offset per epoch"),
-    "max_shard_rows": Option("rows per Parquet shard, at most"),
+    "materialize": Option(
+        "write every batch's rows as Parquet shards, not just the token stream (8 bytes a token an epoch)"
+    ),
+    "max_shard_rows": Option("rows per Parquet shard, at most (with --materialize)"),
     "val_fraction": Option("hold out the sequence's tail for validation"),
     # train
     "model": Option("scratch is the book's RNN written out; the others are torch.nn layers"),

@@ -168,8 +168,11 @@ def iter_batches(corpus: np.ndarray, spec: SamplerSpec, epoch: int) -> Iterator[
 
 
 class BatchesParams(SamplerSpec):
-    """A sampler spec plus how the batches stage stores it."""
+    """A sampler spec plus how the batches stage stores it: the token stream, from which the reader gathers
+    each batch (a pure function of the stream, the spec, the seed and the epoch), or with `materialize` every
+    batch's rows written out."""
 
+    materialize: bool = False
     max_shard_rows: int = 65_536
     # The last fraction of the sequence is held out for validation: no batch reads it (the book has none).
     val_fraction: float = 0.0
@@ -187,8 +190,16 @@ class BatchesParams(SamplerSpec):
 
     @property
     def stored_epochs(self) -> int:
-        """Epochs written: one when every epoch is the same batches (consecutive, no offset)."""
+        """Epochs planned (and written, materialized): one when every epoch is the same batches."""
         return 1 if self.same_every_epoch else self.epochs
+
+
+def epoch_size(n: int, spec: SamplerSpec, epoch: int) -> tuple[int, int]:
+    """(batches, rows) of `epoch`, counted, not planned."""
+    units, batches = batch_counts(n, spec, epoch_offset(spec, epoch))
+    if spec.sampler == "random" and not spec.drop_last:
+        return batches, units
+    return batches, batches * spec.batch_size
 
 
 def rows_per_batch(n: int, spec: SamplerSpec, epoch: int) -> list[int]:
@@ -222,15 +233,16 @@ def plan_shards(n: int, params: BatchesParams) -> tuple[list[int], list[dict]]:
 
 
 def stored_batches(corpus: np.ndarray, params: BatchesParams) -> Iterator[tuple]:
-    """Every stored batch in order, as (epoch, batch, row, start, x, y): rows (rows,), x and y (rows, T)."""
+    """Every stored batch in order, as (epoch, batch, row, start, x, y): rows (rows,), x and y (rows, T);
+    gathered a batch at a time, so memory holds one batch however large the corpus."""
     B = params.batch_size
     for epoch in range(params.stored_epochs):
         plan = plan_epoch(len(corpus), params, epoch)
-        x, y = windows(corpus, plan.starts, params.num_steps)  # (rows, T) each
         batch, row = plan.batch_of_rows()
         for k in range(plan.batches):
             rows = slice(k * B, (k + 1) * B)
-            yield epoch, batch[rows], row[rows], plan.starts[rows], x[rows], y[rows]
+            x, y = windows(corpus, plan.starts[rows], params.num_steps)  # (rows, T) each
+            yield epoch, batch[rows], row[rows], plan.starts[rows], x, y
 
 
 def split_validation(n: int, val_fraction: float) -> int:

@@ -37,6 +37,12 @@ def store(tmp_path):
     return Store(tmp_path / "store")
 
 
+@pytest.fixture(params=[False, True], ids=["stream", "materialized"])
+def materialize(request):
+    """Every reading test runs on both forms of the artifact: the token stream, and the rows written out."""
+    return request.param
+
+
 def make_batches(store, corpus, **params):
     return run_stage(store, "batches", BatchesParams(**params), indices=indices_artifact(store, corpus))
 
@@ -51,9 +57,11 @@ def expected(corpus, params: BatchesParams):
 
 
 @pytest.mark.parametrize("sampler", ["random", "consecutive"])
-def test_stored_batches_read_back_exactly(store, sampler):
+def test_stored_batches_read_back_exactly(store, sampler, materialize):
     corpus = np.random.default_rng(0).integers(0, 60, 2_000)
-    params = BatchesParams(sampler=sampler, batch_size=4, num_steps=7, epochs=5, max_shard_rows=50, seed=3)
+    params = BatchesParams(
+        sampler=sampler, batch_size=4, num_steps=7, epochs=5, max_shard_rows=50, seed=3, materialize=materialize
+    )
     ref = make_batches(store, corpus, **params.model_dump())
     got = list(BatchReader(ref.path, expected_vocab_key=VOCAB_KEY))
     want = expected(corpus, params)
@@ -64,12 +72,14 @@ def test_stored_batches_read_back_exactly(store, sampler):
     summary = BatchesSummary.of(ref)
     assert summary.vocab_key == VOCAB_KEY and summary.spec == params
     assert summary.epochs_stored == (1 if sampler == "consecutive" else 5)
+    files = sorted(p.name for p in Path(ref.path).iterdir() if not p.name.startswith("_"))
+    assert files == ([s.file for s in summary.shards] if materialize else ["tokens.npy"])
     assert summary.same_every_epoch is (sampler == "consecutive")
 
 
 def test_shards_are_bounded_and_hold_one_batch_per_row_group(store):
     corpus = np.arange(3_000) % 97
-    ref = make_batches(store, corpus, batch_size=5, num_steps=6, epochs=3, max_shard_rows=23)
+    ref = make_batches(store, corpus, batch_size=5, num_steps=6, epochs=3, max_shard_rows=23, materialize=True)
     folder = Path(ref.path)
     manifest = read_manifest(folder)
     files = sorted(folder.glob("batches-*.parquet"))
@@ -91,9 +101,11 @@ def test_shards_are_bounded_and_hold_one_batch_per_row_group(store):
     assert x.type == pa.list_(pa.int32(), 6)
 
 
-def test_partial_last_batch_kept_on_request(store):
+def test_partial_last_batch_kept_on_request(store, materialize):
     corpus = np.arange(100)
-    ref = make_batches(store, corpus, batch_size=4, num_steps=7, epochs=2, drop_last=False, max_shard_rows=8)
+    ref = make_batches(
+        store, corpus, batch_size=4, num_steps=7, epochs=2, drop_last=False, max_shard_rows=8, materialize=materialize
+    )
     shapes = [x.shape[0] for x, _ in BatchReader(ref.path)]
     assert shapes == [4, 4, 4, 2] * 2  # 14 windows: 3 full batches and one of 2, per epoch
 
@@ -103,11 +115,14 @@ def test_partial_last_batch_kept_on_request(store):
     sampler=st.sampled_from(["random", "consecutive"]),
     world=st.sampled_from([1, 2, 4]),
     shard_rows=st.sampled_from([4, 9, 1000]),
+    materialize=st.booleans(),
 )
-def test_ranks_together_see_each_batch_once(tmp_path_factory, sampler, world, shard_rows):
+def test_ranks_together_see_each_batch_once(tmp_path_factory, sampler, world, shard_rows, materialize):
     store = Store(tmp_path_factory.mktemp("ranks"))
     corpus = np.random.default_rng(1).integers(0, 30, 700)
-    params = BatchesParams(sampler=sampler, batch_size=4, num_steps=5, epochs=2, max_shard_rows=shard_rows)
+    params = BatchesParams(
+        sampler=sampler, batch_size=4, num_steps=5, epochs=2, max_shard_rows=shard_rows, materialize=materialize
+    )
     ref = make_batches(store, corpus, **params.model_dump())
     readers = [BatchReader(ref.path, rank=r, world_size=world) for r in range(world)]
     full = list(BatchReader(ref.path))
@@ -135,9 +150,11 @@ def test_ranks_together_see_each_batch_once(tmp_path_factory, sampler, world, sh
 
 
 @pytest.mark.parametrize("sampler", ["random", "consecutive"])
-def test_resume_yields_exactly_the_rest(store, sampler):
+def test_resume_yields_exactly_the_rest(store, sampler, materialize):
     corpus = np.random.default_rng(2).integers(0, 40, 1_500)
-    ref = make_batches(store, corpus, sampler=sampler, batch_size=4, num_steps=6, epochs=4, max_shard_rows=30)
+    ref = make_batches(
+        store, corpus, sampler=sampler, batch_size=4, num_steps=6, epochs=4, max_shard_rows=30, materialize=materialize
+    )
     full = list(zip(BatchReader(ref.path).positions(), BatchReader(ref.path), strict=True))
     cut = 23
     resumed = BatchReader(ref.path, start=full[cut][0])
@@ -159,16 +176,54 @@ def test_reader_refuses_another_vocabulary_and_bad_splits(store):
         BatchReader(ref.path, rank=2, world_size=2)
 
 
-def test_dtype_is_a_choice(store):
-    ref = make_batches(store, np.arange(500) % 20, batch_size=4, num_steps=5, epochs=1)
+def test_dtype_is_a_choice(store, materialize):
+    ref = make_batches(store, np.arange(500) % 20, batch_size=4, num_steps=5, epochs=1, materialize=materialize)
     x, y = next(iter(BatchReader(ref.path, dtype=torch.long)))
     assert x.dtype == y.dtype == torch.long
     x[0, 0] = -1  # tensors own writable memory, not Arrow's read-only buffers
     assert next(iter(BatchReader(ref.path)))[0][0, 0] != -1
 
 
-def test_dataloader_workers_split_random_batches(store):
-    ref = make_batches(store, np.arange(2_000) % 50, batch_size=4, num_steps=5, epochs=2)
+def test_dataloader_workers_split_random_batches(store, materialize):
+    ref = make_batches(store, np.arange(2_000) % 50, batch_size=4, num_steps=5, epochs=2, materialize=materialize)
     loader = torch.utils.data.DataLoader(BatchReader(ref.path), batch_size=None, num_workers=2)
     got = sorted(x.numpy().tobytes() for x, _ in loader)
     assert got == sorted(x.numpy().tobytes() for x, _ in BatchReader(ref.path))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"sampler": "random", "batch_size": 2, "num_steps": 6, "epochs": 3},
+        {"sampler": "consecutive", "batch_size": 2, "num_steps": 6, "epochs": 3},
+        {"sampler": "random", "batch_size": 3, "num_steps": 4, "epochs": 4, "random_offset": True},
+        {"sampler": "random", "batch_size": 3, "num_steps": 4, "epochs": 2, "drop_last": False},
+        {"sampler": "consecutive", "batch_size": 2, "num_steps": 4, "epochs": 4, "random_offset": True},
+        {"sampler": "random", "batch_size": 32, "num_steps": 35, "epochs": 2, "val_fraction": 0.1},
+    ],
+)
+def test_the_token_stream_yields_exactly_the_batches_a_materialized_artifact_holds(store, spec):
+    """Golden equivalence over whole epochs, the book's test vector (0..29) first."""
+    corpus = np.arange(30) if spec["batch_size"] == 2 else np.random.default_rng(5).integers(0, 1_027, 3_000)
+    stream = make_batches(store, corpus, **spec)
+    rows = make_batches(store, corpus, **spec, materialize=True)
+    assert stream.key != rows.key
+    got = list(zip(BatchReader(stream.path).positions(), BatchReader(stream.path), strict=True))
+    want = list(zip(BatchReader(rows.path).positions(), BatchReader(rows.path), strict=True))
+    assert [p for p, _ in got] == [p for p, _ in want] and got
+    for (_, (x, y)), (_, (wx, wy)) in zip(got, want, strict=True):
+        assert torch.equal(x, wx) and torch.equal(y, wy)
+    if spec["sampler"] == "consecutive" and not spec.get("random_offset"):
+        assert [x.tolist() for _, (x, _) in got[:2]] == [  # the book's vectors
+            [[0, 1, 2, 3, 4, 5], [15, 16, 17, 18, 19, 20]],
+            [[6, 7, 8, 9, 10, 11], [21, 22, 23, 24, 25, 26]],
+        ]
+
+
+def test_the_stream_costs_4_bytes_a_token_whatever_the_epochs(store):
+    corpus = np.random.default_rng(6).integers(0, 1_027, 5_000)
+    sizes = []
+    for epochs in (1, 250):
+        ref = make_batches(store, corpus, batch_size=8, num_steps=10, epochs=epochs)
+        sizes.append(sum(f.stat().st_size for f in Path(ref.path).iterdir() if not f.name.startswith("_")))
+    assert sizes[0] == sizes[1] <= 4 * 5_000 + 128  # the .npy header

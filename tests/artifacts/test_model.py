@@ -71,7 +71,7 @@ def test_a_model_loads_back_on_the_cpu_and_continues_a_prefix(trained):
 
 def test_held_out_validation(book_prepared):
     runner, prepared = book_prepared
-    spec = BatchesParams(sampler="consecutive", epochs=2, val_fraction=0.1)
+    spec = BatchesParams(sampler="consecutive", epochs=2, val_fraction=0.1, materialize=True)
     batches = runner.stage("batches", spec, indices=prepared.stages["encode"])
     assert (batches.summary["train_indices"], batches.summary["val_indices"]) == (9_000, 1_000)
     starts = pq.read_table(batches.file("batches-00000.parquet"), columns=["start"]).column("start").to_numpy()

@@ -1,16 +1,22 @@
 """Every artifact kind is plain Parquet: pandas, pyarrow and duckdb read it without charflow, with its exact
 schema and dtypes; the `charflow` metadata rides along."""
 
+import json
+
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.lib.stride_tricks import sliding_window_view
 
+from artifacts.batch_reader import BatchReader
 from artifacts.indices import INDICES_FILE, INDICES_SCHEMA
 from artifacts.model import METRICS_FILE, SAMPLES_FILE, SAMPLES_SCHEMA
 from artifacts.parquet import read_metadata
 from artifacts.text import TEXT_FILE, TEXT_SCHEMA
 from artifacts.vocab import VOCAB_FILE, VOCAB_SCHEMA
+from tasks.batches import BatchesParams, plan_epoch
 
 PANDAS_STRING = str(pd.Series(["a"]).dtype)  # "object" before pandas 3, "str" since
 
@@ -30,15 +36,35 @@ def test_every_artifact_kind_reads_with_pandas_pyarrow_and_duckdb(two_versions):
     assert pq.read_schema(path["encode"] / INDICES_FILE).remove_metadata() == INDICES_SCHEMA
     indices = pd.read_parquet(path["encode"] / INDICES_FILE)
     assert list(indices.columns) == ["index"] and str(indices["index"].dtype) == "int32"
-    batches = pd.read_parquet(path["batches"])  # the whole folder: the manifest's leading underscore skips it
-    assert list(batches.columns) == ["epoch", "batch", "row", "start", "x", "y"]
-    assert pq.read_table(path["batches"]).schema.field("x").type == pa.list_(pa.int32(), 8)
     metrics = pd.read_parquet(path["train"] / METRICS_FILE)
     assert list(metrics.columns) == ["epoch", "perplexity", "val_perplexity", "tokens_per_s", "grad_norm", "seconds"]
     assert pq.read_table(path["train"] / SAMPLES_FILE).schema.remove_metadata() == SAMPLES_SCHEMA
     count = duckdb.sql(f"select count(*) from '{path['encode']}/{INDICES_FILE}'").fetchall()[0][0]
     assert count == len(indices)
-    first = duckdb.sql(f"select epoch, batch, row, x[1] from '{path['batches']}/*.parquet' limit 1").fetchall()
+
+
+def test_the_token_stream_and_an_epochs_windows_read_without_charflow(two_versions):
+    """What the README shows a numpy, pandas or duckdb user: the stream, and the windows of an epoch by the plan."""
+    folder = two_versions["second"].stages["batches"].path
+    tokens = np.load(folder / "tokens.npy", mmap_mode="r")  # (tokens,) int32, memory-mapped
+    spec = json.loads((folder / "_manifest.json").read_text())["summary"]["spec"]
+    windows = sliding_window_view(tokens, spec["num_steps"] + 1)
+    starts = plan_epoch(len(tokens), BatchesParams(**spec), epoch=0).starts  # (rows,) in (batch, row) order
+    x, y = windows[starts, :-1], windows[starts, 1:]  # (rows, num_steps) each
+    first = next(iter(BatchReader(folder)))[0]
+    assert np.array_equal(x[: spec["batch_size"]], first.numpy()) and np.array_equal(x[:, 1:], y[:, :-1])
+    stream = duckdb.from_df(pd.DataFrame({"index": tokens}))
+    assert stream.aggregate("count(*), max(index)").fetchall() == [(len(tokens), int(tokens.max()))]
+
+
+def test_materialized_batches_read_as_one_parquet_dataset(book_prepared):
+    runner, prepared = book_prepared
+    spec = BatchesParams(batch_size=4, num_steps=8, epochs=2, materialize=True)
+    folder = runner.stage("batches", spec, indices=prepared.stages["encode"]).path
+    batches = pd.read_parquet(folder)  # the whole folder: the manifest's leading underscore skips it
+    assert list(batches.columns) == ["epoch", "batch", "row", "start", "x", "y"]
+    assert pq.read_table(folder).schema.field("x").type == pa.list_(pa.int32(), 8)
+    first = duckdb.sql(f"select epoch, batch, row, x[1] from '{folder}/*.parquet' limit 1").fetchall()
     assert first == [tuple(batches.iloc[0][["epoch", "batch", "row"]]) + (batches.iloc[0]["x"][0],)]
 
 

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 TINY_TRAIN = ["--model", "rnn", "--hidden", "32", "--optimizer", "adam", "--lr", "0.01", "--pred-period", "25"]
 TIMING = {"seconds", "tokens_per_s"}
+MATERIALIZED = ["batches", "--epochs", 1000, "--materialize"]  # big enough to be caught writing shards
 
 
 def environment(home: Path, api_url: str | None) -> dict[str, str]:
@@ -127,20 +128,20 @@ def verify_clean(home: Path, api_url: str | None = None) -> None:
 def clean_batches(tmp_path_factory, lyrics_zip, prefect_server):
     """An undisturbed `batches` run to compare against."""
     home = tmp_path_factory.mktemp("clean-batches") / "home"
-    code, out, err = charflow(home, "batches", lyrics_zip, "--epochs", 1000, "--json", api_url=prefect_server)
+    code, out, err = charflow(home, *MATERIALIZED, lyrics_zip, "--json", api_url=prefect_server)
     assert code == 0, err[-3000:]
     return outputs(out)
 
 
 def test_kill_9_mid_stage_then_the_same_command_completes(tmp_path, lyrics_zip, prefect_server, clean_batches):
     home = tmp_path / "home"
-    process = start(home, "batches", lyrics_zip, "--epochs", 1000, "--json", api_url=prefect_server)
+    process = start(home, *MATERIALIZED, lyrics_zip, "--json", api_url=prefect_server)
     staging = home / "store" / ".staging"
     wait_for(lambda: staging.is_dir() and any(p.name.startswith("batches-") for p in staging.iterdir()), "a shard")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert list((home / "prefect" / "locks").iterdir())  # the killed run's lock is still there
-    code, out, err = charflow(home, "batches", lyrics_zip, "--epochs", 1000, "--json", api_url=prefect_server)
+    code, out, err = charflow(home, *MATERIALIZED, lyrics_zip, "--json", api_url=prefect_server)
     assert code == 0, err[-3000:]
     assert "broke a stale lock" in err and "is gone" in err
     same_bytes(outputs(out), clean_batches)
@@ -327,12 +328,14 @@ def test_a_full_disk_is_refused_up_front_or_stopped_cleanly(tmp_path, lyrics_zip
     disk = mounted(160)
     home = disk / "home"
     env = {"PREFECT_HOME": str(tmp_path / "prefect")}  # Prefect's own files elsewhere: the store alone fills up
-    code, _, err = charflow(home, "batches", lyrics_zip, "--epochs", 4000, api_url=prefect_server, env=env)
+    code, _, err = charflow(
+        home, "batches", lyrics_zip, "--epochs", 4000, "--materialize", api_url=prefect_server, env=env
+    )
     one_clear_line(code, err, 1, "the batches artifact needs about")
     assert "free space or set CHARFLOW_HOME to a larger disk" in err.splitlines()[-1]
     assert not (home / "store" / "batches").exists()
     # Another writer fills the disk while a shard is being written: the stage stops, nothing is published.
-    process = start(home, "batches", lyrics_zip, "--epochs", 400, api_url=prefect_server, env=env)
+    process = start(home, "batches", lyrics_zip, "--epochs", 400, "--materialize", api_url=prefect_server, env=env)
     staging = home / "store" / ".staging"
     wait_for(lambda: staging.is_dir() and any(p.name.startswith("batches-") for p in staging.iterdir()), "a shard")
     filler = disk / "filler"
@@ -341,7 +344,9 @@ def test_a_full_disk_is_refused_up_front_or_stopped_cleanly(tmp_path, lyrics_zip
     one_clear_line(code, err, 1, "filled up while writing the batches artifact")
     assert not (home / "store" / "batches").exists() and not list(staging.iterdir())
     filler.unlink()
-    code, _, err = charflow(home, "batches", lyrics_zip, "--epochs", 400, api_url=prefect_server, env=env)
+    code, _, err = charflow(
+        home, "batches", lyrics_zip, "--epochs", 400, "--materialize", api_url=prefect_server, env=env
+    )
     assert code == 0, err[-3000:]
     verify_clean(home)
     assert processes_of(home) == []
