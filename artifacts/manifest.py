@@ -56,9 +56,22 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+# Digests computed while a file was being written (by a thread following it), by path, with the size and
+# mtime they are valid for: describing the file then needs no second pass over it.
+_hashed_while_written: dict[Path, tuple[int, int, str]] = {}
+
+
+def remember_digest(path: Path, sha256: str) -> None:
+    stat = path.stat()
+    _hashed_while_written[path] = (stat.st_size, stat.st_mtime_ns, sha256)
+
+
 def describe_file(path: Path) -> FileEntry:
     rows = pq.ParquetFile(path).metadata.num_rows if path.suffix == ".parquet" else None
-    return FileEntry(name=path.name, size=path.stat().st_size, rows=rows, sha256=file_sha256(path))
+    stat = path.stat()
+    known = _hashed_while_written.pop(path, None)
+    digest = known[2] if known and known[:2] == (stat.st_size, stat.st_mtime_ns) else file_sha256(path)
+    return FileEntry(name=path.name, size=stat.st_size, rows=rows, sha256=digest)
 
 
 def read_manifest(folder: Path) -> Manifest:

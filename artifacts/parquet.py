@@ -6,6 +6,7 @@ Each file carries a `charflow` JSON entry in its schema metadata (stage, inputs,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import threading
@@ -15,6 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from artifacts.manifest import remember_digest
 
 METADATA_KEY = b"charflow"
 
@@ -41,11 +44,13 @@ class BackgroundWriter:
     overlap with the Python work that produces the next table."""
 
     def __init__(self, path: Path, schema: pa.Schema, options: dict[str, Any]):
-        self._writer = pq.ParquetWriter(path, schema, write_statistics=True, **options)
+        self.path = path
+        self._writer = pq.ParquetWriter(path, schema, **{"write_statistics": True, **options})
         self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        self._follower = HashFollower(path)
 
     def _run(self) -> None:
         while (table := self._queue.get()) is not None:
@@ -64,8 +69,38 @@ class BackgroundWriter:
         self._queue.put(None)
         self._thread.join()
         self._writer.close()
+        digest = self._follower.finish()
         if self._error is not None:
             raise self._error
+        remember_digest(self.path, digest)
+
+
+class HashFollower:
+    """The sha256 of a file being appended to, computed by a thread that reads behind the writer (hashing
+    releases the GIL): the file's digest is ready when it is closed, without a second pass over it."""
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._digest = hashlib.sha256()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        with self._path.open("rb") as fh:
+            while True:
+                closed = self._done.is_set()  # read before the final pass: nothing is written after it
+                while block := fh.read(1 << 22):
+                    self._digest.update(block)
+                if closed:
+                    return
+                self._done.wait(0.05)
+
+    def finish(self) -> str:
+        """Call once the file is closed: the digest of all of it."""
+        self._done.set()
+        self._thread.join()
+        return self._digest.hexdigest()
 
 
 def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:

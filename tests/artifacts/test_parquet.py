@@ -73,3 +73,12 @@ def test_files_carry_their_lineage_in_metadata(two_versions):
     metadata = read_metadata(stages["encode"].path / INDICES_FILE)
     assert metadata["vocab_key"] == stages["vocab"].key and metadata["text_key"] == stages["clean"].key
     assert read_metadata(stages["train"].path / METRICS_FILE)["batches_key"] == stages["batches"].key
+
+
+def test_a_file_is_hashed_while_it_is_written(tmp_path):
+    from artifacts.manifest import describe_file, file_sha256
+    from artifacts.text import write_text
+
+    write_text(tmp_path, ["想要有直升机 " * 50_000] * 3, {"stage": "test"})
+    entry = describe_file(tmp_path / TEXT_FILE)  # takes the digest the follower computed
+    assert entry.sha256 == file_sha256(tmp_path / TEXT_FILE) and entry.size == (tmp_path / TEXT_FILE).stat().st_size

@@ -1,0 +1,193 @@
+"""Any corpus size: time, MB/s, peak RSS and disk of every stage at 4 MB, 100 MB and 1 GB, and a cached re-run.
+
+    .venv/bin/python -m benchmarks.scale [--sizes 4 100 1000] [--with-10gb] [--work DIR]
+
+Each corpus is synthetic lyrics-like text (seeded): 3,000 CJK characters drawn by a Zipf law, newlines
+between lines, about 2.6 bytes a character. Each stage runs in a fresh process (the real stage: Parquet in
+and out, manifests, checksums), so its peak RSS is its own; memory-mapped pages of the token stream are
+the file's, not the process's. The reader is timed over one epoch (at most 20 M tokens) at batch 256,
+num_steps 35, int32. `--with-10gb` adds a 10 GB corpus, after checking the free space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SIZES_MB = (4, 100, 1000)
+# The issue's measurements of the code before this work, for comparison (MB of input, 2 cores).
+BEFORE = {
+    "prepare peak RSS": "510 MiB + 1.7 MiB per MB (2.2 GiB at 1 GB)",
+    "prepare MB/s at 1 GB": "50-57",
+    "batches 1 epoch peak RSS": "5.7 MiB per MB (6.2 GiB at 1 GB)",
+    "batches disk, random, 250 epochs": "2.55 bytes per input byte per epoch (638 GB at 1 GB)",
+    "reader at 100 MB": "18-30 M tokens/s",
+    "cached prepare": "re-hashes 3.75x the input",
+}
+
+
+def write_corpus(path: Path, megabytes: float, seed: int = 0) -> None:
+    """Lyrics-like lines written in 8 MB pieces: memory stays small whatever the size."""
+    rng = np.random.default_rng(seed)
+    cjk = np.arange(0x4E00, 0x4E00 + 3_000, dtype=np.uint32)
+    weights = 1.0 / np.arange(1, len(cjk) + 1)
+    weights /= weights.sum()
+    left = int(megabytes * 1e6)
+    with path.open("wb") as out:
+        while left > 0:
+            chars = min(left, 8_000_000) // 3 + 1
+            cps = rng.choice(cjk, size=chars, p=weights)
+            cps[rng.random(chars) < 0.09] = ord("\n")
+            data = cps.astype("<u4").tobytes().decode("utf-32-le").encode("utf-8")[:left]
+            data = data[: len(data.decode("utf-8", errors="ignore").encode("utf-8"))]
+            out.write(data)
+            left -= len(data)
+
+
+WORKER = """
+import json, resource, sys, time
+from pathlib import Path
+from artifacts.stages import run_stage
+from artifacts.store import Store, ArtifactRef
+from artifacts.batch_reader import BatchReader
+from tasks.batches import BatchesParams
+from tasks.clean import CleanParams
+from tasks.encode import EncodeParams
+from tasks.fetch import fetch
+from tasks.ingest import IngestParams
+from tasks.vocab import VocabParams
+
+job = json.loads(sys.argv[1])
+store = Store(job["store"])
+refs = {k: ArtifactRef.model_validate(v) for k, v in job.get("refs", {}).items()}
+start = time.perf_counter()
+if job["stage"] == "fetch":
+    out = fetch(job["source"], Path(job["store"]) / "downloads")
+elif job["stage"] == "ingest":
+    out = run_stage(store, "ingest", IngestParams(), source=fetch(job["source"], Path(job["store"]) / "downloads"))
+elif job["stage"] == "clean":
+    out = run_stage(store, "clean", CleanParams(max_chars=None), text=refs["ingest"])
+elif job["stage"] == "vocab":
+    out = run_stage(store, "vocab", VocabParams(), text=refs["clean"])
+elif job["stage"] == "encode":
+    out = run_stage(store, "encode", EncodeParams(), text=refs["clean"], vocab=refs["vocab"])
+elif job["stage"] == "batches":
+    out = run_stage(store, "batches", BatchesParams(**job["spec"]), indices=refs["encode"])
+elif job["stage"] == "reader":
+    reader = BatchReader(refs["batches"].path)
+    tokens = 0
+    for x, y in reader.epoch_batches(0):
+        tokens += x.numel()
+        if tokens >= 20_000_000:
+            break
+    out = {"tokens": tokens}
+seconds = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "rss_mb": rss, "out": out.model_dump(mode="json") if hasattr(out, "model_dump") else out}))
+"""
+
+
+def run(job: dict) -> dict:
+    result = subprocess.run([sys.executable, "-c", WORKER, json.dumps(job)], capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{job['stage']} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def disk(path: str) -> int:
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+
+
+def measure(work: Path, megabytes: float) -> list[list[str]]:
+    source = work / f"corpus-{megabytes:g}mb.txt"
+    if not source.exists():
+        write_corpus(source, megabytes)
+    mb = source.stat().st_size / 1e6
+    store = work / f"store-{megabytes:g}mb"
+    shutil.rmtree(store, ignore_errors=True)
+    rows, refs, prepare_seconds = [], {}, 0.0
+    for stage in ("ingest", "clean", "vocab", "encode"):
+        done = run({"stage": stage, "store": str(store), "source": str(source), "refs": refs})
+        refs[stage] = done["out"]
+        prepare_seconds += done["seconds"]
+        rows.append(
+            [
+                f"{mb:,.0f} MB",
+                stage,
+                f"{done['seconds']:.2f} s",
+                f"{mb / done['seconds']:,.0f}",
+                f"{done['rss_mb']:,.0f}",
+                f"{disk(done['out']['path']) / 1e6:,.1f} MB",
+            ]
+        )
+    rows.append(
+        [f"{mb:,.0f} MB", "**prepare**", f"{prepare_seconds:.2f} s", f"**{mb / prepare_seconds:,.0f}**", "", ""]
+    )
+    for sampler in ("random", "consecutive"):
+        for epochs in (1, 250):
+            spec = {"sampler": sampler, "batch_size": 256, "num_steps": 35, "epochs": epochs}
+            done = run({"stage": "batches", "store": str(store), "spec": spec, "refs": refs})
+            rows.append(
+                [
+                    f"{mb:,.0f} MB",
+                    f"batches, {sampler}, {epochs} epochs",
+                    f"{done['seconds']:.2f} s",
+                    f"{mb / done['seconds']:,.0f}",
+                    f"{done['rss_mb']:,.0f}",
+                    f"{disk(done['out']['path']) / 1e6:,.1f} MB",
+                ]
+            )
+            if epochs == 1:
+                read = run({"stage": "reader", "store": str(store), "refs": {"batches": done["out"]}})
+                speed = read["out"]["tokens"] / read["seconds"] / 1e6
+                rows.append(
+                    [
+                        f"{mb:,.0f} MB",
+                        f"reader, {sampler}",
+                        f"{read['seconds']:.2f} s",
+                        f"{speed:,.1f} M tok/s",
+                        f"{read['rss_mb']:,.0f}",
+                        "",
+                    ]
+                )
+    cached = 0.0
+    for stage in ("ingest", "clean", "vocab", "encode"):
+        cached += run({"stage": stage, "store": str(store), "source": str(source), "refs": refs})["seconds"]
+    rows.append([f"{mb:,.0f} MB", "prepare, all cached", f"{cached:.2f} s", "", "", ""])
+    shutil.rmtree(store, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=float, nargs="+", default=list(SIZES_MB), help="corpus sizes in MB")
+    parser.add_argument("--with-10gb", action="store_true", help="also a 10 GB corpus (checks free space first)")
+    parser.add_argument("--work", type=Path, help="where corpora and stores go (default: a temporary folder)")
+    args = parser.parse_args()
+    sizes = list(args.sizes) + ([10_000] if args.with_10gb else [])
+    work = args.work or Path(tempfile.mkdtemp(prefix="charflow-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if 10_000 in sizes:
+        free = shutil.disk_usage(work).free
+        if free < 35e9:  # the corpus, its text twice (ingest and clean), the indices, the token stream
+            raise SystemExit(f"a 10 GB run needs about 35 GB free in {work}; {free / 1e9:.0f} GB are")
+    print(f"python {sys.version.split()[0]}, {resource.getrlimit(resource.RLIMIT_AS)}")
+    print("| corpus | stage | time | MB/s | peak RSS (MB) | disk |\n| --- | --- | --- | --- | --- | --- |")
+    for size in sizes:
+        for row in measure(work, size):
+            print("| " + " | ".join(row) + " |", flush=True)
+    print("\nBefore this work (the issue's measurements):")
+    for what, figure in BEFORE.items():
+        print(f"- {what}: {figure}")
+
+
+if __name__ == "__main__":
+    main()
