@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from artifacts.batch_reader import BatchReader
@@ -75,10 +76,16 @@ def test_files_carry_their_lineage_in_metadata(two_versions):
     assert read_metadata(stages["train"].path / METRICS_FILE)["batches_key"] == stages["batches"].key
 
 
-def test_a_file_is_hashed_while_it_is_written(tmp_path):
-    from artifacts.manifest import describe_file, file_sha256
+def test_a_file_is_hashed_while_it_is_written(tmp_path, monkeypatch):
+    from artifacts import manifest
     from artifacts.text import write_text
 
     write_text(tmp_path, ["想要有直升机 " * 50_000] * 3, {"stage": "test"})
-    entry = describe_file(tmp_path / TEXT_FILE)  # takes the digest the follower computed
-    assert entry.sha256 == file_sha256(tmp_path / TEXT_FILE) and entry.size == (tmp_path / TEXT_FILE).stat().st_size
+    expected = manifest.file_sha256(tmp_path / TEXT_FILE)
+    with monkeypatch.context() as patched:
+        patched.setattr(manifest, "file_sha256", lambda path: pytest.fail(f"{path} was read again"))
+        entry = manifest.describe_file(tmp_path / TEXT_FILE)  # the digest the follower computed
+    assert entry.sha256 == expected and entry.size == (tmp_path / TEXT_FILE).stat().st_size
+    write_text(tmp_path, ["first words"], {})
+    pq.write_table(pa.table({"chunk": [0], "text": ["other words"]}), tmp_path / TEXT_FILE)  # after its writer
+    assert manifest.describe_file(tmp_path / TEXT_FILE).sha256 == manifest.file_sha256(tmp_path / TEXT_FILE)
