@@ -12,6 +12,9 @@ from artifacts import inspect
 from artifacts.store import ArtifactRef, Store
 
 
+MAX_FILES_SHOWN = 20
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
@@ -29,6 +32,9 @@ def publish(store: Store, ref: ArtifactRef) -> None:
     manifest, view = shown["manifest"], shown["view"]
     params = [{"parameter": k, "value": json.dumps(v, ensure_ascii=False)} for k, v in manifest["params"].items()]
     files = [{"file": f"`{ref.path}/{f['name']}`", "rows": f["rows"], "bytes": f["size"]} for f in manifest["files"]]
+    if len(files) > MAX_FILES_SHOWN:  # thousands of shards would make a page nobody reads
+        more = len(files) - MAX_FILES_SHOWN
+        files = [*files[:MAX_FILES_SHOWN], {"file": f"… and {more:,} more files", "rows": "", "bytes": ""}]
     sample = json.dumps(view, ensure_ascii=False, indent=1, default=str)[:1500]
     markdown = "\n\n".join(
         [

@@ -1,11 +1,13 @@
 """The pipeline without Prefect: the book's numbers, caching by content, versions, recorded outputs."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from artifacts.indices import read_indices
 from artifacts.text import read_text
@@ -84,3 +86,41 @@ def imported(path):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             yield node.module
+
+
+MEMORY = """
+import json, sys
+from pathlib import Path
+from benchmarks.memory import PeakAnonymous
+from benchmarks.scale import write_corpus
+from flows.pipeline import PrepareParams, batches, plain_runner
+from artifacts.batch_reader import BatchReader
+from tasks.batches import BatchesParams
+from tasks.clean import CleanParams
+from tasks.fetch import resolve_source
+
+work = Path(sys.argv[1])
+write_corpus(work / "corpus.txt", float(sys.argv[2]))
+with PeakAnonymous() as peak:
+    made = batches(plain_runner(work / "store"), resolve_source(str(work / "corpus.txt")),
+                   PrepareParams(clean=CleanParams(max_chars=None)), BatchesParams(batch_size=256, epochs=2))
+    tokens = sum(x.numel() for x, _ in BatchReader(made.stages["batches"].path))
+print(json.dumps({"mb": peak.mb, "tokens": tokens}))
+"""
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_corpus(tmp_path):
+    """Prepare, batches and two epochs read, at 16 MB and at 80 MB: peak anonymous memory of a fresh process
+    (below 16 MB, Arrow's and Python's buffers are not yet full size)."""
+    peaks = []
+    for megabytes in (16, 80):
+        work = tmp_path / f"{megabytes}mb"
+        work.mkdir()
+        result = subprocess.run(
+            [sys.executable, "-c", MEMORY, str(work), str(megabytes)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        peaks.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert peaks[1]["tokens"] > 4 * peaks[0]["tokens"]  # the larger corpus is read through
+    assert peaks[1]["mb"] - peaks[0]["mb"] < 48, peaks  # 64 MB more text: not 64 MB more memory

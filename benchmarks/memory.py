@@ -1,0 +1,38 @@
+"""Peak anonymous memory of this process: what it holds itself, not the file pages it maps (the token stream)
+or reads through the page cache, which `ru_maxrss` counts too."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+
+def anonymous_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+class PeakAnonymous:
+    """`with PeakAnonymous() as peak: ...`, then `peak.mb`: sampled every few milliseconds."""
+
+    def __init__(self, every: float = 0.005):
+        self.every, self.mb = every, 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.mb = max(self.mb, anonymous_mb())
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakAnonymous:
+        self.mb = anonymous_mb()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.mb = max(self.mb, anonymous_mb())
