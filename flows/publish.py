@@ -11,7 +11,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from artifacts import inspect
 from artifacts.store import ArtifactRef, Store
 
-
 MAX_FILES_SHOWN = 20
 
 
