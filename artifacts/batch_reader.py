@@ -1,8 +1,9 @@
 """Reading a batches artifact back as tensors: per rank, resumable, without Prefect.
 
 From the token stream, each batch is gathered when it is read, by the same plan that would have stored it
-(the sampler of `tasks.batches`, the spec, the seed and the epoch): memory holds one epoch's plan and one
-batch. From a materialized artifact, the shards' rows are decoded ahead in a thread.
+(the sampler of `tasks.batches`, the spec, the seed and the epoch): memory holds one epoch's window order
+(4 bytes a window under random sampling, nothing under consecutive) and one batch. From a materialized
+artifact, the shards' rows are decoded ahead in a thread.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class BatchReader(IterableDataset):
 
     def _gather(self, plan: EpochPlan, batch: int, rows: slice) -> Pair:
         """One batch from the token stream: its rows' windows, copied into tensors of the reader's dtype."""
-        starts = plan.starts[batch * self.batch_size : (batch + 1) * self.batch_size][rows]  # (rows,)
+        starts = plan.starts_of(batch)[rows]  # (rows,)
         x, y = windows(self._tokens(), starts, self.num_steps)  # (rows, T) views of a (rows, T + 1) gather
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=self._numpy_dtype))
         y = torch.from_numpy(np.ascontiguousarray(y, dtype=self._numpy_dtype))

@@ -53,7 +53,7 @@ def batch_rows(entry: Entry, epoch: int = 0, batch: int = 0) -> list[dict[str, A
         rows = pq.ParquetFile(entry.path / shard.file).read_row_group(offset - shard.first_batch).to_pylist()
         return [{**r, "epoch": epoch} for r in rows]
     plan = plan_epoch(summary.train_indices, summary.spec, 0 if summary.same_every_epoch else epoch)
-    starts = plan.starts[batch * summary.spec.batch_size : (batch + 1) * summary.spec.batch_size]
+    starts = plan.starts_of(batch)
     x, y = windows(read_tokens(entry.path), starts, summary.spec.num_steps)
     return [
         {"epoch": epoch, "batch": batch, "row": row, "start": int(start), "x": x[row].tolist(), "y": y[row].tolist()}

@@ -111,7 +111,13 @@ def disk(path: str) -> int:
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
 
 
-def measure(work: Path, megabytes: float) -> list[list[str]]:
+def row(mb: float, what: str, seconds: float, rate: str, rss: float | None, size: str = "") -> list[str]:
+    return [f"{mb:,.0f} MB", what, f"{seconds:.2f} s", rate, f"{rss:,.0f}" if rss is not None else "", size]
+
+
+def measure(work: Path, megabytes: float, full: bool = True) -> list[list[str]]:
+    """Every stage on a corpus of `megabytes`; not `full` (10 GB): one batches spec and no cached re-run, each
+    artifact removed once the next no longer needs it, so that the disk holds at most about 4x the corpus."""
     source = work / f"corpus-{megabytes:g}mb.txt"
     if not source.exists():
         write_corpus(source, megabytes)
@@ -123,50 +129,30 @@ def measure(work: Path, megabytes: float) -> list[list[str]]:
         done = run({"stage": stage, "store": str(store), "source": str(source), "refs": refs})
         refs[stage] = done["out"]
         prepare_seconds += done["seconds"]
-        rows.append(
-            [
-                f"{mb:,.0f} MB",
-                stage,
-                f"{done['seconds']:.2f} s",
-                f"{mb / done['seconds']:,.0f}",
-                f"{done['rss_mb']:,.0f}",
-                f"{disk(done['out']['path']) / 1e6:,.1f} MB",
-            ]
-        )
-    rows.append(
-        [f"{mb:,.0f} MB", "**prepare**", f"{prepare_seconds:.2f} s", f"**{mb / prepare_seconds:,.0f}**", "", ""]
-    )
-    for sampler in ("random", "consecutive"):
-        for epochs in (1, 250):
-            spec = {"sampler": sampler, "batch_size": 256, "num_steps": 35, "epochs": epochs}
-            done = run({"stage": "batches", "store": str(store), "spec": spec, "refs": refs})
-            rows.append(
-                [
-                    f"{mb:,.0f} MB",
-                    f"batches, {sampler}, {epochs} epochs",
-                    f"{done['seconds']:.2f} s",
-                    f"{mb / done['seconds']:,.0f}",
-                    f"{done['rss_mb']:,.0f}",
-                    f"{disk(done['out']['path']) / 1e6:,.1f} MB",
-                ]
-            )
-            if epochs == 1:
-                read = run({"stage": "reader", "store": str(store), "refs": {"batches": done["out"]}})
-                speed = read["out"]["tokens"] / read["seconds"] / 1e6
-                rows.append(
-                    [
-                        f"{mb:,.0f} MB",
-                        f"reader, {sampler}",
-                        f"{read['seconds']:.2f} s",
-                        f"{speed:,.1f} M tok/s",
-                        f"{read['rss_mb']:,.0f}",
-                        "",
-                    ]
-                )
-    cached = 0.0
-    for stage in ("ingest", "clean", "vocab", "encode"):
-        cached += run({"stage": stage, "store": str(store), "source": str(source), "refs": refs})["seconds"]
-    rows.append([f"{mb:,.0f} MB", "prepare, all cached", f"{cached:.2f} s", "", "", ""])
+        size = f"{disk(done['out']['path']) / 1e6:,.1f} MB"
+        rows.append(row(mb, stage, done["seconds"], f"{mb / done['seconds']:,.0f}", done["rss_mb"], size))
+        if not full and stage == "clean":
+            shutil.rmtree(refs["ingest"]["path"])
+    rows.append(row(mb, "**prepare**", prepare_seconds, f"**{mb / prepare_seconds:,.0f}**", None))
+    later = prepare_seconds - sum(float(r[2].split()[0]) for r in rows if r[1] == "ingest")
+    rows.append(row(mb, "clean, vocab, encode", later, f"{mb / later:,.0f}", None))
+    specs = [(s, e) for s in ("random", "consecutive") for e in (1, 250)] if full else [("random", 1)]
+    for sampler, epochs in specs:
+        spec = {"sampler": sampler, "batch_size": 256, "num_steps": 35, "epochs": epochs}
+        done = run({"stage": "batches", "store": str(store), "spec": spec, "refs": refs})
+        size = f"{disk(done['out']['path']) / 1e6:,.1f} MB"
+        rate = f"{mb / done['seconds']:,.0f}"
+        rows.append(row(mb, f"batches, {sampler}, {epochs} epochs", done["seconds"], rate, done["rss_mb"], size))
+        if epochs == 1:
+            read = run({"stage": "reader", "store": str(store), "refs": {"batches": done["out"]}})
+            speed = f"{read['out']['tokens'] / read['seconds'] / 1e6:,.1f} M tok/s"
+            rows.append(row(mb, f"reader, {sampler}", read["seconds"], speed, read["rss_mb"]))
+        shutil.rmtree(done["out"]["path"])
+    if full:
+        cached = 0.0
+        for stage in ("ingest", "clean", "vocab", "encode"):
+            cached += run({"stage": stage, "store": str(store), "source": str(source), "refs": refs})["seconds"]
+        rows.append(row(mb, "prepare, all cached", cached, "", None))
     shutil.rmtree(store, ignore_errors=True)
     return rows
 
@@ -187,8 +173,10 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
     print("| corpus | stage | time | MB/s | peak anon. RSS (MB) | disk |\n| --- | --- | --- | --- | --- | --- |")
     for size in sizes:
-        for row in measure(work, size):
+        for row in measure(work, size, full=size < 10_000):
             print("| " + " | ".join(row) + " |", flush=True)
+        if size >= 10_000:
+            (work / f"corpus-{size:g}mb.txt").unlink()
     print("\nBefore this work (the issue's measurements):")
     for what, figure in BEFORE.items():
         print(f"- {what}: {figure}")

@@ -67,21 +67,34 @@ class SamplerSpec(BaseModel):
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """Where every row of one epoch starts, rows in (batch, row) order."""
+    """Where the rows of one epoch start, computed a batch at a time: a random epoch holds only its window
+    order (4 bytes a window while the window count fits int32), a consecutive one nothing at all."""
 
     epoch: int
     offset: int
-    starts: np.ndarray  # (rows,) int64
+    rows: int
     batch_size: int
+    num_steps: int
+    order: np.ndarray | None  # (rows,) window numbers, random sampling only
+    length: int = 0  # consecutive sampling: each stream's length
 
     @property
     def batches(self) -> int:
-        return -(-len(self.starts) // self.batch_size)
+        return -(-self.rows // self.batch_size)
 
-    def batch_of_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """(batch, row) of every row: (rows,), (rows,)."""
-        index = np.arange(len(self.starts))
-        return index // self.batch_size, index % self.batch_size
+    def starts_of(self, batch: int) -> np.ndarray:
+        """The start of every row of `batch`: (rows,) int64."""
+        B, T = self.batch_size, self.num_steps
+        if self.order is not None:
+            return self.offset + self.order[batch * B : (batch + 1) * B].astype(np.int64) * T
+        return self.offset + batch * T + np.arange(B, dtype=np.int64) * self.length
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Every row's start in (batch, row) order: (rows,) int64; the whole epoch, for small corpora."""
+        if not self.batches:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([self.starts_of(k) for k in range(self.batches)])
 
 
 def epoch_offset(spec: SamplerSpec, epoch: int) -> int:
@@ -128,20 +141,18 @@ def check_fits(n: int, spec: SamplerSpec) -> None:
 
 
 def plan_epoch(n: int, spec: SamplerSpec, epoch: int) -> EpochPlan:
-    """The start of every row of `epoch`: the same spec, corpus length and epoch give the same plan."""
+    """The plan of `epoch`: the same spec, corpus length and epoch give the same plan."""
     check_fits(n, spec)
     T, B = spec.num_steps, spec.batch_size
     offset = epoch_offset(spec, epoch)
-    if spec.sampler == "random":
-        windows, batches = batch_counts(n, spec, offset)
-        perm = np.random.default_rng([spec.seed, epoch]).permutation(windows)
-        starts = offset + perm[: min(batches * B, windows)].astype(np.int64) * T
-    else:
-        length, batches = batch_counts(n, spec, offset)
-        stream = np.arange(B, dtype=np.int64) * length  # (B,)
-        step = np.arange(batches, dtype=np.int64) * T  # (batches,)
-        starts = (offset + step[:, None] + stream[None, :]).reshape(-1)  # (batches * B,)
-    return EpochPlan(epoch=epoch, offset=offset, starts=starts, batch_size=B)
+    units, batches = batch_counts(n, spec, offset)
+    if spec.sampler == "consecutive":
+        return EpochPlan(epoch, offset, batches * B, B, T, order=None, length=units)
+    # Shuffling an arange in place draws exactly rng.permutation(units), in half the memory while it fits int32.
+    order = np.arange(units, dtype=np.int32 if units < 2**31 else np.int64)
+    np.random.default_rng([spec.seed, epoch]).shuffle(order)
+    rows = min(batches * B, units)
+    return EpochPlan(epoch, offset, rows, B, T, order=order[:rows])
 
 
 def windows(corpus: np.ndarray, starts: np.ndarray, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,9 +173,8 @@ def iter_batches(corpus: np.ndarray, spec: SamplerSpec, epoch: int) -> Iterator[
         for k in range(plan.batches):
             yield streams[:, k * T : k * T + T], streams[:, k * T + 1 : k * T + T + 1]
         return
-    x, y = windows(corpus, plan.starts, T)  # (rows, T) each
     for k in range(plan.batches):
-        yield x[k * B : (k + 1) * B], y[k * B : (k + 1) * B]
+        yield windows(corpus, plan.starts_of(k), T)  # (rows, T) each
 
 
 class BatchesParams(SamplerSpec):
@@ -235,14 +245,12 @@ def plan_shards(n: int, params: BatchesParams) -> tuple[list[int], list[dict]]:
 def stored_batches(corpus: np.ndarray, params: BatchesParams) -> Iterator[tuple]:
     """Every stored batch in order, as (epoch, batch, row, start, x, y): rows (rows,), x and y (rows, T);
     gathered a batch at a time, so memory holds one batch however large the corpus."""
-    B = params.batch_size
     for epoch in range(params.stored_epochs):
         plan = plan_epoch(len(corpus), params, epoch)
-        batch, row = plan.batch_of_rows()
         for k in range(plan.batches):
-            rows = slice(k * B, (k + 1) * B)
-            x, y = windows(corpus, plan.starts[rows], params.num_steps)  # (rows, T) each
-            yield epoch, batch[rows], row[rows], plan.starts[rows], x, y
+            starts = plan.starts_of(k)  # (rows,)
+            x, y = windows(corpus, starts, params.num_steps)  # (rows, T) each
+            yield epoch, np.full(len(starts), k), np.arange(len(starts)), starts, x, y
 
 
 def split_validation(n: int, val_fraction: float) -> int:
