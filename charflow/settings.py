@@ -70,7 +70,7 @@ def check_home(home: Path) -> None:
     if before != str(home):
         # Moved or copied (or from before the marker: its records may name another path): the records are
         # only a cache of the store, which stays the truth.
-        for records in ("cache-keys", "locks", "storage"):
+        for records in ("cache-keys", "storage"):  # not locks: a held lock stays held wherever the home is
             shutil.rmtree(home / "prefect" / records, ignore_errors=True)
         if before is not None:
             print(

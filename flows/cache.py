@@ -13,7 +13,7 @@ from prefect.transactions import IsolationLevel
 from artifacts.stages import STAGES
 from artifacts.store import Store
 from charflow import settings
-from flows.locks import LeaseLockManager
+from flows.locks import FlockLockManager
 
 
 @dataclass
@@ -43,5 +43,5 @@ def content_key_policy(stage: str) -> ContentKeyPolicy:
         stage=stage,
         key_storage=prefect / "cache-keys",
         isolation_level=IsolationLevel.SERIALIZABLE,
-        lock_manager=LeaseLockManager(prefect / "locks"),
+        lock_manager=FlockLockManager(prefect / "locks"),
     )

@@ -1,5 +1,5 @@
-"""Locks that cannot outlive their holder: a killed holder's lock is broken, a lapsed lease too, a live
-holder is waited for by name for a bounded time, and a held lock's lease is renewed."""
+"""Locks on flock: one holder at a time among many processes, freed when a holder is killed and never while
+it lives (stopped included), a live holder waited for by name for a bounded time."""
 
 import json
 import logging
@@ -7,21 +7,36 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flows import locks
-from flows.locks import LeaseLockManager, LockTimeout
+from flows.locks import FlockLockManager, LockTimeout
+
+KEY = "k" * 64
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from flows.locks import LeaseLockManager
-LeaseLockManager(Path(sys.argv[1])).acquire_lock("k" * 64, "holder-a")
+from flows.locks import FlockLockManager
+FlockLockManager(Path(sys.argv[1])).acquire_lock("k" * 64, "holder-a")
 print("held", flush=True)
 time.sleep(600)
+"""
+
+# Each contender takes the lock, writes its entry and exit around a short critical section, and releases it.
+CONTEND = """
+import os, sys, time
+from pathlib import Path
+from flows.locks import FlockLockManager
+manager, log = FlockLockManager(Path(sys.argv[1])), Path(sys.argv[2])
+for turn in range(15):
+    manager.acquire_lock("k" * 64, f"{os.getpid()}-{turn}")
+    with log.open("a") as f:
+        f.write(f"in {os.getpid()}\\n")
+    time.sleep(0.002)
+    with log.open("a") as f:
+        f.write(f"out {os.getpid()}\\n")
+    manager.release_lock("k" * 64, f"{os.getpid()}-{turn}")
 """
 
 
@@ -34,54 +49,57 @@ def holder(tmp_path):
     proc.wait()
 
 
-def test_a_killed_holders_lock_is_broken_with_a_warning(tmp_path, holder, caplog):
+def test_a_killed_holders_lock_is_taken_over_with_a_warning(tmp_path, holder, caplog):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    manager = LeaseLockManager(tmp_path)
+    manager = FlockLockManager(tmp_path)
     with caplog.at_level(logging.WARNING, logger="charflow.locks"):
-        assert manager.acquire_lock("k" * 64, "holder-b")
-    assert manager.is_lock_holder("k" * 64, "holder-b")
-    assert f"its holder, process {holder.pid}, is gone" in caplog.text
-    manager.release_lock("k" * 64, "holder-b")
-    assert not manager.is_locked("k" * 64)
+        assert manager.acquire_lock(KEY, "holder-b", acquire_timeout=1)
+    assert manager.is_lock_holder(KEY, "holder-b") and not manager.is_lock_holder(KEY, "holder-a")
+    assert f"left by process {holder.pid} on " in caplog.text and "taken over" in caplog.text
+    assert json.loads((tmp_path / f"{KEY}.lock").read_text())["pid"] == os.getpid()
+    manager.release_lock(KEY, "holder-b")
+    assert not manager.is_locked(KEY) and not (tmp_path / f"{KEY}.lock").exists()
 
 
 def test_a_live_holder_is_waited_for_by_name_then_refused(tmp_path, holder, monkeypatch, caplog):
     monkeypatch.setenv("CHARFLOW_LOCK_WAIT", "1")
     with caplog.at_level(logging.WARNING, logger="charflow.locks"), pytest.raises(LockTimeout) as err:
-        LeaseLockManager(tmp_path).acquire_lock("k" * 64, "holder-b")
+        FlockLockManager(tmp_path).acquire_lock(KEY, "holder-b")
     assert f"still locked by process {holder.pid} on " in str(err.value) and "CHARFLOW_LOCK_WAIT" in str(err.value)
     assert f"waiting for kkkkkkkkkkkk: process {holder.pid}" in caplog.text
-    assert LeaseLockManager(tmp_path).wait_for_lock("k" * 64, timeout=0.3) is False
+    assert FlockLockManager(tmp_path).wait_for_lock(KEY, timeout=0.3) is False
 
 
-def test_a_lapsed_lease_from_another_host_is_broken(tmp_path, caplog):
-    past = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
-    lock = tmp_path / f"{'k' * 64}.lock"
-    lock.write_text(json.dumps({"holder": "x", "expiration": past, "host": "elsewhere", "pid": 1}))
-    with caplog.at_level(logging.WARNING, logger="charflow.locks"):
-        assert LeaseLockManager(tmp_path).acquire_lock("k" * 64, "holder-b")
-    assert "its lease lapsed: process 1 on elsewhere stopped renewing it" in caplog.text
+def test_a_stopped_holder_keeps_its_lock(tmp_path, holder):
+    holder.send_signal(signal.SIGSTOP)
+    try:
+        assert FlockLockManager(tmp_path).acquire_lock(KEY, "holder-b", acquire_timeout=1.5) is False
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    holder.kill()
+    holder.wait()
+    assert FlockLockManager(tmp_path).acquire_lock(KEY, "holder-b", acquire_timeout=1)
 
 
-def test_a_held_lock_is_renewed_and_released(tmp_path, monkeypatch):
-    monkeypatch.setattr(locks, "RENEW_EVERY", 0.1)
-    manager = LeaseLockManager(tmp_path)
-    assert manager.acquire_lock("k" * 64, "holder-a")
-    lock = tmp_path / f"{'k' * 64}.lock"
-    first = json.loads(lock.read_text())
-    assert (first["holder"], first["pid"]) == ("holder-a", os.getpid())
-    time.sleep(0.5)
-    assert json.loads(lock.read_text())["expiration"] > first["expiration"]
-    manager.release_lock("k" * 64, "holder-a")
-    assert not lock.exists()
+def test_one_holder_at_a_time_among_processes_contending_for_a_dead_holders_lock(tmp_path, holder):
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    log = tmp_path.parent / f"{tmp_path.name}-turns.log"
+    procs = [subprocess.Popen([sys.executable, "-c", CONTEND, str(tmp_path), str(log)]) for _ in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    lines = log.read_text().splitlines()
+    assert len(lines) == 4 * 15 * 2
+    for entry, leave in zip(lines[::2], lines[1::2], strict=True):  # never two inside at once
+        assert entry.startswith("in ") and leave == "out " + entry[3:]
 
 
-def test_an_ownerless_lock_older_than_a_lease_is_broken(tmp_path, caplog):
-    lock = tmp_path / f"{'k' * 64}.lock"
-    lock.write_text(json.dumps({"holder": "x", "expiration": None}))  # Prefect's own format, from a killed run
-    old = time.time() - locks.LEASE_SECONDS - 5
-    os.utime(lock, (old, old))
-    with caplog.at_level(logging.WARNING, logger="charflow.locks"):
-        assert LeaseLockManager(tmp_path).acquire_lock("k" * 64, "holder-b")
-    assert "it names no owner and is older than a lease" in caplog.text
+def test_a_lock_held_in_this_process_is_held_for_other_holders(tmp_path):
+    manager = FlockLockManager(tmp_path)
+    assert manager.acquire_lock(KEY, "holder-a")
+    assert manager.is_locked(KEY) and manager.acquire_lock(KEY, "holder-b", acquire_timeout=0.3) is False
+    with pytest.raises(ValueError, match="No lock held by holder-b"):
+        manager.release_lock(KEY, "holder-b")
+    manager.release_lock(KEY, "holder-a")
+    assert manager.acquire_lock(KEY, "holder-b", acquire_timeout=0.3)
+    assert FlockLockManager(tmp_path).wait_for_lock(KEY, timeout=0.2) is False
