@@ -96,8 +96,8 @@ OPTIONS: dict[str, Option] = {
         ),
     ),
     "max_match": Option(
-        "the longest match a rule may make, and the longest run without a space, digit, ASCII or CJK "
-        "character that normalising or lowercasing holds back (characters)"
+        "the most characters a rule's match may read from where it starts, lookahead included, and the "
+        "longest run that normalising or lowercasing holds back (characters)"
     ),
     "max_chars": Option(
         "keep the first N characters, or 'none'", metavar="N", parse=number_or_none(int, "a number of characters")

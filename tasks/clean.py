@@ -2,9 +2,12 @@
 truncation, as declared; exact over a text given in chunks of any size.
 
 Chunks are exact because each step holds back the end of what it has seen until more text shows how it
-ends: a rule holds back `max_match` characters (the longest match it may make); normalisation and
-lowercasing hold back to the last character that nothing before it can change (ASCII, a CJK ideograph,
-whitespace, a digit). A match, or a run without such a character, longer than `max_match` is an error.
+ends: a rule holds back `max_match` characters, the most a match may read from where it starts (its own
+length and any lookahead); normalisation and lowercasing hold back to the last character that nothing
+before it can change (normalisation: ASCII, a CJK ideograph, whitespace; lowercasing: whitespace, a digit,
+a CJK ideograph). A match found longer than `max_match`, or a longer run without such a character, is an
+error; a pattern that must read further than `max_match` to decide (a far lookahead, a match that would
+be longer) is the one case `max_match` must be raised for without being told.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ class Replacement(BaseModel):
     def _chunkable(self) -> Replacement:
         if self.regex:
             why_not_chunkable(self.old)
+            try:  # the empty alternative matches "", so the replacement is expanded once with the pattern's groups
+                re.sub(f"{self.old}|", self.new, "")
+            except (re.error, IndexError) as exc:
+                raise ValueError(f"replacement {self.new!r} for regex {self.old!r} is not valid: {exc}") from None
         return self
 
 
@@ -125,7 +132,11 @@ def clean_chunks(chunks: Iterable[str], params: CleanParams) -> Iterator[str]:
     if params.normalize:
         form = params.normalize
         stream = _at_stable_points(
-            stream, lambda text: unicodedata.normalize(form, text), stable_for_normalizing, params
+            stream,
+            lambda text: unicodedata.normalize(form, text),
+            stable_for_normalizing,
+            params,
+            "an ASCII character, a CJK ideograph or whitespace",
         )
     for rule in params.replacements:
         if rule.regex:
@@ -135,7 +146,9 @@ def clean_chunks(chunks: Iterable[str], params: CleanParams) -> Iterator[str]:
         else:
             stream = _substitute(stream, re.compile(re.escape(rule.old)), _literal(rule.new), len(rule.old))
     if params.lowercase:
-        stream = _at_stable_points(stream, str.lower, stable_for_lowercasing, params)
+        stream = _at_stable_points(
+            stream, str.lower, stable_for_lowercasing, params, "whitespace, a digit or a CJK ideograph"
+        )
     yield from _truncate(stream, params.max_chars)
 
 
@@ -177,28 +190,34 @@ def stable_for_lowercasing(char: str) -> bool:
 
 
 def _at_stable_points(
-    chunks: Iterable[str], apply: Callable[[str], str], stable: Callable[[str], bool], params: CleanParams
+    chunks: Iterable[str],
+    apply: Callable[[str], str],
+    stable: Callable[[str], bool],
+    params: CleanParams,
+    stable_chars: str,
 ) -> Iterator[str]:
-    """`apply` (normalisation, lowercasing) piece by piece, each piece ending before a stable character."""
-    held = ""
+    """`apply` (normalisation, lowercasing) piece by piece, each piece ending before a stable character;
+    only each new chunk is searched for one, so small chunks cost no more than large ones."""
+    held: list[str] = []
+    held_chars = 0
     for chunk in chunks:
-        text = held + chunk
-        cut = len(text)
-        while cut > 0 and not stable(text[cut - 1]):
+        cut = len(chunk)
+        while cut > 0 and not stable(chunk[cut - 1]):
             cut -= 1
-        cut -= 1  # before the stable character: it starts the held-back part
-        if cut <= 0:
-            if len(text) > params.max_match:
+        if cut == 0:  # no stable character: all of it waits
+            held.append(chunk)
+            held_chars += len(chunk)
+            if held_chars > params.max_match:
                 raise CleanError(
-                    f"{len(text):,} characters in a row without an ASCII character, a CJK ideograph or whitespace, "
-                    f"more than --max-match {params.max_match:,}: raise --max-match to normalise or lowercase them"
+                    f"{held_chars:,} characters in a row without {stable_chars}, more than --max-match "
+                    f"{params.max_match:,}: raise --max-match to normalise or lowercase them"
                 )
-            held = text
             continue
-        yield apply(text[:cut])
-        held = text[cut:]
-    if held:
-        yield apply(held)
+        if piece := "".join(held) + chunk[: cut - 1]:  # up to, not including, the stable character
+            yield apply(piece)
+        held, held_chars = [chunk[cut - 1 :]], len(chunk) - cut + 1
+    if held_chars:
+        yield apply("".join(held))
 
 
 def _substitute(
@@ -209,7 +228,17 @@ def _substitute(
     `\\b` and MULTILINE `^` see the character before."""
     context, pending = "", ""
     literal = None if callable(new) or "\\" in new else new
+    arrived: list[str] = []
+    arrived_chars = 0
     for final, chunk in _with_end(chunks):
+        # Scan once at least max_match new characters are in: each scan then reads at most twice what is
+        # new, however small the chunks (one per small file of a folder).
+        arrived.append(chunk)
+        arrived_chars += len(chunk)
+        if not final and arrived_chars < max_match:
+            continue
+        chunk = "".join(arrived)
+        arrived, arrived_chars = [], 0
         text = context + pending + chunk
         start, end = len(context), len(text)
         limit = end if final else end - max_match

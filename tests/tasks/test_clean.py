@@ -98,6 +98,27 @@ def test_a_match_longer_than_max_match_is_an_error():
         "".join(clean_chunks(["aaa", "aa b"], params))
 
 
+def test_a_lookahead_is_exact_when_max_match_covers_what_it_reads():
+    """max_match bounds what a match reads from its start, lookahead included: "a(?=bb)" reads 3."""
+    params = CleanParams(replacements=[regex("a(?=bb)", "X"), regex("c(?!dd)", "Y")], max_chars=None, max_match=3)
+    text = "abb ab cdd cd"
+    assert clean(text, params) == "Xbb ab cdd Yd"
+    for size in range(1, 5):
+        assert "".join(clean_chunks(chunked(text, size), params)) == clean(text, params)
+
+
+def test_a_run_too_long_to_lowercase_names_what_would_end_it():
+    params = CleanParams(lowercase=True, replacements=(), max_chars=None, max_match=100)
+    with pytest.raises(CleanError, match="without whitespace, a digit or a CJK ideograph, more than --max-match 100"):
+        "".join(clean_chunks(["ABC" * 50, "DEF" * 50], params))
+    assert "".join(clean_chunks(["ABC" * 30, " DEF"], params)) == "abc" * 30 + " def"
+
+
+def test_a_replacement_naming_a_missing_group_is_refused_before_any_work():
+    with pytest.raises(ValidationError, match="invalid group reference 2"):
+        regex("(a)", "\\2")
+
+
 ALPHABET = st.sampled_from(
     list("ab xX\n\r好人ΣσςİI.'1") + ["\r\n", "\U0001f600", "e\u0301", "\u1100\u1161", "\u11a8", "ＡＢ"]
 )
