@@ -97,11 +97,12 @@ def _check_digest(source: str, actual: str, expected: str | None) -> None:
         )
 
 
-def download(url: str, downloads: Path, expected_sha256: str | None = None, timeout: float = 60.0) -> Path:
+def download(
+    url: str, downloads: Path, cache: DigestCache, expected_sha256: str | None = None, timeout: float = 60.0
+) -> Path:
     """Stream a URL into the download cache, named by its digest. A cached copy with the expected digest is
     reused as it is; otherwise the server is asked whether it changed (ETag, Last-Modified), where it says."""
     name = corpus_name(url) + (".zip" if url.split("?")[0].endswith(".zip") else ".txt")
-    cache = DigestCache(downloads / DIGESTS)
     if expected_sha256:
         cached = downloads / f"{expected_sha256.lower()}-{name}"
         if cached.is_file() and sha256_file(cached, cache) == expected_sha256.lower():
@@ -135,6 +136,7 @@ def download(url: str, downloads: Path, expected_sha256: str | None = None, time
         _check_digest(url, actual, expected_sha256)
         final = downloads / f"{actual}-{name}"
         os.replace(partial, final)
+        cache.remember(final, actual)
         validators[url] = {
             "file": final.name,
             "etag": headers.get("ETag"),
@@ -176,8 +178,17 @@ def fetch(
     """Locate a source and digest its bytes (a URL is downloaded first). Digests of local files are kept in
     the downloads folder and reused while the file is unchanged."""
     cache = DigestCache(downloads / DIGESTS)
+    try:
+        return _fetch(source, downloads, expected_sha256, patterns, cache)
+    finally:
+        cache.save()
+
+
+def _fetch(
+    source: str, downloads: Path, expected_sha256: str | None, patterns: tuple[str, ...], cache: DigestCache
+) -> Fetched:
     if source.startswith(("http://", "https://")):
-        path = download(source, downloads, expected_sha256)
+        path = download(source, downloads, cache, expected_sha256)
         kind = "zip" if is_zip(path) else "file"
         return Fetched(
             source=source,

@@ -4,10 +4,13 @@ read in a stable order, checked against their digest, decoded as UTF-8 and joine
 from __future__ import annotations
 
 import codecs
+import contextlib
 import fnmatch
 import hashlib
 import json
 import os
+import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -62,31 +65,54 @@ def sha256_file(path: Path, cache: DigestCache | None = None) -> str:
 
 class DigestCache:
     """The sha256 of local files, reused while a file's path, size, mtime, ctime and inode are all unchanged
-    (any change, a rewrite in place included, moves its ctime): a cached run does not read a large source."""
+    (any change, a rewrite in place included, moves its ctime): a cached run does not read a large source.
+    New digests are written by `save`, once, merged into what other runs saved meanwhile."""
 
     def __init__(self, path: Path):
         self.path = path
+        self._known = self._load()
+        self._new: dict[str, list] = {}
+
+    def _load(self) -> dict[str, list]:
         try:
-            self._known: dict[str, list] = json.loads(path.read_text())
+            return json.loads(self.path.read_text())
         except (OSError, ValueError):
-            self._known = {}
+            return {}
+
+    @staticmethod
+    def _identity(file: Path) -> list[int]:
+        stat = file.stat()
+        return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
     def sha256(self, file: Path) -> str:
-        stat = file.stat()
-        identity = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        identity = self._identity(file)
         known = self._known.get(str(file.resolve()))
         if known and known[:4] == identity:
             return known[4]
         digest = sha256_file(file)
-        self._known[str(file.resolve())] = [*identity, digest]
+        self.remember(file, digest, identity)
+        return digest
+
+    def remember(self, file: Path, digest: str, identity: list[int] | None = None) -> None:
+        """A digest computed elsewhere (while downloading)."""
+        entry = [*(identity or self._identity(file)), digest]
+        self._known[str(file.resolve())] = self._new[str(file.resolve())] = entry
+
+    def save(self) -> None:
+        if not self._new:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            partial.write_text(json.dumps(self._known))
+            partial = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}")
+            partial.write_text(json.dumps({**self._load(), **self._new}))
             os.replace(partial, self.path)
+            self._new = {}
         except OSError:
             pass  # a cache: without it, the next run hashes again
-        return digest
+        for left in self.path.parent.glob(f".{self.path.name}.*"):  # by a killed run, an hour ago or more
+            with contextlib.suppress(OSError):
+                if time.time() - left.stat().st_mtime > 3600:
+                    left.unlink()
 
 
 def text_files(folder: Path, patterns: tuple[str, ...]) -> list[Path]:

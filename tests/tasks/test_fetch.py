@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import json
 import os
 import threading
 import time
@@ -15,12 +16,13 @@ from tasks.fetch import (
     DEFAULT_CORPUS,
     DEFAULT_SHA256,
     DEFAULT_URL,
+    DIGESTS,
     corpus_name,
     expand_sources,
     fetch,
     resolve_source,
 )
-from tasks.ingest import IngestError
+from tasks.ingest import DigestCache, IngestError
 from tests.helpers import ingest_source
 
 
@@ -132,6 +134,26 @@ def test_a_local_sources_digest_is_reused_while_the_file_is_unchanged(tmp_path, 
         assert fetch(str(song), tmp_path / "downloads").sha256 == first.sha256
     song.write_text("la la li", encoding="utf-8")  # same size: its mtime and ctime tell
     assert fetch(str(song), tmp_path / "downloads").sha256 == hashlib.sha256(b"la la li").hexdigest()
+
+
+def test_a_folders_digests_are_saved_once_and_merge_with_another_runs(tmp_path, monkeypatch):
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    for name in "abc":
+        (folder / f"{name}.txt").write_text(name * 3, encoding="utf-8")
+    downloads = tmp_path / "downloads"
+    other = DigestCache(downloads / DIGESTS)  # another run, started before, saving after
+    lone = tmp_path / "lone.txt"
+    lone.write_text("x", encoding="utf-8")
+    other.sha256(lone)
+    saves = []
+    real_replace = os.replace
+    monkeypatch.setattr("tasks.ingest.os.replace", lambda a, b: (saves.append(b), real_replace(a, b)))
+    fetch(str(folder), downloads)
+    other.save()
+    assert saves == [downloads / DIGESTS] * 2  # one write for three files, one for the other run
+    saved = json.loads((downloads / DIGESTS).read_text())
+    assert sorted(Path(k).name for k in saved) == ["a.txt", "b.txt", "c.txt", "lone.txt"]
 
 
 class Counting(http.server.SimpleHTTPRequestHandler):
