@@ -148,7 +148,7 @@ class BatchReader(IterableDataset):
         if self.sampler == "consecutive":
             share = self.batch_size // world
             rows = slice(rank * share, (rank + 1) * share)
-        if not self.info.spec.materialize:
+        if not self.info.materialized:
             stored = 0 if self.info.same_every_epoch else epoch
             plan = plan_epoch(self.info.train_indices, self.info.spec, stored)
             for batch in self._wanted(stored, epoch, rank, world):

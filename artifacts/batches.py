@@ -82,7 +82,7 @@ class Shard(Summary):
 
 
 class BatchesSummary(Summary):
-    spec: BatchesParams  # spec.materialize: rows in shards; else the token stream and the plan
+    spec: BatchesParams
     vocab_key: str
     vocab_size: int
     indices_key: str
@@ -95,6 +95,12 @@ class BatchesSummary(Summary):
     rows: int  # of the planned epochs
     tokens: int
     shards: list[Shard]  # materialized only
+
+    @property
+    def materialized(self) -> bool:
+        """Rows in shards, else the token stream and the plan. By the shards, not the spec: artifacts made
+        before the token stream hold only shards, and their spec no `materialize`."""
+        return bool(self.shards)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,13 @@ from artifacts.text import iter_text
 from artifacts.vocab import VOCAB_FILE
 from artifacts.vocab import read_tokens as read_vocab_tokens
 from tasks.batches import plan_epoch, windows
+from tasks.errors import CharflowError
 
 LIMIT = 10
+
+
+class NoSuchBatch(CharflowError, IndexError):
+    """`--batch E B` names a batch the artifact does not have."""
 
 
 def _tokens(store: Store, vocab_key: str) -> list[str] | None:
@@ -47,13 +52,20 @@ def batch_rows(entry: Entry, epoch: int = 0, batch: int = 0) -> list[dict[str, A
     """The rows of one batch: read from its shard when materialized, else gathered from the token stream by
     the plan, as the reader does."""
     summary = BatchesSummary.of(entry.manifest)
-    if summary.spec.materialize:
-        offset = sum(summary.batches_per_epoch[: 0 if summary.same_every_epoch else epoch]) + batch
+    stored = 0 if summary.same_every_epoch else epoch
+    if not 0 <= epoch < summary.epochs:
+        raise NoSuchBatch(f"batches {entry.key[:12]} has epochs 0 to {summary.epochs - 1}; pick one of them")
+    if not 0 <= batch < summary.batches_per_epoch[stored]:
+        raise NoSuchBatch(
+            f"epoch {epoch} of batches {entry.key[:12]} has batches 0 to {summary.batches_per_epoch[stored] - 1}; "
+            "pick one of them"
+        )
+    if summary.materialized:
+        offset = sum(summary.batches_per_epoch[:stored]) + batch
         shard = next(s for s in summary.shards if s.first_batch <= offset < s.first_batch + s.batches)
         rows = pq.ParquetFile(entry.path / shard.file).read_row_group(offset - shard.first_batch).to_pylist()
         return [{**r, "epoch": epoch} for r in rows]
-    plan = plan_epoch(summary.train_indices, summary.spec, 0 if summary.same_every_epoch else epoch)
-    starts = plan.starts_of(batch)
+    starts = plan_epoch(summary.train_indices, summary.spec, stored).starts_of(batch)
     x, y = windows(read_tokens(entry.path), starts, summary.spec.num_steps)
     return [
         {"epoch": epoch, "batch": batch, "row": row, "start": int(start), "x": x[row].tolist(), "y": y[row].tolist()}
