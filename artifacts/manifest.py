@@ -61,9 +61,11 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 _hashed_while_written: dict[Path, tuple[int, int, str]] = {}
 
 
-def remember_digest(path: Path, sha256: str) -> None:
+def remember_digest(path: Path, sha256: str, size: int) -> None:
+    """The digest of the file's first `size` bytes, hashed while written: used only if that is all of it."""
     stat = path.stat()
-    _hashed_while_written[path] = (stat.st_size, stat.st_mtime_ns, sha256)
+    if stat.st_size == size:
+        _hashed_while_written[path] = (stat.st_size, stat.st_mtime_ns, sha256)
 
 
 def describe_file(path: Path) -> FileEntry:

@@ -68,11 +68,14 @@ class BackgroundWriter:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
-        self._writer.close()
-        digest = self._follower.finish()
+        try:
+            self._writer.close()
+        finally:  # a full disk fails the close: the follower must still let go of the file
+            hashed = self._follower.finish()
         if self._error is not None:
             raise self._error
-        remember_digest(self.path, digest)
+        if hashed is not None:
+            remember_digest(self.path, *hashed)
 
 
 class HashFollower:
@@ -82,25 +85,31 @@ class HashFollower:
     def __init__(self, path: Path):
         self._path = path
         self._digest = hashlib.sha256()
+        self._size = 0
+        self._failed = False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
         self._thread.start()
 
     def _follow(self) -> None:
-        with self._path.open("rb") as fh:
-            while True:
-                closed = self._done.is_set()  # read before the final pass: nothing is written after it
-                while block := fh.read(1 << 22):
-                    self._digest.update(block)
-                if closed:
-                    return
-                self._done.wait(0.05)
+        try:
+            with self._path.open("rb") as fh:
+                while True:
+                    closed = self._done.is_set()  # read before the final pass: nothing is written after it
+                    while block := fh.read(1 << 22):
+                        self._digest.update(block)
+                        self._size += len(block)
+                    if closed:
+                        return
+                    self._done.wait(0.05)
+        except OSError:
+            self._failed = True  # no digest: the manifest hashes the file itself
 
-    def finish(self) -> str:
-        """Call once the file is closed: the digest of all of it."""
+    def finish(self) -> tuple[str, int] | None:
+        """Call once the file is closed: the digest of all of it and the bytes it covers, or None."""
         self._done.set()
         self._thread.join()
-        return self._digest.hexdigest()
+        return None if self._failed else (self._digest.hexdigest(), self._size)
 
 
 def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,10 +15,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from artifacts.manifest import STAT_NAME
+from artifacts.text import TEXT_FILE, write_text
 from tests.helpers import free_port, snapshot
 
 pytestmark = pytest.mark.slow
@@ -351,6 +354,18 @@ def test_a_full_disk_is_refused_up_front_or_stopped_cleanly(tmp_path, lyrics_zip
     assert code == 0, err[-3000:]
     verify_clean(home)
     assert processes_of(home) == []
+
+
+def test_a_writer_that_fills_the_disk_lets_go_of_its_file(mounted):
+    """The thread hashing a file while it is written must close it too, or a deleted file keeps its space."""
+    disk = mounted(8)
+    rng = np.random.default_rng(0)
+    chunks = ["".join(map(chr, 0x4E00 + rng.integers(0, 20_000, 1_000_000))) for _ in range(4)]  # 12 MB
+    with pytest.raises(OSError, match="No space left"):
+        write_text(disk, chunks, {})
+    (disk / TEXT_FILE).unlink()
+    assert not [fd for fd in Path("/proc/self/fd").iterdir() if str(disk) in str(fd.resolve(strict=False))]
+    assert shutil.disk_usage(disk).used < 2**20
 
 
 def test_kill_9_of_charflow_serve_takes_its_server_and_worker_along(tmp_path):
