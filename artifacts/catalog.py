@@ -10,6 +10,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,15 +49,30 @@ class Catalog:
     def __init__(self, root: Path | str):
         self.path = Path(root) / "catalog.jsonl"
         self._lock_path = Path(root) / "catalog.lock"
+        self._local = threading.local()  # per thread: how deep inside the held lock
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock_path.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    def _locked(self, shared: bool = False) -> Iterator[None]:
+        """Writers exclusive, readers shared, so a reader never sees a line being appended."""
+        if getattr(self._local, "depth", 0):  # inside the lock already: taking it again would wait on ourselves
+            self._local.depth += 1
             try:
                 yield
             finally:
+                self._local.depth -= 1
+            return
+        if shared and not self._lock_path.exists():
+            yield  # no writer ever: nothing to wait for (and a read-only store stays readable)
+            return
+        if not shared:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock_path.open("a" if not shared else "r") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            self._local.depth = 1
+            try:
+                yield
+            finally:
+                self._local.depth = 0
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _read(self) -> tuple[list[dict[str, Any]], int, bytes]:
@@ -93,7 +109,8 @@ class Catalog:
         return entries, end, b""
 
     def entries(self) -> list[dict[str, Any]]:
-        return self._read()[0]
+        with self._locked(shared=True):
+            return self._read()[0]
 
     def _append(self, entry: dict[str, Any]) -> None:
         """Under the lock: cut a torn tail, then write the whole line or nothing."""
@@ -169,18 +186,25 @@ class Catalog:
                 )
 
     def collected(self) -> set[str]:
-        return {key for entry in self.entries() if entry.get("event") == "collected" for key in entry["keys"]}
+        """Keys gc removed and no run recorded since: one made again and lost after is missing, not collected."""
+        keys: set[str] = set()
+        for entry in self.entries():
+            if entry.get("event") == "collected":
+                keys.update(entry["keys"])
+            elif entry.get("event") == "outputs":
+                keys.difference_update(entry["outputs"].values())
+        return keys
 
     def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None:
-        """Remember which artifacts a run made from a corpus version (for lineage and gc), once."""
+        """Remember which artifacts a run made from a corpus version (for lineage and gc), once; again when
+        one of them was collected since and is made anew."""
         with self._locked():
-            for entry in self.entries():
-                if entry.get("event") == "outputs" and (entry["corpus"], entry["version"], entry["outputs"]) == (
-                    corpus,
-                    version,
-                    outputs,
-                ):
-                    return
+            said = (corpus, version, outputs)
+            if not set(outputs.values()) & self.collected() and any(
+                entry.get("event") == "outputs" and (entry["corpus"], entry["version"], entry["outputs"]) == said
+                for entry in self.entries()
+            ):
+                return
             self._append(
                 {
                     "event": "outputs",

@@ -73,3 +73,26 @@ def test_a_version_is_complete_once_every_prepare_output_is_recorded(tmp_path):
     catalog.record_outputs("songs", 1, {"ingest": "i1", "clean": "c1", "vocab": "v1", "encode": "e1"})
     catalog.record_outputs("songs", 2, {"ingest": "i2"})  # a run killed after ingest
     assert catalog.complete("songs") == [1]
+
+
+def test_a_reader_never_sees_a_line_being_appended(tmp_path, caplog):
+    writer = multiprocessing.get_context("fork").Process(target=_register_many, args=(str(tmp_path), 0))
+    writer.start()
+    seen = 0
+    with caplog.at_level(logging.WARNING, logger="charflow.catalog"):
+        while writer.is_alive() or seen < 25:
+            seen = len(Catalog(tmp_path).versions("c"))
+    writer.join()
+    assert seen == 25 and "cut short" not in caplog.text
+
+
+def test_a_key_collected_then_made_again_is_no_longer_collected(tmp_path):
+    catalog = Catalog(tmp_path)
+    outputs = {"ingest": "i1", "clean": "c1", "vocab": "v1", "encode": "e1"}
+    catalog.record_outputs("songs", 1, outputs)
+    catalog.record_collected(["c1", "x9"])
+    assert catalog.collected() == {"c1", "x9"}
+    catalog.record_outputs("songs", 1, outputs)  # the same run again rebuilds c1: recorded anew
+    assert catalog.collected() == {"x9"}
+    catalog.record_outputs("songs", 1, outputs)  # and once only
+    assert len([e for e in catalog.entries() if e["event"] == "outputs"]) == 2
