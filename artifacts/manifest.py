@@ -94,8 +94,9 @@ def problems(folder: Path, manifest: Manifest) -> list[str]:
     return found
 
 
-# Each file's size, modification time and inode when the artifact was last checked whole: a cache hit that
-# finds them unchanged trusts the files without reading them (`charflow inspect verify` always re-hashes).
+# Each file's size, modification and change times and inode when the artifact was last checked whole: a cache
+# hit that finds them unchanged trusts the files without reading them; a rewrite that restores the mtime still
+# moves the ctime. `charflow inspect verify` always re-hashes.
 STAT_NAME = "_stat.json"
 
 
@@ -103,7 +104,7 @@ def _signature(folder: Path, names: list[str]) -> dict[str, list[int]]:
     found = {}
     for name in names:
         stat = (folder / name).stat()
-        found[name] = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        found[name] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
     return found
 
 

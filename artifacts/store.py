@@ -110,7 +110,7 @@ class Store:
     def lookup(self, stage: str, key: str, thorough: bool = False) -> Manifest | None:
         """The artifact's manifest when its files match it; None (logged) otherwise.
 
-        Files whose size, mtime and inode are those recorded when they were last checked whole are trusted
+        Files whose size, mtime, ctime and inode are those recorded when they were last checked whole are trusted
         without reading them (O(1) in their size); others are re-hashed (`thorough` always does).
         """
         folder = self.folder(stage, key)

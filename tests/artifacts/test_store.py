@@ -168,9 +168,13 @@ def test_a_hit_trusts_unchanged_files_without_reading_them_and_verify_still_read
     with monkeypatch.context() as patched:
         patched.setattr(manifest_module, "file_sha256", no_reading)
         assert store.lookup("demo", "k" * 64) is not None
-    # Bytes changed behind the artifact's back, size and mtime kept: only a thorough check reads them.
+    hashed = []
+    with monkeypatch.context() as patched:
+        patched.setattr(manifest_module, "file_sha256", lambda path, chunk=0: hashed.append(Path(path).name) or "0")
+        assert store.lookup("demo", "k" * 64, thorough=True) is None  # read, and the digest did not match
+    assert hashed == ["data.parquet"]
+    # Bytes changed behind the artifact's back, size and mtime kept: the ctime still moved.
     stat = data.stat()
     data.write_bytes(data.read_bytes()[:-1] + b"\0")
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert store.lookup("demo", "k" * 64) is not None
-    assert store.lookup("demo", "k" * 64, thorough=True) is None
+    assert store.lookup("demo", "k" * 64) is None
