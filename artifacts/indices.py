@@ -58,6 +58,19 @@ def iter_indices(folder: Path) -> Iterator[np.ndarray]:
         yield parquet.read_row_group(group, columns=["index"]).column(0).to_numpy().astype(np.int32, copy=False)
 
 
+def read_indices_from(folder: Path, start: int) -> np.ndarray:
+    """Indices start..end, (n - start,) int32, reading only the row groups that hold them."""
+    parquet = pq.ParquetFile(folder / INDICES_FILE, pre_buffer=False)
+    pieces, first = [], 0
+    for group in range(parquet.metadata.num_row_groups):
+        rows = parquet.metadata.row_group(group).num_rows
+        if first + rows > start:
+            column = parquet.read_row_group(group, columns=["index"]).column(0).to_numpy()
+            pieces.append(column[max(start - first, 0) :].astype(np.int32, copy=False))
+        first += rows
+    return np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int32)
+
+
 def read_indices(folder: Path) -> np.ndarray:
     """(n,) int32."""
     column = pq.read_table(folder / INDICES_FILE, columns=["index"]).column("index")

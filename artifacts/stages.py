@@ -207,8 +207,9 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
                 f"the encode artifact {stored.indices_key[:12]} behind batches {batches.key[:12]} is missing or "
                 "damaged, and its held-out tail is needed for validation; run the batches command again"
             )
-        indices = indices_kind.read_indices(build.store.folder("encode", stored.indices_key))
-        validation = Validation(indices[stored.train_indices :], stored.spec.num_steps, stored.spec.batch_size)
+        encoded = build.store.folder("encode", stored.indices_key)
+        held_out = indices_kind.read_indices_from(encoded, stored.train_indices)  # (val_indices,)
+        validation = Validation(held_out, stored.spec.num_steps, stored.spec.batch_size)
     work = build.store.work_folder(build.stage, build.key)
     work.mkdir(parents=True, exist_ok=True)
     trained = train(

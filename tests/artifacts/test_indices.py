@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from artifacts import indices
-from artifacts.indices import INDICES_FILE, read_indices, write_indices
+from artifacts.indices import INDICES_FILE, read_indices, read_indices_from, write_indices
 
 
 def test_indices_round_trip_in_bounded_row_groups(tmp_path, monkeypatch):
@@ -16,3 +16,6 @@ def test_indices_round_trip_in_bounded_row_groups(tmp_path, monkeypatch):
     meta = pq.ParquetFile(tmp_path / INDICES_FILE).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1_000, 1_000, 500, 1_000, 1_000]
     assert "BYTE_STREAM_SPLIT" in meta.row_group(0).column(0).encodings
+    for start in (0, 999, 1_000, 2_600, 4_499, 4_500):
+        tail = read_indices_from(tmp_path, start)
+        assert tail.dtype == np.int32 and np.array_equal(tail, data[start:]), start
