@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from artifacts.manifest import Summary
 from artifacts.parquet import BackgroundWriter, prefetch, with_metadata
+from tasks.ingest import utf8_array
 
 TEXT_FILE = "text.parquet"
 TEXT_SCHEMA = pa.schema([("chunk", pa.int32()), ("text", pa.large_string())])
@@ -44,11 +45,6 @@ class IngestSummary(TextSummary):
     members: list[Member]
 
 
-def _utf8_row(data: bytes) -> pa.Array:
-    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
-    return pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data))
-
-
 def write_text(folder: Path, chunks: Iterable[str], metadata: dict[str, Any]) -> int:
     """Write text given as chunks (re-cut to at most TEXT_CHUNK_CHARS); return its length in characters."""
     writer = BackgroundWriter(folder / TEXT_FILE, with_metadata(TEXT_SCHEMA, metadata), TEXT_OPTIONS)
@@ -57,7 +53,7 @@ def write_text(folder: Path, chunks: Iterable[str], metadata: dict[str, Any]) ->
         for chunk in chunks:
             for start in range(0, len(chunk), TEXT_CHUNK_CHARS):
                 piece = chunk[start : start + TEXT_CHUNK_CHARS]
-                text = _utf8_row(piece.encode("utf-8"))
+                text = utf8_array(piece.encode("utf-8"))
                 writer.write(pa.table([pa.array([row], pa.int32()), text], schema=TEXT_SCHEMA))
                 total += len(piece)
                 row += 1
@@ -72,7 +68,7 @@ def write_text_utf8(folder: Path, chunks: Iterable[bytes], metadata: dict[str, A
     total = 0
     try:
         for row, data in enumerate(chunks):
-            text = _utf8_row(data)
+            text = utf8_array(data)
             total += pc.sum(pc.utf8_length(text)).as_py() or 0
             writer.write(pa.table([pa.array([row], pa.int32()), text], schema=TEXT_SCHEMA))
     finally:
