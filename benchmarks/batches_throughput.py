@@ -4,8 +4,9 @@
 
 One process, the same corpora for every path: 10 k and 10 M tokens of a 1,027-symbol vocabulary (seeded),
 num_steps 35, batch sizes 32 and 256. Both paths yield torch tensors; each is timed over whole epochs for
-at least --seconds. Then one epoch of 10 M tokens at batch 256 is written as shards (tokens/s) and read
-back to int32 tensors by the reader (median of 5 reads; the first, into fresh memory, is the slowest).
+at least --seconds. Then one epoch of 10 M tokens at batch 256 is stored by the batches stage, as the token
+stream and materialized as shards (tokens/s, bytes), and read back to int32 tensors by the reader (median
+of 5 reads; the first, into fresh memory, is the slowest).
 """
 
 from __future__ import annotations
@@ -110,12 +111,14 @@ def main() -> None:
             libraries={},
             build=lambda f: EncodeSummary(rows=write_indices(f, [corpus], {}), vocab_key="v" * 64, vocab_size=1_027),
         )
-        for sampler in ("random", "consecutive"):
-            params = BatchesParams(sampler=sampler, batch_size=256, num_steps=NUM_STEPS, epochs=1)
+        for sampler, materialize in [(s, m) for m in (False, True) for s in ("random", "consecutive")]:
+            params = BatchesParams(
+                sampler=sampler, batch_size=256, num_steps=NUM_STEPS, epochs=1, materialize=materialize
+            )
             start = time.perf_counter()
             ref = run_stage(store, "batches", params, indices=indices)
             written = time.perf_counter() - start
-            size = sum(p.stat().st_size for p in ref.path.glob("*.parquet")) / 1e6
+            size = sum(p.stat().st_size for p in ref.path.iterdir() if not p.name.startswith("_")) / 1e6
             tokens = BatchesSummary.of(ref).tokens
             times = []
             for _ in range(5):
@@ -124,8 +127,9 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
                 assert read == tokens
             reading = sorted(times)[2]
+            form = "shards" if materialize else "stream"
             print(
-                f"{sampler:<12} 10M tokens, batch 256, 1 epoch: shards written "
+                f"{sampler:<12} 10M tokens, batch 256, 1 epoch, {form}: stored "
                 f"{tokens / written / 1e6:6.1f} M tokens/s ({size:.0f} MB), read to tensors "
                 f"{tokens / reading / 1e6:6.1f} M tokens/s"
             )
