@@ -44,13 +44,24 @@ def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
 
 
 def _module_file(name: str) -> Path | None:
+    """The module's source file, found on disk from its top package: importing a module to find it would run
+    it (`artifacts.charts` imports matplotlib), for every key."""
+    top, *rest = name.split(".")
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
-    return Path(spec.origin)
+    if not rest:
+        return Path(spec.origin)
+    if not spec.submodule_search_locations:
+        return None  # a name inside a plain module (`from tasks.vocab import Vocab`)
+    base = Path(spec.origin).parent.joinpath(*rest)
+    for path in (base.with_name(base.name + ".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
 
 
 def module_closure(modules: Iterable[str], packages: frozenset[str] = PROJECT_PACKAGES) -> dict[str, Path]:

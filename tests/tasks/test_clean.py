@@ -127,6 +127,9 @@ ALPHABET = st.sampled_from(
 BOUNDED_RULES = [
     (("\n", " "), ("\r", " ")),
     (("\r\n", "\n"),),
+    (("b", "a"), ("a", "x")),  # the byte path by replace: a and b both become x
+    (("b", "c"), ("a", "b")),  # by translate: a becomes b, which is itself replaced
+    (("a", "b"), ("x", "X"), ("1", "."), ("\n", " ")),  # by translate: more than three bytes
     (("a", "好"),),
     (("ab", "-"), ("b", "ab")),
     (regex("[^A-Za-z]{1,4}", " "),),
@@ -192,6 +195,8 @@ def test_byte_path_only_for_ascii_single_characters():
     assert ascii_translation(CleanParams(lowercase=True)) is None
     table = ascii_translation(CleanParams(replacements=(("a", "b"), ("b", "c"))))
     assert b"abc".translate(table) == b"ccc"
+    table = ascii_translation(CleanParams(replacements=(("b", "c"), ("a", "b"))))
+    assert b"".join(clean_utf8([b"ab", b"c"], table, None)) == b"bcc"
 
 
 def test_a_final_sigma_across_a_chunk_boundary():
