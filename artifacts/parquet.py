@@ -46,24 +46,25 @@ class BackgroundWriter:
     def __init__(self, path: Path, schema: pa.Schema, options: dict[str, Any]):
         self.path = path
         self._writer = pq.ParquetWriter(path, schema, **{"write_statistics": True, **options})
-        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[tuple[pa.Table, int | None] | None] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         self._follower = HashFollower(path)
 
     def _run(self) -> None:
-        while (table := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self._writer.write_table(table)
+                    self._writer.write_table(*item)
                 except BaseException as exc:  # surfaced in write() or close()
                     self._error = exc
 
-    def write(self, table: pa.Table) -> None:
+    def write(self, table: pa.Table, row_group_size: int | None = None) -> None:
+        """Queue the table; it is one row group unless `row_group_size` cuts it (pyarrow's default: 1 Mi rows)."""
         if self._error is not None:
             raise self._error
-        self._queue.put(table)
+        self._queue.put((table, row_group_size))
 
     def close(self) -> None:
         self._queue.put(None)

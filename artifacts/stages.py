@@ -29,13 +29,14 @@ from artifacts.keys import content_key, keyed_params, library_versions
 from artifacts.manifest import Summary, read_manifest
 from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
+from artifacts.text_counts import count_text
 from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, split_validation, stored_batches
 from tasks.clean import CleanError, CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import EncodeParams, encode_chunks
 from tasks.errors import Interrupted
 from tasks.ingest import Fetched, IngestParams, expected_bytes, ingest_utf8
 from tasks.train.params import TrainParams, check_prefixes
-from tasks.vocab import VocabParams, build_vocab
+from tasks.vocab import VocabParams, vocab_from_counts
 
 log = logging.getLogger("charflow.stages")
 
@@ -115,8 +116,12 @@ def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_ki
     return text_kind.TextSummary(chars=chars)
 
 
+def _import_chart() -> None:
+    import artifacts.vocab_chart  # noqa: F401  (matplotlib: half a second)
+
+
 def build_vocab_artifact(build: Build, text: ArtifactRef, params: VocabParams) -> vocab_kind.VocabSummary:
-    vocab = build_vocab(text_kind.iter_text(text.path), params)
+    vocab = vocab_from_counts(count_text(text.path, meanwhile=_import_chart), params)
     from artifacts.vocab_chart import frequency_chart
 
     policy = params.model_dump(mode="json")
@@ -272,7 +277,7 @@ STAGES = _stages(
         summary=vocab_kind.VocabSummary,
         code=(
             "tasks.vocab",
-            "artifacts.text",
+            "artifacts.text_counts",
             "artifacts.vocab",
             "artifacts.vocab_chart",
             "artifacts.stages:build_vocab_artifact",

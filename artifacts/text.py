@@ -21,6 +21,7 @@ TEXT_FILE = "text.parquet"
 TEXT_SCHEMA = pa.schema([("chunk", pa.int32()), ("text", pa.large_string())])
 # Characters per row: small enough to stream, large enough to be fast.
 TEXT_CHUNK_CHARS = 1 << 20
+WRITE_BYTES = 16 << 20  # text handed to the writer thread at once
 # Uncompressed: zstd or lz4 cost 0.25 s per 100 MB, a quarter of the whole pipeline's time. No dictionary
 # and no statistics for the text: each row is one long unique string, and trying both cost 5 s per GB.
 TEXT_OPTIONS: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": ["chunk"]}
@@ -46,33 +47,55 @@ class IngestSummary(TextSummary):
 
 def write_text(folder: Path, chunks: Iterable[str], metadata: dict[str, Any]) -> int:
     """Write text given as chunks (re-cut to at most TEXT_CHUNK_CHARS); return its length in characters."""
-    writer = BackgroundWriter(folder / TEXT_FILE, with_metadata(TEXT_SCHEMA, metadata), TEXT_OPTIONS)
-    total = row = 0
-    try:
+    total = 0
+
+    def rows() -> Iterator[pa.LargeStringArray]:
+        nonlocal total
         for chunk in chunks:
             for start in range(0, len(chunk), TEXT_CHUNK_CHARS):
                 piece = chunk[start : start + TEXT_CHUNK_CHARS]
-                text = utf8_array(piece.encode("utf-8"))
-                writer.write(pa.table([pa.array([row], pa.int32()), text], schema=TEXT_SCHEMA))
                 total += len(piece)
-                row += 1
-    finally:
-        writer.close()
+                yield utf8_array(piece.encode("utf-8"))
+
+    _write_rows(folder, rows(), metadata)
     return total
 
 
 def write_text_utf8(folder: Path, chunks: Iterable[bytes], metadata: dict[str, Any]) -> int:
     """Write text given as valid UTF-8 chunks, one row each; return its length in characters."""
-    writer = BackgroundWriter(folder / TEXT_FILE, with_metadata(TEXT_SCHEMA, metadata), TEXT_OPTIONS)
     total = 0
-    try:
-        for row, data in enumerate(chunks):
-            text = utf8_array(data)
+
+    def rows() -> Iterator[pa.LargeStringArray]:
+        nonlocal total
+        for data in chunks:
             total += utf8_chars(data)
-            writer.write(pa.table([pa.array([row], pa.int32()), text], schema=TEXT_SCHEMA))
+            yield utf8_array(data)
+
+    _write_rows(folder, rows(), metadata)
+    return total
+
+
+def _write_rows(folder: Path, rows: Iterator[pa.LargeStringArray], metadata: dict[str, Any]) -> None:
+    """One row group per row, handed to the writer thread WRITE_BYTES at a time: it takes the GIL once per
+    table, and each take waits for the producer's work (decoding, cleaning) to let go of it."""
+    writer = BackgroundWriter(folder / TEXT_FILE, with_metadata(TEXT_SCHEMA, metadata), TEXT_OPTIONS)
+    first, batch, held = 0, [], 0
+    try:
+        for text in rows:
+            batch.append(text)
+            held += text.nbytes
+            if held >= WRITE_BYTES:
+                writer.write(_table(first, batch), row_group_size=1)
+                first, batch, held = first + len(batch), [], 0
+        if batch:
+            writer.write(_table(first, batch), row_group_size=1)
     finally:
         writer.close()
-    return total
+
+
+def _table(first: int, texts: list[pa.LargeStringArray]) -> pa.Table:
+    chunk = pa.array(range(first, first + len(texts)), pa.int32())
+    return pa.table([chunk, pa.chunked_array(texts, pa.large_string())], schema=TEXT_SCHEMA)
 
 
 def utf8_chars(data: bytes) -> int:
@@ -80,16 +103,23 @@ def utf8_chars(data: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(data, dtype=np.int8) >= -0x40))  # continuation bytes: 0x80-0xBF
 
 
-def _text_batches(folder: Path) -> Iterator[pa.Array]:
+def _text_batches(folder: Path, groups: range | None = None) -> Iterator[pa.Array]:
     # pre_buffer=False: read row by row; pyarrow's default reads ahead the whole file.
     parquet = pq.ParquetFile(folder / TEXT_FILE, pre_buffer=False)
-    return prefetch(batch.column(0) for batch in parquet.iter_batches(batch_size=1, columns=["text"]))
+    batches = parquet.iter_batches(batch_size=1, columns=["text"], row_groups=groups)
+    return prefetch(batch.column(0) for batch in batches)
 
 
-def iter_text(folder: Path) -> Iterator[str]:
-    """The text's chunks in order, one row at a time."""
-    for column in _text_batches(folder):
+def iter_text(folder: Path, groups: range | None = None) -> Iterator[str]:
+    """The text's chunks in order, one row at a time; of the row groups `groups` only, if given."""
+    for column in _text_batches(folder, groups):
         yield from column.to_pylist()
+
+
+def group_bytes(folder: Path) -> list[int]:
+    """The size of each row group of the text, in order."""
+    metadata = pq.ParquetFile(folder / TEXT_FILE).metadata
+    return [metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)]
 
 
 def iter_text_utf8(folder: Path) -> Iterator[bytes]:

@@ -5,7 +5,8 @@
 Each corpus is synthetic lyrics-like text (seeded): 3,000 CJK characters drawn by a Zipf law, newlines
 between lines, about 3 bytes a character. Each stage runs in a fresh process (the real stage: Parquet in
 and out, manifests, checksums); its peak RSS is its anonymous memory, sampled: the token stream's
-memory-mapped pages and the page cache are the files', not the process's. The reader is timed over one
+memory-mapped pages and the page cache are the files', not the process's; a helper process's peak RSS (vocab,
+from 64 MB) is shown beside it. The reader is timed over one
 epoch (at most 20 M tokens) at batch 256, num_steps 35, int32. `--with-10gb` adds a 10 GB corpus, after
 checking the free space.
 """
@@ -96,7 +97,8 @@ elif job["stage"] == "reader":
 seconds = time.perf_counter() - start
 peak.__exit__()
 out = out.model_dump(mode="json") if hasattr(out, "model_dump") else out
-print(json.dumps({"seconds": seconds, "rss_mb": peak.mb, "out": out}))
+helper_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # a helper process's peak, if any
+print(json.dumps({"seconds": seconds, "rss_mb": peak.mb, "helper_mb": helper_mb, "out": out}))
 """
 
 
@@ -111,8 +113,11 @@ def disk(path: str) -> int:
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
 
 
-def row(mb: float, what: str, seconds: float, rate: str, rss: float | None, size: str = "") -> list[str]:
-    return [f"{mb:,.0f} MB", what, f"{seconds:.2f} s", rate, f"{rss:,.0f}" if rss is not None else "", size]
+def row(
+    mb: float, what: str, seconds: float, rate: str, rss: float | None, size: str = "", helper: float = 0
+) -> list[str]:
+    memory = "" if rss is None else f"{rss:,.0f}" + (f" + {helper:,.0f} helper" if helper else "")
+    return [f"{mb:,.0f} MB", what, f"{seconds:.2f} s", rate, memory, size]
 
 
 def measure(work: Path, megabytes: float, full: bool = True) -> list[list[str]]:
@@ -130,7 +135,8 @@ def measure(work: Path, megabytes: float, full: bool = True) -> list[list[str]]:
         refs[stage] = done["out"]
         prepare_seconds += done["seconds"]
         size = f"{disk(done['out']['path']) / 1e6:,.1f} MB"
-        rows.append(row(mb, stage, done["seconds"], f"{mb / done['seconds']:,.0f}", done["rss_mb"], size))
+        rate = f"{mb / done['seconds']:,.0f}"
+        rows.append(row(mb, stage, done["seconds"], rate, done["rss_mb"], size, done["helper_mb"]))
         if not full and stage == "clean":
             shutil.rmtree(refs["ingest"]["path"])
     rows.append(row(mb, "**prepare**", prepare_seconds, f"**{mb / prepare_seconds:,.0f}**", None))

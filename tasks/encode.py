@@ -22,22 +22,19 @@ class EncodeParams(BaseModel):
 
 
 def lookup_table(vocab: Vocab) -> np.ndarray:
-    """Code point -> index, -1 where the vocabulary has no such character."""
-    cps = code_points("".join(vocab.tokens[vocab.reserved :]))
-    table = np.full(int(cps.max(initial=0)) + 1, -1, dtype=np.int32)
-    table[cps] = np.arange(vocab.reserved, len(vocab), dtype=np.int32)
+    """Code point -> index for every code point (0x110000,), -1 where the vocabulary has no such character."""
+    table = np.full(0x110000, -1, dtype=np.int32)
+    table[code_points("".join(vocab.tokens[vocab.reserved :]))] = np.arange(vocab.reserved, len(vocab), dtype=np.int32)
     return table
 
 
 def _encode_with(table: np.ndarray, text: str, vocab: Vocab, offset: int) -> np.ndarray:
-    cps = code_points(text)  # (chars,)
-    beyond = int(cps.max(initial=0)) >= len(table)
-    # take(mode="clip") is 1.5x faster than fancy indexing (numpy 2.4); beyond the table is caught below.
-    indices = np.take(table, cps, mode="clip")  # (chars,) int32
-    unknown = indices < 0
-    if beyond:
-        unknown |= cps >= len(table)
-    if unknown.any():
+    cps = code_points(text)  # (chars,) uint16, or uint32 with astral characters
+    # Every code point is inside the table, so take's cheapest bounds mode never applies: 2x faster than
+    # fancy indexing (numpy 2.4).
+    indices = np.take(table, cps, mode="wrap")  # (chars,) int32
+    if indices.min(initial=0) < 0:
+        unknown = indices < 0
         if vocab.unk is None:
             first = np.flatnonzero(unknown)[:5]
             shown = ", ".join(f"{chr(cps[i])!r} at {offset + i}" for i in first)

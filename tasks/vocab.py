@@ -76,9 +76,21 @@ def count_code_points(chunks: Iterable[str]) -> np.ndarray:
     return total
 
 
+def add_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The sum of two `count_code_points` results, of any lengths."""
+    short, long = sorted((a, b), key=len)
+    total = long.astype(np.int64)  # a copy
+    total[: len(short)] += short
+    return total
+
+
 def build_vocab(text: str | Iterable[str], params: VocabParams) -> Vocab:
     """The vocabulary of a text, given whole or in chunks."""
-    counts = count_code_points([text] if isinstance(text, str) else text)  # (max code point + 1,)
+    return vocab_from_counts(count_code_points([text] if isinstance(text, str) else text), params)
+
+
+def vocab_from_counts(counts: np.ndarray, params: VocabParams) -> Vocab:
+    """The vocabulary from code point counts, (max code point + 1,) int64."""
     present = np.flatnonzero(counts)
     if params.order == "frequency":
         present = present[np.lexsort((present, -counts[present]))]
