@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from artifacts.manifest import Summary
-from artifacts.parquet import BackgroundWriter, with_metadata
+from artifacts.parquet import BackgroundWriter, int32_array, with_metadata
 
 INDICES_FILE = "indices.parquet"
 # Not nullable: a nullable column writes a definition level per value, a third of the writer's time.
@@ -42,11 +42,11 @@ def write_indices(folder: Path, chunks: Iterable[np.ndarray], metadata: dict[str
     """Write int32 index chunks in row groups of INDICES_ROW_GROUP rows (the last may be shorter); return the
     row count."""
     writer = BackgroundWriter(folder / INDICES_FILE, with_metadata(INDICES_SCHEMA, metadata), INDICES_OPTIONS)
-    pending = pa.table([pa.chunked_array([], pa.int32())], schema=INDICES_SCHEMA)
+    pending = pa.Table.from_arrays([pa.chunked_array([], pa.int32())], schema=INDICES_SCHEMA)
     rows = 0
     try:
         for chunk in chunks:
-            piece = pa.table([pa.array(np.asarray(chunk, dtype=np.int32))], schema=INDICES_SCHEMA)
+            piece = pa.Table.from_arrays([int32_array(chunk)], schema=INDICES_SCHEMA)
             pending = pa.concat_tables([pending, piece])  # no copy: the pieces become chunks
             if len(pending) >= WRITE_ROWS:
                 # Whole row groups at once: the writer thread takes the GIL once per table, not once per

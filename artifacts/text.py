@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from artifacts.manifest import Summary
-from artifacts.parquet import BackgroundWriter, prefetch, with_metadata
+from artifacts.parquet import BackgroundWriter, int32_array, prefetch, with_metadata
 from tasks.ingest import utf8_array
 
 TEXT_FILE = "text.parquet"
@@ -94,8 +94,8 @@ def _write_rows(folder: Path, rows: Iterator[pa.LargeStringArray], metadata: dic
 
 
 def _table(first: int, texts: list[pa.LargeStringArray]) -> pa.Table:
-    chunk = pa.array(range(first, first + len(texts)), pa.int32())
-    return pa.table([chunk, pa.chunked_array(texts, pa.large_string())], schema=TEXT_SCHEMA)
+    chunk = int32_array(np.arange(first, first + len(texts)))
+    return pa.Table.from_arrays([chunk, pa.chunked_array(texts, pa.large_string())], schema=TEXT_SCHEMA)
 
 
 def utf8_chars(data: bytes) -> int:

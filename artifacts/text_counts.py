@@ -3,7 +3,7 @@
 Decoding UTF-8 holds the GIL, so a thread cannot share the work: a fresh interpreter does (not a fork, which
 would copy the locks of Prefect's threads). Counts are sums, so the split changes no byte of the vocabulary.
 
-    python -m artifacts.text_counts FOLDER FIRST_GROUP   (the helper: int64 counts on stdout)
+    python -m artifacts.text_counts FOLDER   (the helper: reads its first row group on stdin, writes int64 counts)
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from tasks.vocab import add_counts, count_code_points
 
 # A helper costs 0.3 s to start and saves half of 1.8 s per GB: below this it does not pay.
 HELPER_MIN_BYTES = 64 << 20
+HELPER_START_SECONDS = 0.3  # an interpreter, numpy and pyarrow (2 cores, 2026)
+COUNT_BYTES_PER_SECOND = 550e6  # UTF-8 decoded and counted by one core
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,14 +46,19 @@ def count_text(
     if sum(sizes) < helper_min_bytes or len(sizes) < 2:
         meanwhile()
         return count_code_points(iter_text(folder))
-    # The helper takes the later half by bytes, less what it spends starting up.
-    first = int(np.searchsorted(np.cumsum(sizes), 0.55 * sum(sizes)))
-    first = min(max(first, 1), len(sizes) - 1)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "artifacts.text_counts", str(folder), str(first)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as helper:
+    command = [sys.executable, "-m", "artifacts.text_counts", str(folder)]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, env=env, **pipes) as helper:
         try:
+            started = time.perf_counter()
             meanwhile()
+            first = _split(sizes, lag=max(HELPER_START_SECONDS - (time.perf_counter() - started), 0))
+            try:
+                helper.stdin.write(b"%d\n" % first)
+                helper.stdin.flush()  # communicate closes it
+            except BrokenPipeError:
+                pass  # the helper is gone: its exit status says why, below
             mine = count_code_points(iter_text(folder, range(first)))
             out, err = helper.communicate()
         finally:
@@ -62,6 +70,13 @@ def count_text(
     return add_counts(mine, np.frombuffer(out, dtype="<i8"))
 
 
+def _split(sizes: list[int], lag: float) -> int:
+    """The first row group the helper counts: each process gets half the bytes, this one more by what it
+    counts while the helper is still starting."""
+    mine = (sum(sizes) + lag * COUNT_BYTES_PER_SECOND) / 2
+    return min(max(int(np.searchsorted(np.cumsum(sizes), mine)), 1), len(sizes) - 1)
+
+
 def _why(returncode: int, err: bytes) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}; run again"
@@ -71,7 +86,8 @@ def _why(returncode: int, err: bytes) -> str:
 
 
 def main(argv: list[str]) -> None:
-    folder, first = Path(argv[0]), int(argv[1])
+    folder = Path(argv[0])
+    first = int(sys.stdin.readline())  # sent once the parent knows how long it was busy
     counts = count_code_points(iter_text(folder, range(first, len(group_bytes(folder)))))
     sys.stdout.buffer.write(counts.astype("<i8").tobytes())
 

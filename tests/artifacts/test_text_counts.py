@@ -55,6 +55,7 @@ def test_a_killed_helper_is_one_clear_error(text, children):
     def kill() -> None:
         for pid in children():
             os.kill(pid, signal.SIGKILL)
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # dead before the parent writes to it
 
     with pytest.raises(HelperError, match=r"counting the characters of .* was killed by SIGKILL; run again"):
         count_text(text, meanwhile=kill, helper_min_bytes=0)
