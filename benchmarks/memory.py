@@ -7,23 +7,37 @@ import threading
 from pathlib import Path
 
 
-def anonymous_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def anonymous_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no RssAnon in /proc/self/status")
+    raise RuntimeError(f"no RssAnon in /proc/{pid}/status")
+
+
+def children_anonymous_mb() -> float:
+    """The anonymous memory of this process's children (helper processes), together."""
+    total = 0.0
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                total += anonymous_mb(pid)
+            except (OSError, RuntimeError):
+                pass  # gone, or not yet an interpreter
+    return total
 
 
 class PeakAnonymous:
-    """`with PeakAnonymous() as peak: ...`, then `peak.mb`: sampled every few milliseconds."""
+    """`with PeakAnonymous() as peak: ...`, then `peak.mb` (and `peak.children_mb`, of helper processes):
+    sampled every few milliseconds."""
 
     def __init__(self, every: float = 0.005):
-        self.every, self.mb = every, 0.0
+        self.every, self.mb, self.children_mb = every, 0.0, 0.0
         self._stop = threading.Event()
 
     def _sample(self) -> None:
         while not self._stop.is_set():
             self.mb = max(self.mb, anonymous_mb())
+            self.children_mb = max(self.children_mb, children_anonymous_mb())
             self._stop.wait(self.every)
 
     def __enter__(self) -> PeakAnonymous:

@@ -55,7 +55,7 @@ def write_corpus(path: Path, megabytes: float, seed: int = 0) -> None:
 
 
 WORKER = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from artifacts.stages import run_stage
 from artifacts.store import Store, ArtifactRef
@@ -97,8 +97,7 @@ elif job["stage"] == "reader":
 seconds = time.perf_counter() - start
 peak.__exit__()
 out = out.model_dump(mode="json") if hasattr(out, "model_dump") else out
-helper_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # a helper process's peak, if any
-print(json.dumps({"seconds": seconds, "rss_mb": peak.mb, "helper_mb": helper_mb, "out": out}))
+print(json.dumps({"seconds": seconds, "rss_mb": peak.mb, "helper_mb": peak.children_mb, "out": out}))
 """
 
 
