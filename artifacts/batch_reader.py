@@ -18,10 +18,10 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from artifacts.batches import BatchesSummary, Shard, read_batch_rows, read_tokens
 from artifacts.manifest import read_manifest
-from artifacts.parquet import prefetch
 from artifacts.vocab import VocabMismatch
 from tasks.batches import EpochPlan, plan_epoch, windows
 from tasks.errors import ParameterError
+from tasks.streams import prefetch
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 

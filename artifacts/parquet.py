@@ -1,5 +1,5 @@
-"""What every Parquet artifact shares: fixed writer options, the `charflow` metadata entry, a writer that
-overlaps encoding with the producer, and a reader that decodes ahead.
+"""What every Parquet artifact shares: fixed writer options, the `charflow` metadata entry, and a writer that
+overlaps encoding with the producer.
 
 Each file carries a `charflow` JSON entry in its schema metadata (stage, inputs, vocabulary key...).
 """
@@ -10,7 +10,6 @@ import hashlib
 import json
 import queue
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,37 +118,3 @@ class HashFollower:
         self._done.set()
         self._thread.join()
         return None if self._failed else (self._digest.hexdigest(), self._size)
-
-
-def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Produce `items` in a background thread (Parquet decoding releases the GIL)."""
-    buffer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                buffer.put((True, item))
-            buffer.put((False, None))
-        except BaseException as exc:
-            buffer.put((False, exc))
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            more, item = buffer.get()
-            if not more:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.01)

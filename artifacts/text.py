@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from artifacts.manifest import Summary
-from artifacts.parquet import BackgroundWriter, int32_array, prefetch, with_metadata
+from artifacts.parquet import BackgroundWriter, int32_array, with_metadata
 from tasks.ingest import utf8_array
+from tasks.streams import prefetch
 
 TEXT_FILE = "text.parquet"
 TEXT_SCHEMA = pa.schema([("chunk", pa.int32()), ("text", pa.large_string())])

@@ -21,6 +21,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.errors import CharflowError
+from tasks.streams import prefetch
 
 DEFAULT_CHARS = 63_282  # the book's lyrics, ingested
 
@@ -57,8 +58,8 @@ def sha256_file(path: Path, cache: DigestCache | None = None) -> str:
     if cache is not None:
         return cache.sha256(path)
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 22):
+    with _read_ahead(path, None) as blocks:
+        for block in blocks:  # read by the thread while this one hashes
             digest.update(block)
     return digest.hexdigest()
 
@@ -144,6 +145,18 @@ def _blocks(fh: Any, digest: Any = None) -> Iterator[bytes]:
         yield block
 
 
+@contextlib.contextmanager
+def _read_ahead(path: Path, digest: Any) -> Iterator[Iterator[bytes]]:
+    """The file's blocks, read and hashed by a thread (both release the GIL) while the consumer checks them;
+    the thread is stopped before the file is closed."""
+    with path.open("rb") as fh:
+        blocks = prefetch(_blocks(fh, digest))
+        try:
+            yield blocks
+        finally:
+            blocks.close()
+
+
 def _wanted_zip_members(path: Path, archive: zipfile.ZipFile, params: IngestParams) -> list[zipfile.ZipInfo]:
     infos = [i for i in archive.infolist() if not i.is_dir()]
     for info in infos:
@@ -219,8 +232,8 @@ def member_streams(fetched: Fetched, params: IngestParams) -> Iterator[tuple[str
         for file in files:
             name = file.relative_to(path).as_posix()
             own = hashlib.sha256()
-            with file.open("rb") as fh:
-                yield name, _blocks(fh, own)
+            with _read_ahead(file, own) as blocks:
+                yield name, blocks
             digest.update(name.encode() + b"\0" + own.hexdigest().encode() + b"\n")
         if digest.hexdigest() != fetched.sha256:
             raise changed
@@ -231,8 +244,8 @@ def member_streams(fetched: Fetched, params: IngestParams) -> Iterator[tuple[str
         yield from _zip_streams(path, params)
         return
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        yield path.name, _blocks(fh, digest)
+    with _read_ahead(path, digest) as blocks:
+        yield path.name, blocks
     if digest.hexdigest() != fetched.sha256:
         raise changed
 
