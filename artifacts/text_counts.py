@@ -49,7 +49,9 @@ def count_text(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "artifacts.text_counts", str(folder)]
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    with subprocess.Popen(command, env=env, **pipes) as helper:
+    # Its own session: a Ctrl-C at the terminal asks charflow to stop after this stage, which the helper must
+    # not cut short; if this process stops sooner, it kills the helper on its way out.
+    with subprocess.Popen(command, env=env, start_new_session=True, **pipes) as helper:
         try:
             started = time.perf_counter()
             meanwhile()
@@ -89,7 +91,7 @@ def main(argv: list[str]) -> None:
     folder = Path(argv[0])
     first = int(sys.stdin.readline())  # sent once the parent knows how long it was busy
     counts = count_code_points(iter_text(folder, range(first, len(group_bytes(folder)))))
-    sys.stdout.buffer.write(counts.astype("<i8").tobytes())
+    sys.stdout.buffer.write(counts.astype("<i8").tobytes())  # if the parent was killed: a broken pipe, and out
 
 
 if __name__ == "__main__":

@@ -71,3 +71,10 @@ def test_a_helper_that_fails_names_its_error(text, children):
     with pytest.raises(HelperError, match=r"characters of .* failed: Deserializing page header failed; check the text"):
         count_text(text, helper_min_bytes=0)
     assert children() == set()
+
+
+def test_the_helper_does_not_get_the_terminals_ctrl_c(text, children):
+    """A first Ctrl-C lets the running stage finish: the helper is outside the terminal's process group."""
+    sessions = []
+    count_text(text, meanwhile=lambda: sessions.extend(os.getsid(pid) for pid in children()), helper_min_bytes=0)
+    assert sessions and os.getsid(0) not in sessions
