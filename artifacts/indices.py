@@ -20,7 +20,7 @@ INDICES_FILE = "indices.parquet"
 # Not nullable: a nullable column writes a definition level per value, a third of the writer's time.
 INDICES_SCHEMA = pa.schema([pa.field("index", pa.int32(), nullable=False)])
 INDICES_ROW_GROUP = 1 << 20
-WRITE_ROWS = 4 * INDICES_ROW_GROUP  # rows handed to the writer thread at once
+WRITE_ROWS = 2 * INDICES_ROW_GROUP  # rows handed to the writer thread at once
 # Indices are already small dense integers: a dictionary only costs time. Splitting the bytes of each
 # int32 into streams leaves runs of zero bytes that lz4 squeezes fast (about 55 MB per 38 M characters).
 # No statistics: min/max pages of indices help no reader, and cost 4 s per billion indices.

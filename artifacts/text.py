@@ -22,7 +22,7 @@ TEXT_FILE = "text.parquet"
 TEXT_SCHEMA = pa.schema([("chunk", pa.int32()), ("text", pa.large_string())])
 # Characters per row: small enough to stream, large enough to be fast.
 TEXT_CHUNK_CHARS = 1 << 20
-WRITE_BYTES = 16 << 20  # text handed to the writer thread at once
+WRITE_BYTES = 8 << 20  # text handed to the writer thread at once
 # Uncompressed: zstd or lz4 cost 0.25 s per 100 MB, a quarter of the whole pipeline's time. No dictionary
 # and no statistics for the text: each row is one long unique string, and trying both cost 5 s per GB.
 TEXT_OPTIONS: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": ["chunk"]}

@@ -111,10 +111,10 @@ print(json.dumps({"mb": peak.mb, "tokens": tokens}))
 
 @pytest.mark.slow
 def test_memory_does_not_grow_with_the_corpus(tmp_path):
-    """Prepare, batches and two epochs read, at 16 MB and at 80 MB: peak anonymous memory of a fresh process
-    (below 16 MB, Arrow's and Python's buffers are not yet full size)."""
+    """Prepare, batches and two epochs read, at 32 MB and at 128 MB: peak anonymous memory of a fresh process
+    (below 32 MB, the writers' queues of 8 MB tables and Arrow's and Python's buffers are not yet full)."""
     peaks = []
-    for megabytes in (16, 80):
+    for megabytes in (32, 128):
         work = tmp_path / f"{megabytes}mb"
         work.mkdir()
         result = subprocess.run(
@@ -122,5 +122,5 @@ def test_memory_does_not_grow_with_the_corpus(tmp_path):
         )
         assert result.returncode == 0, result.stderr[-3000:]
         peaks.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    assert peaks[1]["tokens"] > 4 * peaks[0]["tokens"]  # the larger corpus is read through
-    assert peaks[1]["mb"] - peaks[0]["mb"] < 48, peaks  # 64 MB more text: not 64 MB more memory
+    assert peaks[1]["tokens"] > 3.5 * peaks[0]["tokens"]  # the larger corpus is read through
+    assert peaks[1]["mb"] - peaks[0]["mb"] < 48, peaks  # 96 MB more text: not 96 MB more memory
