@@ -10,21 +10,7 @@ from artifacts import inspect
 from artifacts.batch_reader import BatchReader
 from artifacts.batches import BatchesSummary
 from artifacts.views import NoSuchBatch
-from flows.pipeline import batches, plain_runner
 from tasks.batches import BatchesParams
-from tasks.fetch import resolve_source
-
-
-@pytest.fixture
-def store(tmp_path, lyrics_text):
-    runner = plain_runner(tmp_path / "store")
-    song = tmp_path / "songs.txt"
-    spec = BatchesParams(batch_size=4, num_steps=8, epochs=1)
-    song.write_text(lyrics_text[:1000], encoding="utf-8")
-    first = batches(runner, resolve_source(str(song)), sampler=spec)
-    song.write_text(lyrics_text[:1000] + "☃", encoding="utf-8")
-    second = batches(runner, resolve_source(str(song)), sampler=spec)
-    return runner, first, second
 
 
 def test_lineage_and_show_of_a_batches_artifact(store):

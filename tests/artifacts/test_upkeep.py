@@ -5,28 +5,11 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from artifacts import upkeep
-from flows.pipeline import batches, plain_runner, train_on
-from tasks.batches import BatchesParams
+from flows.pipeline import train_on
 from tasks.fetch import resolve_source
 from tasks.ingest import IngestParams
 from tasks.train.params import TrainParams
-
-SPEC = BatchesParams(batch_size=4, num_steps=8, epochs=1)
-
-
-@pytest.fixture
-def store(tmp_path, lyrics_text):
-    """songs v1 and v2, each prepared and batched, without Prefect."""
-    runner = plain_runner(tmp_path / "store")
-    song = tmp_path / "songs.txt"
-    song.write_text(lyrics_text[:1000], encoding="utf-8")
-    first = batches(runner, resolve_source(str(song)), sampler=SPEC)
-    song.write_text(lyrics_text[:1000] + "☃", encoding="utf-8")
-    second = batches(runner, resolve_source(str(song)), sampler=SPEC)
-    return runner, first, second
 
 
 def keys(made):
