@@ -18,11 +18,11 @@ def children_anonymous_mb() -> float:
     """The anonymous memory of this process's children (helper processes), together."""
     total = 0.0
     for task in Path("/proc/self/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            try:
+        try:
+            for pid in (task / "children").read_text().split():
                 total += anonymous_mb(pid)
-            except (OSError, RuntimeError):
-                pass  # gone, or not yet an interpreter
+        except (OSError, RuntimeError):
+            pass  # a thread or a child that ended meanwhile
     return total
 
 
