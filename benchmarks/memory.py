@@ -15,12 +15,14 @@ def anonymous_mb(pid: int | str = "self") -> float:
 
 
 def children_anonymous_mb() -> float:
-    """The anonymous memory of this process's children (helper processes), together."""
-    total = 0.0
+    """The anonymous memory of this process's children (helper processes), together; a child not yet past
+    its exec, which still shows this process's memory, is left out."""
+    ours, total = Path("/proc/self/cmdline").read_bytes(), 0.0
     for task in Path("/proc/self/task").iterdir():
         try:
             for pid in (task / "children").read_text().split():
-                total += anonymous_mb(pid)
+                if Path(f"/proc/{pid}/cmdline").read_bytes() != ours:
+                    total += anonymous_mb(pid)
         except (OSError, RuntimeError):
             pass  # a thread or a child that ended meanwhile
     return total

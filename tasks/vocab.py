@@ -71,8 +71,9 @@ def count_code_points(chunks: Iterable[str]) -> np.ndarray:
     for chunk in chunks:
         counts = np.bincount(code_points(chunk))
         if len(counts) > len(total):
-            total = np.concatenate([total, np.zeros(len(counts) - len(total), dtype=np.int64)])
-        total[: len(counts)] += counts
+            total = add_counts(total, counts)
+        else:
+            total[: len(counts)] += counts  # in place: no copy of the total per chunk
     return total
 
 
