@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from artifacts.batches import BatchesSummary, Shard, read_batch_rows, read_tokens
 from artifacts.manifest import read_manifest
 from artifacts.vocab import VocabMismatch
-from tasks.batches import EpochPlan, plan_epoch, windows
+from tasks.batches import EpochPlan, plan_epoch, window_view, windows
 from tasks.errors import ParameterError
 from tasks.streams import prefetch
 
@@ -73,20 +73,21 @@ class BatchReader(IterableDataset):
         self.dtype = dtype
         self._kept: dict[int, Pair] | None = None
         self._numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-        self._stream: np.ndarray | None = None  # opened where it is read (a DataLoader worker maps its own)
+        self._view: np.ndarray | None = None  # opened where it is read (a DataLoader worker maps its own)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_stream": None, "_kept": None}
+        return {**self.__dict__, "_view": None, "_kept": None}
 
-    def _tokens(self) -> np.ndarray:
-        if self._stream is None:
-            self._stream = read_tokens(self.folder)  # (tokens,) int32, memory-mapped
-        return self._stream
+    def _windows(self) -> np.ndarray:
+        if self._view is None:
+            # (tokens - T, T + 1) windows of the memory-mapped (tokens,) int32 stream
+            self._view = window_view(read_tokens(self.folder), self.num_steps)
+        return self._view
 
     def _gather(self, plan: EpochPlan, batch: int, rows: slice) -> Pair:
         """One batch from the token stream: its rows' windows, copied into tensors of the reader's dtype."""
         starts = plan.starts_of(batch)[rows]  # (rows,)
-        x, y = windows(self._tokens(), starts, self.num_steps)  # (rows, T) views of a (rows, T + 1) gather
+        x, y = windows(self._windows(), starts)  # (rows, T) views of a (rows, T + 1) gather
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=self._numpy_dtype))
         y = torch.from_numpy(np.ascontiguousarray(y, dtype=self._numpy_dtype))
         if self.pin_memory:

@@ -14,7 +14,7 @@ from artifacts.store import Entry, Store
 from artifacts.text import iter_text
 from artifacts.vocab import VOCAB_FILE
 from artifacts.vocab import read_tokens as read_vocab_tokens
-from tasks.batches import plan_epoch, windows
+from tasks.batches import plan_epoch, window_view, windows
 from tasks.errors import CharflowError
 
 LIMIT = 10
@@ -66,7 +66,7 @@ def batch_rows(entry: Entry, epoch: int = 0, batch: int = 0) -> list[dict[str, A
         rows = pq.ParquetFile(entry.path / shard.file).read_row_group(offset - shard.first_batch).to_pylist()
         return [{**r, "epoch": epoch} for r in rows]
     starts = plan_epoch(summary.train_indices, summary.spec, stored).starts_of(batch)
-    x, y = windows(read_tokens(entry.path), starts, summary.spec.num_steps)
+    x, y = windows(window_view(read_tokens(entry.path), summary.spec.num_steps), starts)
     return [
         {"epoch": epoch, "batch": batch, "row": row, "start": int(start), "x": x[row].tolist(), "y": y[row].tolist()}
         for row, start in enumerate(starts)
