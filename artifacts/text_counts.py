@@ -47,7 +47,8 @@ def count_text(
         meanwhile()
         return count_code_points(iter_text(folder))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "artifacts.text_counts", str(folder)]
+    # -P: not the working folder first on the path, where a user's own `tasks.py` would shadow ours.
+    command = [sys.executable, "-P", "-m", "artifacts.text_counts", str(folder.resolve())]
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     # Its own session: a Ctrl-C at the terminal asks charflow to stop after this stage, which the helper must
     # not cut short; if this process stops sooner, it kills the helper on its way out.
@@ -81,7 +82,11 @@ def _split(sizes: list[int], lag: float) -> int:
 
 def _why(returncode: int, err: bytes) -> str:
     if returncode < 0:
-        return f"was killed by {signal.Signals(-returncode).name}; run again"
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:  # a real-time signal has no name
+            name = f"signal {-returncode}"
+        return f"was killed by {name}; run again"
     lines = err.decode("utf-8", "replace").strip().splitlines()
     last = lines[-1] if lines else f"exit status {returncode}"
     return f"failed: {last.rstrip('.')}; check the text with `charflow inspect verify`"

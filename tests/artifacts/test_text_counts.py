@@ -78,3 +78,12 @@ def test_the_helper_does_not_get_the_terminals_ctrl_c(text, children):
     sessions = []
     count_text(text, meanwhile=lambda: sessions.extend(os.getsid(pid) for pid in children()), helper_min_bytes=0)
     assert sessions and os.getsid(0) not in sessions
+
+
+def test_a_users_own_tasks_module_does_not_shadow_the_helpers(text, tmp_path, monkeypatch):
+    """Run from a Prefect project folder with its own `tasks.py`: the helper still imports charflow's."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tasks.py").write_text("raise ImportError('the user tasks.py')\n")
+    monkeypatch.chdir(project)
+    np.testing.assert_array_equal(count_text(text, helper_min_bytes=0), count_code_points(iter_text(text)))
