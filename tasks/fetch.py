@@ -21,6 +21,7 @@ from tasks.ingest import (
     IngestError,
     IngestParams,
     directory_digest,
+    file_identity,
     is_zip,
     sha256_file,
     text_files,
@@ -190,10 +191,12 @@ def _fetch(
     if source.startswith(("http://", "https://")):
         path = download(source, downloads, cache, expected_sha256)
         kind = "zip" if is_zip(path) else "file"
+        identity = file_identity(path)
         return Fetched(
             source=source,
             kind=kind,
             path=str(path),
+            identity=identity,
             sha256=sha256_file(path, cache),
             size=path.stat().st_size,
             name=corpus_name(source),
@@ -219,12 +222,14 @@ def _fetch(
             size=size,
             name=corpus_name(str(path.resolve())),
         )
+    identity = file_identity(path)  # before hashing: a change meanwhile moves the ctime past it
     sha256 = sha256_file(path, cache)
     _check_digest(source, sha256, expected_sha256)
     return Fetched(
         source=source,
         kind="zip" if is_zip(path) else "file",
         path=str(path.resolve()),
+        identity=identity,
         sha256=sha256,
         size=path.stat().st_size,
         name=corpus_name(source),

@@ -52,6 +52,9 @@ class Fetched(BaseModel):
     sha256: str
     size: int
     name: str
+    # The file's size, mtime, ctime and inode when it was hashed: while they stay the same (any write moves
+    # the ctime), ingest trusts `sha256` rather than hashing the bytes again as it reads them.
+    identity: tuple[int, int, int, int] | None = None
 
 
 def sha256_file(path: Path, cache: DigestCache | None = None) -> str:
@@ -80,13 +83,8 @@ class DigestCache:
         except (OSError, ValueError):
             return {}
 
-    @staticmethod
-    def _identity(file: Path) -> list[int]:
-        stat = file.stat()
-        return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
-
     def sha256(self, file: Path) -> str:
-        identity = self._identity(file)
+        identity = list(file_identity(file))
         known = self._known.get(str(file.resolve()))
         if known and known[:4] == identity:
             return known[4]
@@ -96,7 +94,7 @@ class DigestCache:
 
     def remember(self, file: Path, digest: str, identity: list[int] | None = None) -> None:
         """A digest computed elsewhere (while downloading)."""
-        entry = [*(identity or self._identity(file)), digest]
+        entry = [*(identity or file_identity(file)), digest]
         self._known[str(file.resolve())] = self._new[str(file.resolve())] = entry
 
     def save(self) -> None:
@@ -114,6 +112,12 @@ class DigestCache:
             with contextlib.suppress(OSError):
                 if time.time() - left.stat().st_mtime > 3600:
                     left.unlink()
+
+
+def file_identity(file: Path) -> tuple[int, int, int, int]:
+    """Size, mtime, ctime and inode."""
+    stat = os.stat(file)
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
 
 
 def text_files(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
@@ -238,15 +242,17 @@ def member_streams(fetched: Fetched, params: IngestParams) -> Iterator[tuple[str
         if digest.hexdigest() != fetched.sha256:
             raise changed
         return
+    unchanged = fetched.identity is not None and file_identity(path) == fetched.identity
     if fetched.kind == "zip" or is_zip(path):
-        if sha256_file(path) != fetched.sha256:  # the archive's members are read out of order: hash it first
+        # The archive's members are read out of order: hash it first.
+        if not unchanged and sha256_file(path) != fetched.sha256:
             raise changed
         yield from _zip_streams(path, params)
         return
-    digest = hashlib.sha256()
+    digest = None if unchanged else hashlib.sha256()
     with _read_ahead(path, digest) as blocks:
         yield path.name, blocks
-    if digest.hexdigest() != fetched.sha256:
+    if file_identity(path) != fetched.identity if digest is None else digest.hexdigest() != fetched.sha256:
         raise changed
 
 

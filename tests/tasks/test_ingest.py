@@ -143,3 +143,38 @@ def test_a_source_that_changes_while_streamed_is_refused(tmp_path):
     source.write_text("two", encoding="utf-8")
     with pytest.raises(IngestError, match="the source changed while it was being read; run again"):
         b"".join(ingest_module.ingest_utf8(fetched, IngestParams(), []))
+
+
+def test_while_the_files_stat_is_unchanged_fetchs_digest_is_trusted(tmp_path, monkeypatch):
+    """The source is not hashed a second time as ingest reads it; rewritten (even with the same bytes and
+    size), it is."""
+
+    class NoHashing:
+        @staticmethod
+        def sha256(*args):
+            raise AssertionError("hashed again")
+
+    source = tmp_path / "song.txt"
+    source.write_text("想要有直升机", encoding="utf-8")
+    fetched = fetch(str(source), tmp_path / "downloads")
+    assert fetched.identity is not None
+    monkeypatch.setattr(ingest_module, "hashlib", NoHashing)
+    assert b"".join(ingest_module.ingest_utf8(fetched, IngestParams(), [])).decode() == "想要有直升机"
+    source.write_text("想要有直升机", encoding="utf-8")  # the same bytes: a new ctime
+    with pytest.raises(AssertionError, match="hashed again"):
+        b"".join(ingest_module.ingest_utf8(fetched, IngestParams(), []))
+    monkeypatch.undo()
+    assert b"".join(ingest_module.ingest_utf8(fetched, IngestParams(), [])).decode() == "想要有直升机"
+
+
+def test_a_source_written_to_while_read_unhashed_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 4)
+    source = tmp_path / "song.txt"
+    source.write_bytes(b"abcdefgh" * 4)
+    fetched = fetch(str(source), tmp_path / "downloads")
+    pieces = ingest_module.ingest_utf8(fetched, IngestParams(), [])
+    next(pieces)
+    with source.open("r+b") as fh:  # the same size, a byte changed where it was already read
+        fh.write(b"X")
+    with pytest.raises(IngestError, match="the source changed while it was being read; run again"):
+        list(pieces)
