@@ -1,0 +1,30 @@
+"""glibc's malloc, told to keep the memory it frees for the next allocation.
+
+The stages allocate and free a few MB per chunk. By default each such block is a fresh mmap, whose pages the
+kernel clears again (and a virtual machine's host backs again) on first touch: 0.5 s per GB of text on
+2 cores (2026). Kept, a block is reused warm. Peak memory stays the stages' own: this changes only when
+freed memory goes back to the system.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 64 << 20  # larger blocks are still mapped and returned at once
+TRIM_THRESHOLD = 256 << 20  # free memory kept at the top of the heap
+TOP_PAD = 64 << 20  # grown ahead, so that the heap grows less often
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Once per process; False where the C library is not glibc (nothing changes there)."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD))
+    return all(mallopt(option, value) == 1 for option, value in settings)
