@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from artifacts.manifest import Summary
-from artifacts.parquet import BackgroundWriter, int32_array, with_metadata
+from artifacts.parquet import BackgroundWriter, numpy_array, with_metadata
 
 INDICES_FILE = "indices.parquet"
 # Not nullable: a nullable column writes a definition level per value, a third of the writer's time.
@@ -46,7 +46,7 @@ def write_indices(folder: Path, chunks: Iterable[np.ndarray], metadata: dict[str
     rows = 0
     try:
         for chunk in chunks:
-            piece = pa.Table.from_arrays([int32_array(chunk)], schema=INDICES_SCHEMA)
+            piece = pa.Table.from_arrays([numpy_array(chunk)], schema=INDICES_SCHEMA)
             pending = pa.concat_tables([pending, piece])  # no copy: the pieces become chunks
             if len(pending) >= WRITE_ROWS:
                 # Whole row groups at once: the writer thread takes the GIL once per table, not once per

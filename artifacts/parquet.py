@@ -22,11 +22,27 @@ from artifacts.manifest import remember_digest
 METADATA_KEY = b"charflow"
 
 
-def int32_array(values: np.ndarray) -> pa.Int32Array:
-    """A numpy array as Arrow int32, without a copy when it is int32 already. Not `pa.array`: its first call
-    imports pandas, 0.3 s of a stage that never needs it."""
-    values = np.ascontiguousarray(values, dtype=np.int32)
-    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
+INT32 = pa.int32()
+_DTYPES = {INT32: np.int32, pa.int64(): np.int64}
+
+
+# Not `pa.array` in these: its first call imports pandas, 0.2 s of a stage that never needs it.
+def numpy_array(values: np.ndarray, type_: pa.DataType = INT32) -> pa.Array:
+    """A numpy array as an Arrow int32 or int64 array, without a copy when it has that dtype already."""
+    values = np.ascontiguousarray(values, dtype=_DTYPES[type_])
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def bool_array(values: np.ndarray) -> pa.BooleanArray:
+    bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+
+
+def string_array(strings: list[str]) -> pa.StringArray:
+    data = [string.encode("utf-8") for string in strings]
+    offsets = np.zeros(len(data) + 1, dtype=np.int32)
+    np.cumsum([len(item) for item in data], out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(data), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
 
 
 def with_metadata(schema: pa.Schema, metadata: dict[str, Any]) -> pa.Schema:

@@ -29,7 +29,8 @@ from artifacts.keys import content_key, keyed_params, library_versions
 from artifacts.manifest import Summary, read_manifest
 from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
-from artifacts.text_counts import count_text
+from artifacts.text_counts import COMPILED_MIN_BYTES, count_text
+from tasks.allocator import keep_freed_memory
 from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, split_validation, stored_batches
 from tasks.clean import CleanError, CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import EncodeParams, encode_chunks
@@ -117,10 +118,8 @@ def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_ki
 
 
 def _import_libraries() -> None:
-    """What the vocab stage loads after counting, loaded while a helper counts: matplotlib for the chart (0.4 s),
-    pandas, which pyarrow imports when it first builds an array (0.3 s)."""
-    import pandas  # noqa: F401
-
+    """What the vocab stage loads after counting, loaded while the threads count: matplotlib for the chart
+    (0.4 s)."""
     import artifacts.vocab_chart  # noqa: F401
 
 
@@ -139,7 +138,13 @@ def build_encode(
 ) -> indices_kind.EncodeSummary:
     build.store.ensure_free(build.stage, 4 * text_kind.TextSummary.of(text).chars)  # int32 per character
     source = {"vocab_key": vocab.key, "vocab_size": vocab_kind.VocabSummary.of(vocab).size}
-    chunks = encode_chunks(text_kind.iter_text(text.path), vocab_kind.read_vocab(vocab.path))
+    vocabulary = vocab_kind.read_vocab(vocab.path)
+    if sum(text_kind.group_bytes(text.path)) < COMPILED_MIN_BYTES:
+        chunks = encode_chunks(text_kind.iter_text(text.path), vocabulary)
+    else:
+        from tasks.utf8 import encode_utf8  # numba: 0.35 s to load
+
+        chunks = encode_utf8(text_kind.iter_text_arrays(text.path), vocabulary)
     rows = indices_kind.write_indices(build.folder, chunks, {"stage": build.stage, "text_key": text.key, **source})
     return indices_kind.EncodeSummary(rows=rows, **source)
 
@@ -281,12 +286,13 @@ STAGES = _stages(
         summary=vocab_kind.VocabSummary,
         code=(
             "tasks.vocab",
+            "tasks.utf8",
             "artifacts.text_counts",
             "artifacts.vocab",
             "artifacts.vocab_chart",
             "artifacts.stages:build_vocab_artifact",
         ),
-        libraries=(*_ARRAYS, "matplotlib", "mplfonts"),
+        libraries=(*_ARRAYS, "numba", "matplotlib", "mplfonts"),
         build=build_vocab_artifact,
         view=views.vocab,
     ),
@@ -297,12 +303,14 @@ STAGES = _stages(
         summary=indices_kind.EncodeSummary,
         code=(
             "tasks.encode",
+            "tasks.utf8",
             "artifacts.text",
+            "artifacts.text_counts",
             "artifacts.vocab",
             "artifacts.indices",
             "artifacts.stages:build_encode",
         ),
-        libraries=_ARRAYS,
+        libraries=(*_ARRAYS, "numba"),
         build=build_encode,
         view=views.indices,
     ),
@@ -385,6 +393,7 @@ def run_stage(
     **inputs: Any,
 ) -> ArtifactRef:
     """The stored artifact of stage `name` on these inputs and parameters, built now if it is not there."""
+    keep_freed_memory()
     stage = STAGES[name]
     key = stage.key(inputs, params)
     keyed, digests = keyed_params(params), stage.digests(inputs)

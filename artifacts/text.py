@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from artifacts.manifest import Summary
-from artifacts.parquet import BackgroundWriter, int32_array, with_metadata
+from artifacts.parquet import BackgroundWriter, numpy_array, with_metadata
 from tasks.ingest import utf8_array
 from tasks.streams import prefetch
 
@@ -95,7 +95,7 @@ def _write_rows(folder: Path, rows: Iterator[pa.LargeStringArray], metadata: dic
 
 
 def _table(first: int, texts: list[pa.LargeStringArray]) -> pa.Table:
-    chunk = int32_array(np.arange(first, first + len(texts)))
+    chunk = numpy_array(np.arange(first, first + len(texts)))
     return pa.Table.from_arrays([chunk, pa.chunked_array(texts, pa.large_string())], schema=TEXT_SCHEMA)
 
 
@@ -123,13 +123,19 @@ def group_bytes(folder: Path) -> list[int]:
     return [metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)]
 
 
+def iter_text_arrays(folder: Path, groups: range | None = None) -> Iterator[np.ndarray]:
+    """The text's chunks as UTF-8, each a (bytes,) uint8 view of the column as read: no decoding, no copy."""
+    for column in _text_batches(folder, groups):
+        offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[column.offset : column.offset + len(column) + 1]
+        data = np.frombuffer(column.buffers()[2], dtype=np.uint8)
+        for start, end in zip(offsets[:-1], offsets[1:], strict=True):
+            yield data[start:end]
+
+
 def iter_text_utf8(folder: Path) -> Iterator[bytes]:
     """The text's chunks as UTF-8 bytes, without decoding them."""
-    for column in _text_batches(folder):
-        offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[column.offset : column.offset + len(column) + 1]
-        data = column.buffers()[2]
-        for start, end in zip(offsets[:-1], offsets[1:], strict=True):
-            yield data[int(start) : int(end)].to_pybytes()
+    for chunk in iter_text_arrays(folder):
+        yield chunk.tobytes()
 
 
 def read_text(folder: Path) -> str:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from artifacts.manifest import Summary
-from artifacts.parquet import with_metadata
+from artifacts.parquet import bool_array, numpy_array, string_array, with_metadata
 from tasks.errors import CharflowError
 from tasks.vocab import Vocab
 
@@ -39,10 +39,10 @@ class VocabSummary(Summary):
 def write_vocab(folder: Path, vocab: Vocab, metadata: dict[str, Any]) -> None:
     table = pa.table(
         {
-            "index": pa.array(np.arange(len(vocab), dtype=np.int32)),
-            "token": pa.array(vocab.tokens, pa.string()),
-            "count": pa.array(np.asarray(vocab.counts, dtype=np.int64)),
-            "reserved": pa.array(np.arange(len(vocab)) < vocab.reserved),
+            "index": numpy_array(np.arange(len(vocab))),
+            "token": string_array(vocab.tokens),
+            "count": numpy_array(vocab.counts, pa.int64()),
+            "reserved": bool_array(np.arange(len(vocab)) < vocab.reserved),
         },
         schema=with_metadata(VOCAB_SCHEMA, metadata),
     )

@@ -15,4 +15,6 @@ fi
 # On this project's machines `pip install torch==X` finds the CPU build on local disk; with a GPU, PyPI's build.
 .venv/bin/python -m pip install -q "$(grep '^torch==' constraints.txt)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+# numba compiles the UTF-8 loops of vocab and encode once and caches them (3 s): not in the first run's time.
+.venv/bin/python -c "import numpy, tasks.utf8; tasks.utf8.count_utf8([numpy.frombuffer(b'a', numpy.uint8)])"
 echo "$want" > "$stamp"
