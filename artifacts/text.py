@@ -62,8 +62,9 @@ def write_text(folder: Path, chunks: Iterable[str], metadata: dict[str, Any]) ->
     return total
 
 
-def write_text_utf8(folder: Path, chunks: Iterable[bytes], metadata: dict[str, Any]) -> int:
-    """Write text given as valid UTF-8 chunks, one row each; return its length in characters."""
+def write_text_utf8(folder: Path, chunks: Iterable[bytes | np.ndarray], metadata: dict[str, Any]) -> int:
+    """Write text given as valid UTF-8 chunks (bytes or uint8 arrays), one row each; return its length in
+    characters."""
     total = 0
 
     def rows() -> Iterator[pa.LargeStringArray]:

@@ -120,30 +120,31 @@ def test_the_code_behind_each_build_is_in_its_key(name):
     assert not missing, f"{name} builds with {sorted(missing)}, which its key does not cover"
 
 
-def test_vocab_and_encode_make_the_same_bytes_compiled_or_decoded(book_prepared, tmp_path, monkeypatch):
-    """Large texts are decoded by numba's loops, small ones as Python strings: the same files either way."""
+def test_clean_vocab_and_encode_make_the_same_bytes_compiled_or_decoded(book_prepared, tmp_path, monkeypatch):
+    """Large texts are mapped and decoded by numba's loops, small ones as Python bytes and strings: the same
+    files either way."""
+    import tasks.utf8
     from artifacts.manifest import read_manifest
     from artifacts.store import Store
+    from tasks.clean import CleanParams
     from tasks.encode import EncodeParams
     from tasks.vocab import VocabParams
 
     _, prepared = book_prepared
-    text = prepared.stages["clean"]
 
     def files(store: Store) -> list[tuple[str, str]]:
+        text = run_stage(store, "clean", CleanParams(max_chars=None), text=prepared.stages["ingest"])
         vocab = run_stage(store, "vocab", VocabParams(), text=text)
         encoded = run_stage(store, "encode", EncodeParams(), text=text, vocab=vocab)
-        return [(f.name, f.sha256) for ref in (vocab, encoded) for f in read_manifest(ref.path).files]
-
-    import tasks.utf8
+        return [(f.name, f.sha256) for ref in (text, vocab, encoded) for f in read_manifest(ref.path).files]
 
     decoded = files(Store(tmp_path / "decoded"))
     calls = []
-    for name in ("count_utf8", "encode_utf8"):
+    for name in ("map_bytes", "count_utf8", "encode_utf8"):
         compiled = getattr(tasks.utf8, name)
         monkeypatch.setattr(tasks.utf8, name, lambda *a, f=compiled, n=name: calls.append(n) or f(*a))
     monkeypatch.setattr(stages, "COMPILED_MIN_BYTES", 0)
     monkeypatch.setattr("artifacts.text_counts.COMPILED_MIN_BYTES", 0)
     assert files(Store(tmp_path / "compiled")) == decoded
-    assert sorted(set(calls)) == ["count_utf8", "encode_utf8"]  # the compiled loops did run
-    assert {name for name, _ in decoded} == {"vocab.parquet", "frequency.png", "indices.parquet"}
+    assert sorted(set(calls)) == ["count_utf8", "encode_utf8", "map_bytes"]  # the compiled loops did run
+    assert sorted(name for name, _ in decoded) == ["frequency.png", "indices.parquet", "text.parquet", "vocab.parquet"]

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tasks.clean import CleanParams, ascii_translation, clean_utf8
 from tasks.encode import EncodeError, encode, encode_chunks
-from tasks.utf8 import Utf8Error, count_utf8, encode_utf8
+from tasks.utf8 import Utf8Error, count_utf8, encode_utf8, map_bytes
 from tasks.vocab import BOOK_VOCAB_SIZE, UNK, VocabParams, build_vocab, count_code_points, vocab_from_counts
 
 
@@ -64,3 +65,16 @@ def test_bytes_that_are_not_utf8_are_one_clear_error(data, offset):
         count_utf8(arrays("abcd", data))
     with pytest.raises(Utf8Error, match=f"not valid UTF-8 at byte {4 + offset}"):
         list(encode_utf8(arrays("abcd", data), build_vocab("abcd", VocabParams())))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.text(characters, max_size=12), min_size=1, max_size=4),
+    st.lists(st.tuples(st.sampled_from("\n\r\t ab,"), st.sampled_from(" _ab\n")), max_size=6),
+)
+def test_byte_maps_equal_clean_utf8(chunks, rules):
+    """The book's rules (a pass per byte), chained ones (a table), and none."""
+    params = CleanParams(replacements=rules, max_chars=None)
+    table = ascii_translation(params)
+    expected = list(clean_utf8([c.encode("utf-8") for c in chunks], table, None))
+    assert [a.tobytes() for a in map_bytes(arrays(*chunks), table)] == expected
