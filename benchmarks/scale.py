@@ -1,6 +1,7 @@
 """Any corpus size: time, MB/s, peak RSS and disk of every stage at 4 MB, 100 MB and 1 GB, and a cached re-run.
 
     .venv/bin/python -m benchmarks.scale [--sizes 4 100 1000] [--with-10gb] [--work DIR]
+    .venv/bin/python -m benchmarks.scale --sizes 1000 --prepare-only 5 [--work DIR]
 
 Each corpus is synthetic lyrics-like text (seeded): 3,000 CJK characters drawn by a Zipf law, newlines
 between lines, about 3 bytes a character. Each stage runs in a fresh process (the real stage: Parquet in
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -183,12 +185,41 @@ def measure(work: Path, megabytes: float, full: bool = True) -> list[list[str]]:
     return rows
 
 
+def repeat_prepare(work: Path, megabytes: float, times: int) -> None:
+    """The one-process prepare `times` times, alternately on the memory as it is and after warming it."""
+    source = work / f"corpus-{megabytes:g}mb.txt"
+    if not source.exists():
+        write_corpus(source, megabytes)
+    mb, store = source.stat().st_size / 1e6, work / f"store-{megabytes:g}mb"
+    seconds: dict[int, list[float]] = {0: [], 3: []}
+    for _ in range(times):
+        for warm, runs in seconds.items():
+            shutil.rmtree(store, ignore_errors=True)
+            job = {"stage": "prepare", "store": str(store), "source": str(source), "warm_gb": warm}
+            runs.append(run(job)["seconds"])
+    shutil.rmtree(store, ignore_errors=True)
+    for warm, runs in seconds.items():
+        median = statistics.median(runs)
+        how = "after warming 3 GB" if warm else "memory as it is"
+        listed = ", ".join(f"{s:.2f}" for s in sorted(runs))
+        print(f"{mb:,.0f} MB prepare, one process, {how}: {listed} s; median {median:.2f} s = {mb / median:,.0f} MB/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=float, nargs="+", default=list(SIZES_MB), help="corpus sizes in MB")
     parser.add_argument("--with-10gb", action="store_true", help="also a 10 GB corpus (checks free space first)")
     parser.add_argument("--work", type=Path, help="where corpora and stores go (default: a temporary folder)")
+    parser.add_argument(
+        "--prepare-only", type=int, metavar="N", help="only the one-process prepare, N times each way, with medians"
+    )
     args = parser.parse_args()
+    if args.prepare_only:
+        work = args.work or Path(tempfile.mkdtemp(prefix="charflow-scale-"))
+        work.mkdir(parents=True, exist_ok=True)
+        for size in args.sizes:
+            repeat_prepare(work, size, args.prepare_only)
+        return
     sizes = list(args.sizes) + ([10_000] if args.with_10gb else [])
     work = args.work or Path(tempfile.mkdtemp(prefix="charflow-scale-"))
     work.mkdir(parents=True, exist_ok=True)
