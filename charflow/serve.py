@@ -63,9 +63,17 @@ def serve(port: int = 4200) -> int:
     api_url = os.environ.get("PREFECT_API_URL")
     if not api_url:
         api_url = f"http://127.0.0.1:{port}/api"
+        # `--port` moves the API but not the URL the UI is told to call (/ui-settings): that comes from these,
+        # or from a PREFECT_API_URL in the user's profile.
+        server_env = {
+            **env,
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_API_URL": api_url,
+        }
         server = subprocess.Popen(
             [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
+            env=server_env,
             preexec_fn=die_with_this_process(),
         )
         env["PREFECT_API_URL"] = api_url

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from pathlib import Path
+
+from prefect import flow, get_run_logger
 
 from flows.prefect_tasks import expand_task, fetch_task, known_version_task
 from flows.prepare import prepare
@@ -12,16 +14,31 @@ from tasks.clean import CleanParams
 from tasks.ingest import IngestParams
 from tasks.vocab import VocabParams
 
+# Where the daily schedule looks when it is given no sources: relative to the checkout the worker runs in.
+DEFAULT_SOURCES = "corpora"
+
 
 @flow(name="reingest")
 def reingest(
-    sources: list[str],
+    sources: list[str] | None = None,
     train: bool = False,
     ingest: IngestParams = IngestParams(),
     clean: CleanParams = CleanParams(),
     vocab: VocabParams = VocabParams(),
 ) -> list[dict]:
-    """Each file or zip in the folders / globs (and each URL) is a corpus: new content becomes its next version."""
+    """Each file or zip in the folders / globs (and each URL) is a corpus: new content becomes its next version.
+    Without sources, those under ./corpora, where a checkout has none until its user adds some: nothing to do
+    then, not a failure. A source that is named and missing is an error."""
+    if sources is None:
+        if not Path(DEFAULT_SOURCES).is_dir():
+            message = (
+                f"nothing to ingest: there is no ./{DEFAULT_SOURCES} folder in {Path.cwd()}; "
+                "put text files or zips there, or pass sources"
+            )
+            get_run_logger().info(message)
+            publish_table("reingest-summary", [], message)
+            return []
+        sources = [DEFAULT_SOURCES]
     rows = []
     for located in expand_task(sources, ingest.patterns):
         fetched = fetch_task(located, ingest.patterns)

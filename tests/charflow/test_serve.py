@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,32 @@ def test_an_invalid_parameter_fails_the_run_and_writes_nothing(served):
     assert result.returncode != 0 and run_id is None
     assert "shuffled" in result.stdout + result.stderr
     assert snapshot(store) == before
+
+
+def test_the_ui_is_told_the_api_of_the_port_served(served):
+    """`serve --port N`: the UI's settings point its browser at port N, not at Prefect's default 4200."""
+    api_url = served["env"]["PREFECT_API_URL"]
+    with urllib.request.urlopen(api_url.removesuffix("/api") + "/ui-settings", timeout=30) as response:
+        settings = json.loads(response.read())
+    assert settings["api_url"] == api_url and not api_url.endswith(":4200/api")
+
+
+def test_the_daily_reingest_without_a_corpora_folder_has_nothing_to_do(served):
+    """The schedule's run on a fresh checkout (no ./corpora yet) completes and says why it did nothing."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "corpora").exists():
+        pytest.skip(f"{checkout}/corpora exists: the daily run would ingest it")
+    result, run_id = deployment_run(served, "reingest/daily")
+    assert result.returncode == 0 and "Completed" in result.stdout, result.stdout[-3000:]
+    assert summary_rows(served) == []
+    described = subprocess.run(
+        [*PREFECT, "artifact", "inspect", "reingest-summary", "-o", "json"],
+        env=served["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "nothing to ingest: there is no ./corpora folder" in json.loads(described.stdout)[0]["description"]
 
 
 def test_serve_stops_cleanly(served):
