@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from charflow import interrupt, options, settings
+from charflow.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.errors import CharflowError, Interrupted
@@ -45,12 +46,9 @@ def _print_prepared(prepared: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(prepared.model_dump(mode="json"), ensure_ascii=False, indent=2))
         return
-    state = "new version" if prepared.new_version else "known version"
-    print(f"corpus {prepared.corpus} v{prepared.version} ({state}, sha256 {prepared.sha256[:12]})")
+    print(version_line(prepared.corpus, prepared.version, prepared.new_version, prepared.sha256))
     for stage, ref in prepared.stages.items():
-        how = "cached" if ref.cache_hit else "computed"
-        facts = ", ".join(f"{k}={v}" for k, v in ref.summary.items() if isinstance(v, (int, str)) and k != "source")
-        print(f"  {stage:<7} {ref.key[:12]}  {how:<8}  {facts}\n          {ref.path}")
+        print(f"  {artifact_line(stage, ref)}\n          {ref.path}")
 
 
 def describe_validation_error(exc: ValidationError) -> str:

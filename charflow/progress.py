@@ -104,3 +104,14 @@ class Presenter:
         for bar in self._progress.values():
             bar.close()
         self._progress.clear()
+
+
+def artifact_line(stage: str, ref: Any) -> str:
+    """A stage's artifact in one line: its stage, short key, whether it was cached, its summary's facts."""
+    how = "cached" if ref.cache_hit else "computed"
+    facts = ", ".join(f"{k}={v}" for k, v in ref.summary.items() if isinstance(v, (int, str)) and k != "source")
+    return f"{stage:<7} {ref.key[:12]}  {how:<8}  {facts}"
+
+
+def version_line(corpus: str, version: int, new: bool, sha256: str) -> str:
+    return f"corpus {corpus} v{version} ({'new' if new else 'known'} version, sha256 {sha256[:12]})"

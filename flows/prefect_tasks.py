@@ -14,7 +14,7 @@ from artifacts.refs import resolve
 from artifacts.stages import STAGES, Stage, run_stage
 from artifacts.store import ArtifactRef, Store
 from charflow import interrupt, settings
-from charflow.progress import Presenter
+from charflow.progress import Presenter, artifact_line, version_line
 from flows.cache import content_key_policy
 from flows.publish import publish
 from tasks.errors import Interrupted
@@ -92,11 +92,14 @@ class PrefectRunner:
         ref: ArtifactRef = state.result()
         if state.name == "Cached":
             ref = ref.model_copy(update={"cache_hit": True})
+        get_run_logger().info(artifact_line(name, ref))
         publish(_store(), ref)
         return ref
 
     def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
-        return register_task(corpus, fetched, ingested)
+        version = register_task(corpus, fetched, ingested)
+        get_run_logger().info(version_line(version.corpus, version.version, version.new, version.sha256))
+        return version
 
     def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
         record_task(corpus, version, outputs)

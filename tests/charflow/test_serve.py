@@ -30,6 +30,7 @@ def served(tmp_path_factory):
         "PREFECT_HOME": str(root / "prefect"),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",  # what a user's runs log (the test session's own default is WARNING)
     }
     env.pop("PREFECT_API_URL", None)
     log = (root / "serve.log").open("w")
@@ -95,7 +96,7 @@ def summary_rows(served):
 
 
 def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
-    result, _ = deployment_run(
+    result, run_id = deployment_run(
         served,
         "train/default",
         f"source={lyrics_zip}",
@@ -110,6 +111,19 @@ def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
     assert "Completed" in result.stdout
     models = list((served["home"] / "store" / "train").iterdir())
     assert len(models) == 1 and (models[0] / "weights.pt").is_file()
+    # charflow's own lines in the run's logs (what the UI's Logs tab shows): keys, cache, version, epochs.
+    logs = subprocess.run(
+        [*PREFECT, "flow-run", "logs", run_id], env=served["env"], capture_output=True, text=True, timeout=60
+    ).stdout
+    key = json.loads((models[0] / "_manifest.json").read_text())["key"]
+    for line in (
+        r"ingest  [0-9a-f]{12}  computed  chars=63282",
+        r"corpus jaychou_lyrics v1 \(new version, sha256 [0-9a-f]{12}\)",
+        rf"train   {key[:12]}  computed",
+        r"epoch 2: perplexity [0-9.]+, [0-9,]+ tokens/s",
+    ):
+        assert re.search(line, logs), f"{line!r} not in the run's logs:\n{logs[-3000:]}"
+    assert re.search(rf"train   {key[:12]}  computed", (served["root"] / "serve.log").read_text())  # the worker's
 
 
 def test_reingest_processes_only_what_is_new(served, tmp_path):
