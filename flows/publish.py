@@ -6,12 +6,41 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pyarrow.parquet as pq
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from artifacts import inspect
+from artifacts.model import METRICS_FILE
 from artifacts.store import ArtifactRef, Store
 
 MAX_FILES_SHOWN = 20
+MAX_SAMPLE_CHARS = 1500
+# Whitespace tokens drawn so that a table cell is not empty (the Parquet keeps the characters themselves).
+VISIBLE = {" ": "␠", "\n": "⏎", "\t": "⇥", "\r": "␍"}
+
+
+def visible(token: str) -> str:
+    if token.isspace():
+        return "".join(VISIBLE.get(ch, f"U+{ord(ch):04X}") for ch in token)
+    return token
+
+
+def shown_value(value: Any) -> str:
+    """A parameter as a person writes it: a string bare, anything else as JSON."""
+    return value if isinstance(value, str) and value else json.dumps(value, ensure_ascii=False)
+
+
+def sample_json(view: dict[str, Any], key: str) -> str:
+    """The decoded sample, a line per entry (a list of numbers stays on its line); cut at a line, and said so."""
+    lines = [f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False, default=str)}" for k, v in view.items()]
+    kept, size = [], 0
+    for line in lines:
+        if size + len(line) > MAX_SAMPLE_CHARS:
+            kept.append(f"… {len(lines) - len(kept)} more, cut here: `charflow inspect show {key[:12]}` shows all")
+            break
+        kept.append(line if len(line) <= MAX_SAMPLE_CHARS else line[:MAX_SAMPLE_CHARS] + " …")
+        size += len(line)
+    return "\n".join(kept)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -29,27 +58,36 @@ def publish(store: Store, ref: ArtifactRef) -> None:
     entry = inspect.entry(ref)
     shown = inspect.show(store, entry)
     manifest, view = shown["manifest"], shown["view"]
-    params = [{"parameter": k, "value": json.dumps(v, ensure_ascii=False)} for k, v in manifest["params"].items()]
-    files = [{"file": f"`{ref.path}/{f['name']}`", "rows": f["rows"], "bytes": f["size"]} for f in manifest["files"]]
+    params = [{"parameter": k, "value": shown_value(v)} for k, v in manifest["params"].items()]
+    files = [
+        {
+            "file": f"`{ref.path}/{f['name']}`",
+            "rows": "" if f["rows"] is None else f"{f['rows']:,}",
+            "bytes": f"{f['size']:,}",
+        }
+        for f in manifest["files"]
+    ]
     if len(files) > MAX_FILES_SHOWN:  # thousands of shards would make a page nobody reads
         more = len(files) - MAX_FILES_SHOWN
         files = [*files[:MAX_FILES_SHOWN], {"file": f"… and {more:,} more files", "rows": "", "bytes": ""}]
-    sample = json.dumps(view, ensure_ascii=False, indent=1, default=str)[:1500]
     markdown = "\n\n".join(
         [
             f"## {ref.stage} `{ref.key[:12]}`" + (" (cached)" if ref.cache_hit else ""),
-            f"Content key `{ref.key}`, {entry.rows:,} rows, created {manifest['created']}.",
+            f"Content key `{ref.key}`, created {manifest['created']}.",
             markdown_table(params) or "No parameters.",
             markdown_table(files),
-            f"```json\n{sample}\n```",
+            f"```\n{sample_json(view, ref.key)}\n```",
         ]
     )
     create_markdown_artifact(key=f"{ref.stage}-summary", markdown=markdown, description=f"{ref.stage} artifact")
     if ref.stage == "vocab":
-        create_table_artifact(key="vocab-top-symbols", table=view["most_frequent"], description="most frequent symbols")
+        top = [{**row, "token": visible(row["token"])} for row in view["most_frequent"]]
+        create_table_artifact(key="vocab-top-symbols", table=top, description="most frequent symbols (␠ a space)")
     if ref.stage == "train":
-        metrics = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for m in view["metrics"]]
-        create_table_artifact(key="training-metrics", table=metrics, description="perplexity per epoch")
+        every = pq.read_table(ref.path / METRICS_FILE).to_pylist()  # the view shows ten; the table every epoch
+        metrics = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for m in every]
+        description = f"perplexity per epoch, all {len(metrics)} (rounded here; metrics.parquet keeps full precision)"
+        create_table_artifact(key="training-metrics", table=metrics, description=description)
         samples = "\n".join(f"- epoch {s['epoch']}, `{s['prefix']}`: {s['text']}" for s in view["samples"])
         create_markdown_artifact(
             key="training-samples", markdown=samples or "No samples.", description="greedy samples"

@@ -1,10 +1,11 @@
 """Every flow run shows its artifacts in Prefect's UI under stable keys."""
 
 import json
+import re
 
 import pytest
 
-from flows.publish import markdown_table
+from flows.publish import markdown_table, sample_json, shown_value, visible
 
 
 def test_ui_artifacts_are_published(two_versions):
@@ -29,11 +30,33 @@ def test_ui_artifacts_are_published(two_versions):
 
     summary, top = beside("vocab", "vocab-top-symbols")
     table = json.loads(top.data) if isinstance(top.data, str) else top.data
-    assert table[0]["token"] == " "
+    assert table[0]["token"] == "␠"  # the space, visible
     assert "vocab.parquet" in summary.data and "| parameter | value |" in summary.data
+    assert "| order | codepoint |" in summary.data and "None" not in summary.data  # bare strings, no None
+    encoded, _ = beside("encode", "encode-summary")
+    assert re.search(r'^"first_indices": \[\d+, \d+, ', encoded.data, re.M)  # one line, not sixty
     _, metrics = beside("train", "training-metrics")
     rows = json.loads(metrics.data) if isinstance(metrics.data, str) else metrics.data
     assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_whitespace_parameters_and_samples_read_plainly():
+    assert [visible(t) for t in (" ", "\n", "\u3000", "好", "a b")] == ["␠", "⏎", "U+3000", "好", "a b"]
+    assert [shown_value(v) for v in ("random", "", 35, None, ["\n", " "])] == [
+        "random",
+        '""',
+        "35",
+        "null",
+        '["\\n", " "]',
+    ]
+    view = {"first_indices": list(range(60)), "decoded": "想要有直升机"}
+    assert sample_json(view, "ab" * 32).splitlines() == [
+        '"first_indices": [' + ", ".join(map(str, range(60))) + "]",
+        '"decoded": "想要有直升机"',
+    ]
+    long = {f"k{i}": "x" * 400 for i in range(6)}
+    lines = sample_json(long, "0123456789abcdef").splitlines()
+    assert len(lines) == 4 and lines[-1] == "… 3 more, cut here: `charflow inspect show 0123456789ab` shows all"
 
 
 @pytest.mark.parametrize(
