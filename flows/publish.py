@@ -1,17 +1,20 @@
-"""What a flow run shows in Prefect's UI: a summary per stage, the vocabulary's top symbols, the training
-metrics and samples, under stable artifact keys."""
+"""What a flow run shows in Prefect's UI: a summary per stage, the vocabulary's top symbols and chart, the
+training metrics, curve and samples, under stable artifact keys."""
 
 from __future__ import annotations
 
+import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from artifacts import inspect
-from artifacts.model import METRICS_FILE
+from artifacts.model import CURVE_FILE, METRICS_FILE
 from artifacts.store import ArtifactRef, Store
+from artifacts.vocab import FREQUENCY_FILE
 
 MAX_FILES_SHOWN = 20
 MAX_SAMPLE_CHARS = 1500
@@ -28,6 +31,12 @@ def visible(token: str) -> str:
 def shown_value(value: Any) -> str:
     """A parameter as a person writes it: a string bare, anything else as JSON."""
     return value if isinstance(value, str) and value else json.dumps(value, ensure_ascii=False)
+
+
+def chart_markdown(path: Path, title: str) -> str:
+    """A chart inline, as a data URI: the UI renders it without a URL the browser must reach."""
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"### {title}\n\n![{title}](data:image/png;base64,{encoded})"
 
 
 def sample_json(view: dict[str, Any], key: str) -> str:
@@ -83,11 +92,15 @@ def publish(store: Store, ref: ArtifactRef) -> None:
     if ref.stage == "vocab":
         top = [{**row, "token": visible(row["token"])} for row in view["most_frequent"]]
         create_table_artifact(key="vocab-top-symbols", table=top, description="most frequent symbols (␠ a space)")
+        chart = chart_markdown(ref.path / FREQUENCY_FILE, f"the most frequent symbols, vocab {ref.key[:12]}")
+        create_markdown_artifact(key="vocab-frequency-chart", markdown=chart, description="frequency.png")
     if ref.stage == "train":
         every = pq.read_table(ref.path / METRICS_FILE).to_pylist()  # the view shows ten; the table every epoch
         metrics = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for m in every]
         description = f"perplexity per epoch, all {len(metrics)} (rounded here; metrics.parquet keeps full precision)"
         create_table_artifact(key="training-metrics", table=metrics, description=description)
+        chart = chart_markdown(ref.path / CURVE_FILE, f"perplexity per epoch, model {ref.key[:12]}")
+        create_markdown_artifact(key="training-perplexity-chart", markdown=chart, description="perplexity.png")
         samples = "\n".join(f"- epoch {s['epoch']}, `{s['prefix']}`: {s['text']}" for s in view["samples"])
         create_markdown_artifact(
             key="training-samples", markdown=samples or "No samples.", description="greedy samples"

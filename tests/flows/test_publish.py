@@ -1,5 +1,6 @@
 """Every flow run shows its artifacts in Prefect's UI under stable keys."""
 
+import base64
 import json
 import re
 
@@ -14,7 +15,8 @@ def test_ui_artifacts_are_published(two_versions):
 
     stages = two_versions["second"].stages
     wanted = [f"{stage}-summary" for stage in stages]
-    wanted += ["vocab-top-symbols", "training-metrics", "training-samples"]
+    wanted += ["vocab-top-symbols", "vocab-frequency-chart", "training-metrics", "training-perplexity-chart"]
+    wanted += ["training-samples"]
     found, only = [], ArtifactFilter(key=ArtifactFilterKey(any_=wanted))
     with get_client(sync_client=True) as client:  # every page: the server answers 200 at a time
         while page := client.read_artifacts(artifact_filter=only, offset=len(found), limit=200):
@@ -35,6 +37,13 @@ def test_ui_artifacts_are_published(two_versions):
     assert "| order | codepoint |" in summary.data and "None" not in summary.data  # bare strings, no None
     encoded, _ = beside("encode", "encode-summary")
     assert re.search(r'^"first_indices": \[\d+, \d+, ', encoded.data, re.M)  # one line, not sixty
+    for stage, chart, png in (
+        ("vocab", "vocab-frequency-chart", "frequency.png"),
+        ("train", "training-perplexity-chart", "perplexity.png"),
+    ):
+        _, shown = beside(stage, chart)
+        inline = re.search(r"!\[[^]]+\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", shown.data)
+        assert inline and base64.b64decode(inline.group(1)) == (stages[stage].path / png).read_bytes()
     _, metrics = beside("train", "training-metrics")
     rows = json.loads(metrics.data) if isinstance(metrics.data, str) else metrics.data
     assert [r["epoch"] for r in rows] == [1, 2]
