@@ -18,8 +18,9 @@ from artifacts.vocab import FREQUENCY_FILE
 
 MAX_FILES_SHOWN = 20
 MAX_SAMPLE_CHARS = 1500
-# Whitespace tokens drawn so that a table cell is not empty (the Parquet keeps the characters themselves).
-VISIBLE = {" ": "␠", "\n": "⏎", "\t": "⇥", "\r": "␍"}
+# Whitespace tokens drawn so that a table cell is not empty (the Parquet keeps the characters themselves), in
+# glyphs common fonts have: ␠ and ␍ rendered as empty boxes in Chromium with Debian's DejaVu and Noto fonts.
+VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥"}
 
 
 def visible(token: str) -> str:
@@ -91,7 +92,7 @@ def publish(store: Store, ref: ArtifactRef) -> None:
     create_markdown_artifact(key=f"{ref.stage}-summary", markdown=markdown, description=f"{ref.stage} artifact")
     if ref.stage == "vocab":
         top = [{**row, "token": visible(row["token"])} for row in view["most_frequent"]]
-        create_table_artifact(key="vocab-top-symbols", table=top, description="most frequent symbols (␠ a space)")
+        create_table_artifact(key="vocab-top-symbols", table=top, description="most frequent symbols (␣ a space)")
         chart = chart_markdown(ref.path / FREQUENCY_FILE, f"the most frequent symbols, vocab {ref.key[:12]}")
         create_markdown_artifact(key="vocab-frequency-chart", markdown=chart, description="frequency.png")
     if ref.stage == "train":

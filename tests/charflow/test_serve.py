@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +125,51 @@ def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
     ):
         assert re.search(line, logs), f"{line!r} not in the run's logs:\n{logs[-3000:]}"
     assert re.search(rf"train   {key[:12]}  computed", (served["root"] / "serve.log").read_text())  # the worker's
+
+
+def artifact_versions(served, key):
+    result = subprocess.run(
+        [*PREFECT, "artifact", "inspect", key, "-o", "json"], env=served["env"], capture_output=True, text=True
+    )
+    return json.loads(result.stdout)
+
+
+def render(chromium, url, screenshot):
+    """The page's DOM once the app has settled (virtual time), and a screenshot of it."""
+    common = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--virtual-time-budget=20000",
+    ]
+    subprocess.run(
+        [*common, "--window-size=1280,1000", f"--screenshot={screenshot}", url], capture_output=True, timeout=180
+    )
+    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    screenshot.with_suffix(".html").write_text(dom, encoding="utf-8")
+    return dom
+
+
+def test_a_browser_shows_the_runs_artifacts_chart_and_chinese(served):
+    """After the train run above: headless Chromium (Debian's; .ci/run installs it) renders the run page and
+    the chart and vocabulary artifacts; screenshots are kept in the test's folder."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium on this machine: .ci/run installs Debian's chromium and fonts-noto-cjk")
+    base = served["env"]["PREFECT_API_URL"].removesuffix("/api")
+    chart = artifact_versions(served, "training-perplexity-chart")[0]
+    top = artifact_versions(served, "vocab-top-symbols")[0]
+    shots = served["root"] / "screenshots"
+    shots.mkdir(exist_ok=True)
+    page = render(chromium, f"{base}/runs/flow-run/{chart['flow_run_id']}", shots / "run.png")
+    assert "Completed" in page and "Task runs" in page, page[-2000:]  # (the task runs' names are on a canvas)
+    page = render(chromium, f"{base}/artifacts/artifact/{chart['id']}", shots / "chart.png")
+    assert re.search(r'<img[^>]+src="data:image/png;base64,', page), page[-2000:]
+    page = render(chromium, f"{base}/artifacts/artifact/{top['id']}", shots / "vocab.png")
+    assert re.search(r"[\u4e00-\u9fff]", page) and "␣" in page, page[-2000:]
+    assert all((shots / f"{name}.png").stat().st_size > 10_000 for name in ("run", "chart", "vocab"))
 
 
 def test_reingest_processes_only_what_is_new(served, tmp_path):

@@ -32,7 +32,7 @@ def test_ui_artifacts_are_published(two_versions):
 
     summary, top = beside("vocab", "vocab-top-symbols")
     table = json.loads(top.data) if isinstance(top.data, str) else top.data
-    assert table[0]["token"] == "␠"  # the space, visible
+    assert table[0]["token"] == "␣"  # the space, visible
     assert "vocab.parquet" in summary.data and "| parameter | value |" in summary.data
     assert "| order | codepoint |" in summary.data and "None" not in summary.data  # bare strings, no None
     encoded, _ = beside("encode", "encode-summary")
@@ -50,7 +50,7 @@ def test_ui_artifacts_are_published(two_versions):
 
 
 def test_whitespace_parameters_and_samples_read_plainly():
-    assert [visible(t) for t in (" ", "\n", "\u3000", "好", "a b")] == ["␠", "⏎", "U+3000", "好", "a b"]
+    assert [visible(t) for t in (" ", "\n", "\r", "\u3000", "好", "a b")] == ["␣", "⏎", "U+000D", "U+3000", "好", "a b"]
     assert [shown_value(v) for v in ("random", "", 35, None, ["\n", " "])] == [
         "random",
         '""',
