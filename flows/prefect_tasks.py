@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import Task, get_run_logger, task
+from prefect import Task, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
@@ -40,9 +40,13 @@ def _stage_task(stage: Stage) -> Task:
         finally:
             presenter.close()
 
+    def run_name(parameters: dict[str, Any]) -> str:
+        return f"{stage.name} {stage.key(parameters['inputs'], parameters['params'])[:12]}"
+
     run.__name__ = run.__qualname__ = f"{stage.name}_stage"
     run.__doc__ = f"The {stage.name} stage: its stored artifact, built when missing."
-    return task(name=stage.name, cache_policy=content_key_policy(stage.name), persist_result=True)(run)
+    policy = content_key_policy(stage.name)
+    return task(name=stage.name, task_run_name=run_name, cache_policy=policy, persist_result=True)(run)
 
 
 STAGE_TASKS: dict[str, Task] = {name: _stage_task(stage) for name, stage in STAGES.items()}
@@ -80,20 +84,30 @@ def record_task(corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> N
 
 
 class PrefectRunner:
-    """The pipeline's steps as Prefect tasks of the current flow run; each stage's artifact shown in the UI."""
+    """The pipeline's steps as Prefect tasks of the current flow run; each stage's artifact shown in the UI,
+    under its corpus's keys, its task run named by stage and short key and tagged by corpus, stage, sampler
+    and model."""
+
+    def __init__(self) -> None:
+        self.corpus: str | None = None  # known once the source is fetched
 
     def fetch(self, located: Located, patterns: tuple[str, ...]) -> Fetched:
-        return fetch_task(located, patterns)
+        fetched = fetch_task(located, patterns)
+        self.corpus = located.name or fetched.name
+        return fetched
 
     def stage(self, name: str, params: BaseModel, **inputs: Any) -> ArtifactRef:
         if interrupt.requested():
             raise Interrupted(f"stopped before the {name} stage; run the same command again to go on")
-        state = STAGE_TASKS[name](inputs=inputs, params=params, return_state=True)
+        labels = [f"stage:{name}"] + ([f"corpus:{self.corpus}"] if self.corpus else [])
+        labels += [f"{field}:{getattr(params, field)}" for field in ("sampler", "model") if hasattr(params, field)]
+        with tags(*labels):
+            state = STAGE_TASKS[name](inputs=inputs, params=params, return_state=True)
         ref: ArtifactRef = state.result()
         if state.name == "Cached":
             ref = ref.model_copy(update={"cache_hit": True})
         get_run_logger().info(artifact_line(name, ref))
-        publish(_store(), ref)
+        publish(_store(), ref, self.corpus)
         return ref
 
     def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:

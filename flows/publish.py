@@ -4,7 +4,9 @@ training metrics, curve and samples, under stable artifact keys."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +64,22 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def publish(store: Store, ref: ArtifactRef) -> None:
+def corpus_prefix(corpus: str | None) -> str:
+    """The start of a corpus's artifact keys: its name in Prefect's key alphabet (`[a-z0-9-]`), with a short
+    hash of the name when more than `_` had to change (two names could then meet); none without a corpus."""
+    if corpus is None:
+        return ""
+    slug = re.sub(r"[^a-z0-9]+", "-", corpus.lower()).strip("-") or "corpus"
+    if slug != corpus.replace("_", "-"):
+        slug += "-" + hashlib.sha256(corpus.encode("utf-8")).hexdigest()[:6]
+    return f"{slug}-"
+
+
+def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> None:
     """A summary per stage (parameters, key, rows, files, a decoded sample), the vocabulary's most frequent
-    symbols, the training metrics and samples."""
+    symbols and chart, the training metrics, curve and samples: under keys that start with the corpus's name,
+    so that each corpus has its own timeline."""
+    prefix = corpus_prefix(corpus)
     entry = inspect.entry(ref)
     shown = inspect.show(store, entry)
     manifest, view = shown["manifest"], shown["view"]
@@ -89,22 +104,23 @@ def publish(store: Store, ref: ArtifactRef) -> None:
             f"```\n{sample_json(view, ref.key)}\n```",
         ]
     )
-    create_markdown_artifact(key=f"{ref.stage}-summary", markdown=markdown, description=f"{ref.stage} artifact")
+    create_markdown_artifact(key=f"{prefix}{ref.stage}-summary", markdown=markdown, description=f"{ref.stage} artifact")
     if ref.stage == "vocab":
         top = [{**row, "token": visible(row["token"])} for row in view["most_frequent"]]
-        create_table_artifact(key="vocab-top-symbols", table=top, description="most frequent symbols (␣ a space)")
+        described = "most frequent symbols (␣ a space)"
+        create_table_artifact(key=f"{prefix}vocab-top-symbols", table=top, description=described)
         chart = chart_markdown(ref.path / FREQUENCY_FILE, f"the most frequent symbols, vocab {ref.key[:12]}")
-        create_markdown_artifact(key="vocab-frequency-chart", markdown=chart, description="frequency.png")
+        create_markdown_artifact(key=f"{prefix}vocab-frequency-chart", markdown=chart, description="frequency.png")
     if ref.stage == "train":
         every = pq.read_table(ref.path / METRICS_FILE).to_pylist()  # the view shows ten; the table every epoch
         metrics = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for m in every]
         description = f"perplexity per epoch, all {len(metrics)} (rounded here; metrics.parquet keeps full precision)"
-        create_table_artifact(key="training-metrics", table=metrics, description=description)
+        create_table_artifact(key=f"{prefix}training-metrics", table=metrics, description=description)
         chart = chart_markdown(ref.path / CURVE_FILE, f"perplexity per epoch, model {ref.key[:12]}")
-        create_markdown_artifact(key="training-perplexity-chart", markdown=chart, description="perplexity.png")
+        create_markdown_artifact(key=f"{prefix}training-perplexity-chart", markdown=chart, description="perplexity.png")
         samples = "\n".join(f"- epoch {s['epoch']}, `{s['prefix']}`: {s['text']}" for s in view["samples"])
         create_markdown_artifact(
-            key="training-samples", markdown=samples or "No samples.", description="greedy samples"
+            key=f"{prefix}training-samples", markdown=samples or "No samples.", description="greedy samples"
         )
 
 

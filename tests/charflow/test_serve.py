@@ -159,8 +159,8 @@ def test_a_browser_shows_the_runs_artifacts_chart_and_chinese(served):
     if chromium is None:
         pytest.skip("no chromium on this machine: .ci/run installs Debian's chromium and fonts-noto-cjk")
     base = served["env"]["PREFECT_API_URL"].removesuffix("/api")
-    chart = artifact_versions(served, "training-perplexity-chart")[0]
-    top = artifact_versions(served, "vocab-top-symbols")[0]
+    chart = artifact_versions(served, "jaychou-lyrics-training-perplexity-chart")[0]
+    top = artifact_versions(served, "jaychou-lyrics-vocab-top-symbols")[0]
     shots = served["root"] / "screenshots"
     shots.mkdir(exist_ok=True)
     page = render(chromium, f"{base}/runs/flow-run/{chart['flow_run_id']}", shots / "run.png")

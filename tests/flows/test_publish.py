@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from flows.publish import markdown_table, sample_json, shown_value, visible
+from flows.publish import corpus_prefix, markdown_table, sample_json, shown_value, visible
 
 
 def test_ui_artifacts_are_published(two_versions):
@@ -14,9 +14,10 @@ def test_ui_artifacts_are_published(two_versions):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     stages = two_versions["second"].stages
-    wanted = [f"{stage}-summary" for stage in stages]
-    wanted += ["vocab-top-symbols", "vocab-frequency-chart", "training-metrics", "training-perplexity-chart"]
-    wanted += ["training-samples"]
+    corpus = "songs-"  # the corpus (a folder named songs) starts its keys: its own timeline in the UI
+    wanted = [f"{corpus}{stage}-summary" for stage in stages]
+    wanted += [f"{corpus}{key}" for key in ("vocab-top-symbols", "vocab-frequency-chart", "training-metrics")]
+    wanted += [f"{corpus}training-perplexity-chart", f"{corpus}training-samples"]
     found, only = [], ArtifactFilter(key=ArtifactFilterKey(any_=wanted))
     with get_client(sync_client=True) as client:  # every page: the server answers 200 at a time
         while page := client.read_artifacts(artifact_filter=only, offset=len(found), limit=200):
@@ -24,11 +25,12 @@ def test_ui_artifacts_are_published(two_versions):
     assert set(wanted) <= {a.key for a in found}
 
     def beside(stage: str, artifact_key: str):
-        """The artifact published with this corpus's `stage` summary: the keys are shared by every corpus on
-        the server (other tests publish theirs), the run that published the summary is not."""
-        summary = next(a for a in found if a.key == f"{stage}-summary" and stages[stage].key in a.data)
+        """The artifact published with this version's `stage` summary (both versions share the corpus's keys;
+        the run that published the summary is this version's)."""
+        summary = next(a for a in found if a.key == f"{corpus}{stage}-summary" and stages[stage].key in a.data)
         run = (summary.flow_run_id, summary.task_run_id)
-        return summary, next(a for a in found if a.key == artifact_key and (a.flow_run_id, a.task_run_id) == run)
+        key = f"{corpus}{artifact_key}"
+        return summary, next(a for a in found if a.key == key and (a.flow_run_id, a.task_run_id) == run)
 
     summary, top = beside("vocab", "vocab-top-symbols")
     table = json.loads(top.data) if isinstance(top.data, str) else top.data
@@ -47,6 +49,24 @@ def test_ui_artifacts_are_published(two_versions):
     _, metrics = beside("train", "training-metrics")
     rows = json.loads(metrics.data) if isinstance(metrics.data, str) else metrics.data
     assert [r["epoch"] for r in rows] == [1, 2]
+    # Its task runs: named by stage and short key, tagged by corpus, stage, sampler and model.
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[summary.flow_run_id])))
+    named = {run.name: set(run.tags) for run in runs}
+    assert {"stage:vocab", "corpus:songs"} <= named[f"vocab {stages['vocab'].key[:12]}"]
+    assert {"stage:batches", "sampler:random"} <= named[f"batches {stages['batches'].key[:12]}"]
+    assert {"stage:train", "model:rnn", "corpus:songs"} <= named[f"train {stages['train'].key[:12]}"]
+
+
+def test_a_corpus_name_in_prefects_key_alphabet():
+    assert corpus_prefix("songs") == "songs-" and corpus_prefix("jaychou_lyrics") == "jaychou-lyrics-"
+    assert corpus_prefix(None) == ""
+    # More than _ changed: two names could meet ("Jay Chou", "jay-chou"), so a hash of the name tells them apart.
+    assert re.fullmatch(r"jay-chou-[0-9a-f]{6}-", corpus_prefix("Jay Chou"))
+    assert corpus_prefix("Jay Chou") != corpus_prefix("JAY CHOU") and corpus_prefix("jay-chou") == "jay-chou-"
+    assert re.fullmatch(r"corpus-[0-9a-f]{6}-", corpus_prefix("周杰伦"))
 
 
 def test_whitespace_parameters_and_samples_read_plainly():
