@@ -15,8 +15,8 @@ M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 64 << 20  # larger blocks are still mapped and returned at once
-TRIM_THRESHOLD = 256 << 20  # free memory kept at the top of the heap
-TOP_PAD = 64 << 20  # grown ahead, so that the heap grows less often
+TRIM_THRESHOLD = 64 << 20  # free memory kept at the top of the heap: bounded, as peak memory must be
+TOP_PAD = 16 << 20  # grown ahead, so that the heap grows less often
 
 
 @functools.cache
