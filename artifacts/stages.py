@@ -31,7 +31,6 @@ from artifacts.manifest import Summary, read_manifest
 from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
 from artifacts.text_counts import COMPILED_MIN_BYTES, count_text
-from tasks.allocator import keep_freed_memory
 from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, split_validation, stored_batches
 from tasks.clean import CleanError, CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import EncodeParams, encode_chunks
@@ -410,7 +409,6 @@ def run_stage(
     **inputs: Any,
 ) -> ArtifactRef:
     """The stored artifact of stage `name` on these inputs and parameters, built now if it is not there."""
-    keep_freed_memory()
     stage = STAGES[name]
     key = stage.key(inputs, params)
     keyed, digests = keyed_params(params), stage.digests(inputs)

@@ -4,7 +4,8 @@ the GIL.
 Decoding to `str` holds the GIL and costs 1.2 ns a byte of Chinese text before any counting (2026, 2 cores):
 these loops decode, count or look up in one pass, 0.6 and 0.7 ns a byte, on as many threads as there are.
 Their results equal `count_code_points` and `encode` on the decoded text, and `clean_utf8`'s byte maps (tests
-compare them).
+compare them). The stages use them for large texts only (from COMPILED_MIN_BYTES), so each entry point also
+has malloc keep the blocks it frees (tasks.allocator).
 
 A chunk is a (bytes,) uint8 array of valid UTF-8 (a text artifact: ingest checked it, its manifest holds its
 digest). Whatever the bytes, a loop stays inside its arrays: a sequence cut short or past U+10FFFF stops it,
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from numba import njit
 
+from tasks.allocator import keep_freed_memory
 from tasks.encode import encode_with, lookup_table
 from tasks.errors import CharflowError
 from tasks.vocab import Vocab
@@ -93,6 +95,7 @@ def _not_utf8(at: int) -> Utf8Error:
 
 def count_utf8(chunks: Iterable[np.ndarray]) -> np.ndarray:
     """Occurrences of each code point over all chunks: (max code point + 1,) int64, as `count_code_points`."""
+    keep_freed_memory()
     counts = np.zeros(CODE_POINTS, dtype=np.int64)
     offset = 0
     for chunk in chunks:
@@ -106,6 +109,7 @@ def count_utf8(chunks: Iterable[np.ndarray]) -> np.ndarray:
 
 def encode_utf8(chunks: Iterable[np.ndarray], vocab: Vocab) -> Iterator[np.ndarray]:
     """(chars,) int32 indices for each chunk, as `encode_chunks` on the decoded text."""
+    keep_freed_memory()
     table = lookup_table(vocab)
     offset = chars_before = 0
     for chunk in chunks:
@@ -135,6 +139,7 @@ def _translate(data: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
 
 def map_bytes(chunks: Iterable[np.ndarray], table: bytes) -> Iterator[np.ndarray]:
     """Each chunk through a byte table from `ascii_translation` (as `clean_utf8` without truncation)."""
+    keep_freed_memory()
     changed = [(old, new) for old, new in enumerate(table) if old != new]
     # A few bytes, none mapped to another changed byte (the book's rules): one pass each.
     by_pass = len(changed) <= 4 and not {new for _, new in changed} & {old for old, _ in changed}
@@ -152,7 +157,9 @@ def map_bytes(chunks: Iterable[np.ndarray], table: bytes) -> Iterator[np.ndarray
 
 
 def load() -> None:
-    """Load every compiled loop from numba's cache (0.15 s), for the signatures the stages call them with."""
+    """Load every compiled loop from numba's cache (0.15 s), for the signatures the stages call them with; and
+    have malloc keep freed blocks, as the stages that will call them do."""
+    keep_freed_memory()
     data = np.frombuffer(b"a", dtype=np.uint8)  # read-only, as Arrow's buffers are
     out = np.empty(1, dtype=np.uint8)
     _decode(data, np.zeros(CODE_POINTS, dtype=np.int64), _NO_TABLE, _NO_TABLE)
