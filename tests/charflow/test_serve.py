@@ -85,15 +85,19 @@ def state_message(served, run_id):
     return json.loads(result.stdout)["state"]["message"]
 
 
-def summary_rows(served):
+def artifact_versions(served, key):
     result = subprocess.run(
-        [*PREFECT, "artifact", "inspect", "reingest-summary", "-o", "json"],
+        [*PREFECT, "artifact", "inspect", key, "-o", "json"],
         env=served["env"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    return json.loads(json.loads(result.stdout)[0]["data"])
+    return json.loads(result.stdout)
+
+
+def summary_rows(served):
+    return json.loads(artifact_versions(served, "reingest-summary")[0]["data"])
 
 
 def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
@@ -125,13 +129,6 @@ def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
     ):
         assert re.search(line, logs), f"{line!r} not in the run's logs:\n{logs[-3000:]}"
     assert re.search(rf"train   {key[:12]}  computed", (served["root"] / "serve.log").read_text())  # the worker's
-
-
-def artifact_versions(served, key):
-    result = subprocess.run(
-        [*PREFECT, "artifact", "inspect", key, "-o", "json"], env=served["env"], capture_output=True, text=True
-    )
-    return json.loads(result.stdout)
 
 
 def render(chromium, url, screenshot):
@@ -252,14 +249,8 @@ def test_the_daily_reingest_without_a_corpora_folder_has_nothing_to_do(served):
     result, run_id = deployment_run(served, "reingest/daily")
     assert result.returncode == 0 and "Completed" in result.stdout, result.stdout[-3000:]
     assert summary_rows(served) == []
-    described = subprocess.run(
-        [*PREFECT, "artifact", "inspect", "reingest-summary", "-o", "json"],
-        env=served["env"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "nothing to ingest: there is no ./corpora folder" in json.loads(described.stdout)[0]["description"]
+    described = artifact_versions(served, "reingest-summary")[0]["description"]
+    assert "nothing to ingest: there is no ./corpora folder" in described
 
 
 def test_serve_stops_cleanly(served):
