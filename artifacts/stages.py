@@ -30,7 +30,7 @@ from artifacts.keys import content_key, keyed_params, library_versions
 from artifacts.manifest import Summary, read_manifest
 from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
-from artifacts.text_counts import COMPILED_MIN_BYTES, count_text
+from artifacts.text_counts import COMPILED_MIN_BYTES, compiled_pays, count_text
 from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, split_validation, stored_batches
 from tasks.clean import CleanError, CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import EncodeParams, encode_chunks
@@ -119,7 +119,7 @@ def build_ingest(build: Build, source: Fetched, params: IngestParams) -> text_ki
 def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_kind.TextSummary:
     metadata = {"stage": build.stage, "input": text.key}
     if (table := ascii_translation(params)) is not None:
-        if params.max_chars is None and sum(text_kind.group_bytes(text.path)) >= COMPILED_MIN_BYTES:
+        if params.max_chars is None and compiled_pays(text.path):
             from tasks.utf8 import map_bytes  # numba: 0.35 s to load
 
             cleaned = map_bytes(text_kind.iter_text_arrays(text.path), table)
@@ -155,12 +155,12 @@ def build_encode(
     build.store.ensure_free(build.stage, 4 * text_kind.TextSummary.of(text).chars)  # int32 per character
     source = {"vocab_key": vocab.key, "vocab_size": vocab_kind.VocabSummary.of(vocab).size}
     vocabulary = vocab_kind.read_vocab(vocab.path)
-    if sum(text_kind.group_bytes(text.path)) < COMPILED_MIN_BYTES:
-        chunks = encode_chunks(text_kind.iter_text(text.path), vocabulary)
-    else:
+    if compiled_pays(text.path):
         from tasks.utf8 import encode_utf8  # numba: 0.35 s to load
 
         chunks = encode_utf8(text_kind.iter_text_arrays(text.path), vocabulary)
+    else:
+        chunks = encode_chunks(text_kind.iter_text(text.path), vocabulary)
     rows = indices_kind.write_indices(build.folder, chunks, {"stage": build.stage, "text_key": text.key, **source})
     return indices_kind.EncodeSummary(rows=rows, **source)
 

@@ -34,8 +34,7 @@ def count_text(
 ) -> np.ndarray:
     """Occurrences of each code point in the text: (max code point + 1,) int64. `meanwhile` runs on this thread
     while the others count (a slow import, say)."""
-    minimum = COMPILED_MIN_BYTES if compiled_min_bytes is None else compiled_min_bytes
-    if sum(group_bytes(folder)) < minimum:
+    if not compiled_pays(folder, compiled_min_bytes):
         meanwhile()
         return count_code_points(iter_text(folder))
     from tasks.utf8 import count_utf8
@@ -47,6 +46,11 @@ def count_text(
         for future in counted:
             total = add_counts(total, future.result())
     return total
+
+
+def compiled_pays(folder: Path, minimum: int | None = None) -> bool:
+    """Whether the text is large enough (COMPILED_MIN_BYTES, unless `minimum`) for the compiled loops."""
+    return sum(group_bytes(folder)) >= (COMPILED_MIN_BYTES if minimum is None else minimum)
 
 
 def split_groups(folder: Path, parts: int) -> list[range]:
