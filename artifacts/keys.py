@@ -47,8 +47,14 @@ def keyed_params(params: BaseModel | None) -> dict[str, Any]:
 
 @cache
 def library_version(name: str) -> str:
-    """An installed distribution's version, read from its metadata: no import (torch takes a second)."""
-    return metadata.version(name)
+    """An installed distribution's version, read from its metadata: no import (torch takes a second).
+
+    "absent" for an optional library that is not installed (the CJK font): the output differs without it.
+    """
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
 
 
 def library_versions(names: Iterable[str]) -> dict[str, str]:

@@ -130,6 +130,10 @@ OPTIONS: dict[str, Option] = {
     "lr": Option("learning rate"),
     "clip": Option("global gradient-norm bound, or 'none'", parse=number_or_none(float, "a number")),
     "device": Option("auto: CUDA when present"),
+    "precision": Option("bf16: autocast for large models on a GPU; fp32 reproduces the book"),
+    "cuda_graph": Option(
+        negated="--no-cuda-graph", help="on CUDA, step eagerly instead of replaying a captured graph (same numbers)"
+    ),
     "pred_period": Option("sample every N epochs"),
     "prefixes": Option("prediction prefix, repeatable", flag="--prefix"),
     "pred_chars": Option("characters to predict after each prefix"),

@@ -31,6 +31,8 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             "metrics": state.metrics,
             "samples": state.samples,
             "rng": torch.get_rng_state(),
+            # Dropout on a GPU draws from CUDA's generators: a resumed run continues their streams too.
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         },
         partial,
     )
@@ -42,4 +44,6 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     model.load_state_dict(data["model"])
     optimizer.load_state_dict(data["optimizer"])
     torch.set_rng_state(data["rng"])
+    if data.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(data["cuda_rng"])
     return TrainState(epoch=data["epoch"], metrics=data["metrics"], samples=data["samples"])

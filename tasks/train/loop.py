@@ -23,8 +23,9 @@ from tasks.errors import CharflowError, Interrupted
 from tasks.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from tasks.train.events import EpochEnd, Event, Resumed
 from tasks.train.generate import continue_text
-from tasks.train.model import build_model, detach, hidden_rows
+from tasks.train.model import build_model
 from tasks.train.params import TrainParams, resolve_device
+from tasks.train.step import TrainStep
 from tasks.vocab import Vocab
 
 # Past 700 nats exp() overflows: a run there has diverged as surely as with a NaN.
@@ -61,6 +62,10 @@ class Trained(NamedTuple):
 
 
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    if params.optimizer == "adam" and params.device == "cuda":
+        # One fused kernel for the update, where the multi-tensor form launches a dozen; capturable keeps the
+        # step count on the device, as a CUDA graph needs.
+        return torch.optim.Adam(model.parameters(), lr=params.lr, fused=True, capturable=params.cuda_graph)
     if params.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=params.lr)
     return torch.optim.SGD(model.parameters(), lr=params.lr)
@@ -96,10 +101,11 @@ def train(
         state = load_checkpoint(checkpoint, model, optimizer)
         saved = state.epoch
         on_event(Resumed(state.epoch, checkpoint))
+    step = TrainStep(model, optimizer, params, carry_state)
     for epoch in range(state.epoch, epochs):
         started = time.perf_counter()
         batches = epoch_batches(epoch)
-        loss_sum, norm_sum, tokens, steps = run_epoch(model, optimizer, batches, carry_state, params, should_stop)
+        loss_sum, norm_sum, tokens, steps = run_epoch(step, batches, should_stop)
         if should_stop():
             raise Interrupted(f"training stopped in epoch {epoch + 1} of {epochs}{kept(saved, checkpoint)}")
         if steps == 0:
@@ -143,46 +149,27 @@ def train(
 
 
 def run_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Batches,
-    carry_state: bool,
-    params: TrainParams,
-    should_stop: Callable[[], bool] = lambda: False,
+    step: TrainStep, batches: Batches, should_stop: Callable[[], bool] = lambda: False
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """One pass over the batches (cut short when `should_stop()`): the summed token loss and gradient norm (on
     the device), tokens and steps."""
-    device = torch.device(params.device)
-    weights = list(model.parameters())
-    loss_sum = torch.zeros((), device=device)
-    norm_sum = torch.zeros((), device=device)
+    params = step.params
+    step.start_epoch()
     tokens = steps = 0
-    hidden = None
     for x, y in batches:
-        x = x.to(device, non_blocking=True)  # (batch, num_steps)
-        y = y.to(device, non_blocking=True).long()  # (batch, num_steps)
-        if hidden is None or not carry_state or hidden_rows(hidden) != x.shape[0]:
-            hidden = model.init_state(x.shape[0], device)
-        else:
-            hidden = detach(hidden)
         try:
-            logits, hidden = model(x, hidden)  # (batch, num_steps, vocab)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            step(x, y)
         except torch.OutOfMemoryError as exc:
             raise OutOfDeviceMemory(
-                f"{device.type} ran out of memory at batch size {x.shape[0]}, num_steps {x.shape[1]}, hidden "
-                f"{params.hidden} ({params.model}); lower --batch-size or --hidden, or free the device"
+                f"{step.device.type} ran out of memory at batch size {x.shape[0]}, num_steps {x.shape[1]}, hidden "
+                f"{params.hidden} ({params.model}, {params.precision}); lower --batch-size or --hidden, or free "
+                "the device"
             ) from exc
-        norm_sum += clip_by_global_norm(weights, params.clip)
-        optimizer.step()
-        loss_sum += loss.detach() * y.numel()
         tokens += y.numel()
         steps += 1
         if should_stop():
             break
-    return loss_sum, norm_sum, tokens, steps
+    return step.loss_sum, step.norm_sum, tokens, steps
 
 
 def kept(saved: int | None, checkpoint: Path | None) -> str:
@@ -212,13 +199,3 @@ def evaluate(model: nn.Module, validation: Validation, device: torch.device) -> 
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys.reshape(-1), reduction="sum")
     model.train(was_training)
     return math.exp(min(total.item() / (streams * length), MAX_LOSS))
-
-
-def clip_by_global_norm(weights: list[torch.Tensor], clip: float | None) -> torch.Tensor:
-    """g <- g * min(1, clip / ||g||) over all parameters together; returns ||g|| before clipping, on the device."""
-    grads = [w.grad for w in weights if w.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    if clip is not None:
-        scale = torch.clamp(clip / (norm + 1e-6), max=1.0)
-        torch._foreach_mul_(grads, scale)
-    return norm

@@ -43,8 +43,8 @@ class ScratchRNN(nn.Module):
         inputs = F.embedding(x, self.W_xh) + self.b_h  # (batch, num_steps, hidden)
         h = state  # (batch, hidden)
         outputs = []
-        for t in range(x.shape[1]):
-            h = torch.tanh(inputs[:, t] + h @ self.W_hh)  # (batch, hidden)
+        for inputs_t in inputs.unbind(1):  # one backward for all steps, where inputs[:, t] had one each
+            h = torch.tanh(inputs_t + h @ self.W_hh)  # (batch, hidden)
             outputs.append(h)
         hs = torch.stack(outputs, dim=1)  # (batch, num_steps, hidden)
         return hs @ self.W_hq + self.b_q, h  # (batch, num_steps, vocab), (batch, hidden)

@@ -38,6 +38,10 @@ class TrainParams(ModelParams):
     seed: int = 0
     # "auto" is resolved by `resolve_device` before the run is keyed: the device changes the numbers.
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # bf16 autocast is for large models on a GPU; fp32 reproduces the book.
+    precision: Literal["fp32", "bf16"] = "fp32"
+    # A replayed CUDA graph runs the eager step's kernels: the same numbers, so not part of the key.
+    cuda_graph: bool = Field(default=True, json_schema_extra={"keyed": False})
     pred_period: int = Field(default=50, gt=0)
     prefixes: tuple[str, ...] = BOOK_PREFIXES
     pred_chars: int = Field(default=50, ge=0)

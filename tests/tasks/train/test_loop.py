@@ -16,12 +16,12 @@ from tasks.train.loop import (
     OutOfDeviceMemory,
     TrainingDiverged,
     Validation,
-    clip_by_global_norm,
     evaluate,
     train,
 )
 from tasks.train.model import ScratchRNN, build_model
 from tasks.train.params import ModelParams, TrainParams
+from tasks.train.step import clip_by_global_norm
 from tasks.vocab import Vocab
 
 TOY_VOCAB = Vocab(tokens=list("abcdefghijkl"), counts=np.ones(12, dtype=np.int64), reserved=0)
