@@ -84,7 +84,7 @@ def book_size(corpus: np.ndarray, vocab, device: str, epochs: int) -> None:
             )
 
 
-def large_batch(device: str, steps: int, peak: float) -> None:
+def large_batch(device: str, steps: int, peak: float, profile: bool = False) -> None:
     """bf16 `rnn` at batch 16,384: the captured step replayed `steps` times, timed with events."""
     batch, hidden, num_steps, vocab = LARGE["batch"], LARGE["hidden"], LARGE["num_steps"], LARGE["vocab"]
     if device != "cuda":
@@ -105,18 +105,32 @@ def large_batch(device: str, steps: int, peak: float) -> None:
             step(x, y)
         synchronize(device)
         seconds = (time.perf_counter() - started) / steps
+        loss = step.loss_sum.item() / (batch * num_steps * (steps + 4))
+        if profile and device == "cuda":
+            where_the_time_goes(step, x, y)
         flops = 3 * num_steps * 2 * batch * (hidden * hidden + hidden * hidden + hidden * vocab)
         tflops = flops / seconds / 1e12
         memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
         print(
             f"large batch rnn {precision}: batch {batch:,}, hidden {hidden:,}: {seconds * 1e3:.1f} ms a step, "
             f"{batch * num_steps / seconds / 1e6:.1f} M tokens/s, {tflops:.0f} TFLOP/s = {tflops / peak:.0%} of "
-            f"the measured bf16 peak; loss {step.loss_sum.item() / (batch * num_steps * (steps + 4)):.3f}; "
+            f"the measured bf16 peak; loss {loss:.3f}; "
             f"peak memory {memory:.1f} GiB"
         )
         del model, step
         if device == "cuda":
             torch.cuda.empty_cache()
+
+
+def where_the_time_goes(step: TrainStep, x: torch.Tensor, y: torch.Tensor, top: int = 12) -> None:
+    """The GPU kernels of 3 replayed steps by total time: what the step spends its time on."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step(x, y)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=70))
 
 
 def fidelity(corpus_zip: Path, device: str) -> None:
@@ -159,17 +173,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="epochs at the book's size, ours")
     parser.add_argument("--large-steps", type=int, default=10)
     parser.add_argument("--skip-fidelity", action="store_true")
+    parser.add_argument("--only-large", action="store_true", help="the peak and the large batch alone")
+    parser.add_argument("--profile", action="store_true", help="the large batch's kernels by time")
     args = parser.parse_args()
     device = resolve_device(TrainParams(device=args.device)).device
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}")
     peak = matmul_peak(device)
     print(f"bf16 matrix product 8192³: {peak:.0f} TFLOP/s")
+    if args.only_large:
+        large_batch(device, args.large_steps, peak, args.profile)
+        return
     with zipfile.ZipFile(args.corpus) as archive:
         text = clean(archive.read("jaychou_lyrics.txt").decode("utf-8"), CleanParams())
     vocab = build_vocab(text, VocabParams())
     book_size(encode(text, vocab), vocab, device, args.epochs)
-    large_batch(device, args.large_steps, peak)
+    large_batch(device, args.large_steps, peak, args.profile)
     if not args.skip_fidelity:
         fidelity(args.corpus, device)
 

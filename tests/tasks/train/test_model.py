@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks.train.model import BOOK_SCRATCH_PARAMETERS, ScratchRNN, build_model, detach, hidden_rows
+from tasks.train.model import BOOK_SCRATCH_PARAMETERS, ScratchRNN, build_model, detach, hidden_rows, output_logits
 from tasks.train.params import ModelParams
 
 V, H = 1_027, 256
@@ -62,3 +62,20 @@ def test_every_model_maps_ids_to_logits_and_a_state(name, layers, state_shape):
     assert first.shape == state_shape and hidden_rows(state) == 3
     assert isinstance(state, tuple) == (name == "lstm")
     assert all(s.grad_fn is None for s in (detach(state) if isinstance(state, tuple) else (detach(state),)))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_output_logits_padded_for_aligned_kernels_are_the_plain_product(transposed):
+    """The CUDA layout (vocabulary padded to a multiple of 8, then cut), checked here on the CPU."""
+    torch.manual_seed(0)
+    hs = torch.randn(3, 7, 16, requires_grad=True)  # (batch, num_steps, hidden)
+    weight = torch.randn(16, V) if transposed else torch.randn(V, 16)
+    bias = torch.randn(V)
+    weight.requires_grad_(), bias.requires_grad_()
+    plain = output_logits(hs, weight, bias, transposed)
+    padded = output_logits(hs, weight, bias, transposed, align=8)
+    assert V % 8 and plain.shape == padded.shape == (3, 7, V)
+    assert torch.allclose(plain, padded, rtol=1e-5, atol=1e-6)
+    grads = [torch.autograd.grad(out.square().sum(), (hs, weight, bias)) for out in (plain, padded)]
+    for a, b in zip(*grads, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-5)
