@@ -301,3 +301,9 @@ def test_a_stop_request_ends_training_at_a_batch_naming_what_a_rerun_resumes_fro
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2
     resumed = run(tmp_path).state
     assert deterministic(resumed.metrics) == deterministic(run().state.metrics)
+
+
+def test_bf16_autocast_trains_on_the_cpu_too_with_other_numbers():
+    fp32 = [m["perplexity"] for m in run(epochs=2, model="scratch").state.metrics]
+    bf16 = [m["perplexity"] for m in run(epochs=2, model="scratch", precision="bf16").state.metrics]
+    assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=1e-3)

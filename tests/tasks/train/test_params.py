@@ -54,3 +54,15 @@ def test_prefixes_are_checked_against_the_vocabulary():
         check_prefixes(vocab, ("ab", "a☃z"))
     with_unk = Vocab(tokens=["<unk>", "a"], counts=np.ones(2, dtype=np.int64), reserved=1)
     check_prefixes(with_unk, ("☃",))  # <unk> stands in for it
+
+
+def test_precision_is_keyed_and_the_cuda_graph_is_not():
+    """bf16 changes the numbers; replaying a captured graph runs the eager step's kernels and does not."""
+    from artifacts.keys import keyed_params
+
+    book = keyed_params(TrainParams())
+    assert book["precision"] == "fp32" and "cuda_graph" not in book
+    assert keyed_params(TrainParams(precision="bf16")) != book
+    assert keyed_params(TrainParams(cuda_graph=False)) == book
+    with pytest.raises(ValueError, match="precision"):
+        TrainParams(precision="fp16")
