@@ -7,6 +7,7 @@ from prefect import flow
 from flows import pipeline
 from flows.pipeline import Prepared, PrepareParams
 from flows.prefect_tasks import PrefectRunner
+from flows.run_page import resolved_source, show_parameters
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.fetch import resolve_source
@@ -26,5 +27,9 @@ def batches(
 ) -> Prepared:
     """Prepare a corpus (the book's lyrics by default) and generate its minibatches."""
     located = resolve_source(source, name, sha256)
-    prepare = PrepareParams(ingest=ingest, clean=clean, vocab=vocab)
-    return pipeline.batches(PrefectRunner(), located, prepare, sampler)
+    resolved = {**resolved_source(located), "ingest": ingest, "clean": clean, "vocab": vocab, "sampler": sampler}
+    show_parameters(resolved)
+    runner = PrefectRunner()
+    made = pipeline.batches(runner, located, PrepareParams(ingest=ingest, clean=clean, vocab=vocab), sampler)
+    runner.finish()
+    return made

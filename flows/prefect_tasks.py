@@ -16,7 +16,8 @@ from artifacts.store import ArtifactRef, Store
 from charflow import interrupt, settings
 from charflow.progress import Presenter, artifact_line, version_line
 from flows.cache import content_key_policy
-from flows.publish import publish
+from flows.publish import Published, publish
+from flows.run_page import name_run, summarize_run
 from tasks.errors import Interrupted
 from tasks.fetch import Located, expand_sources, fetch
 from tasks.ingest import Fetched
@@ -86,10 +87,13 @@ def record_task(corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> N
 class PrefectRunner:
     """The pipeline's steps as Prefect tasks of the current flow run; each stage's artifact shown in the UI,
     under its corpus's keys, its task run named by stage and short key and tagged by corpus, stage, sampler
-    and model."""
+    and model; the run itself named by corpus and version (`finish` adds the last stage and the summary)."""
 
     def __init__(self) -> None:
         self.corpus: str | None = None  # known once the source is fetched
+        self.version: int | None = None  # known once registered
+        self.stages: dict[str, ArtifactRef] = {}
+        self.published: dict[str, Published] = {}
 
     def fetch(self, located: Located, patterns: tuple[str, ...]) -> Fetched:
         fetched = fetch_task(located, patterns)
@@ -107,12 +111,15 @@ class PrefectRunner:
         if state.name == "Cached":
             ref = ref.model_copy(update={"cache_hit": True})
         get_run_logger().info(artifact_line(name, ref))
-        publish(_store(), ref, self.corpus)
+        self.stages[name] = ref
+        self.published[name] = publish(_store(), ref, self.corpus)
         return ref
 
     def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
         version = register_task(corpus, fetched, ingested)
         get_run_logger().info(version_line(version.corpus, version.version, version.new, version.sha256))
+        self.corpus, self.version = version.corpus, version.version
+        name_run(self.corpus, self.version)
         return version
 
     def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
@@ -120,3 +127,9 @@ class PrefectRunner:
 
     def find(self, ref: str, stage: str) -> ArtifactRef:
         return find_task(ref, stage)
+
+    def finish(self) -> None:
+        """The run's page: named after its last stage's artifact, and one summary linking every stage's."""
+        if self.stages:
+            name_run(self.corpus, self.version, list(self.stages.values())[-1])
+            summarize_run(self.corpus, self.version, self.stages, self.published)

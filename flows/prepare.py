@@ -7,6 +7,7 @@ from prefect import flow
 from flows import pipeline
 from flows.pipeline import Prepared, PrepareParams
 from flows.prefect_tasks import PrefectRunner
+from flows.run_page import resolved_source, show_parameters
 from tasks.clean import CleanParams
 from tasks.fetch import resolve_source
 from tasks.ingest import IngestParams
@@ -24,4 +25,8 @@ def prepare(
 ) -> Prepared:
     """Prepare a corpus (the book's lyrics when `source` is omitted) for training."""
     located = resolve_source(source, name, sha256)
-    return pipeline.prepare(PrefectRunner(), located, PrepareParams(ingest=ingest, clean=clean, vocab=vocab))
+    show_parameters({**resolved_source(located), "ingest": ingest, "clean": clean, "vocab": vocab})
+    runner = PrefectRunner()
+    made = pipeline.prepare(runner, located, PrepareParams(ingest=ingest, clean=clean, vocab=vocab))
+    runner.finish()
+    return made

@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pyarrow.parquet as pq
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -75,11 +76,22 @@ def corpus_prefix(corpus: str | None) -> str:
     return f"{slug}-"
 
 
-def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> None:
+Published = list[tuple[str, UUID]]  # each artifact's description and id, for the run's summary to link
+
+
+def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> Published:
     """A summary per stage (parameters, key, rows, files, a decoded sample), the vocabulary's most frequent
     symbols and chart, the training metrics, curve and samples: under keys that start with the corpus's name,
     so that each corpus has its own timeline."""
     prefix = corpus_prefix(corpus)
+    made: Published = []
+
+    def markdown(key: str, text: str, description: str) -> None:
+        made.append((description, create_markdown_artifact(key=prefix + key, markdown=text, description=description)))
+
+    def table(key: str, rows: list[dict[str, Any]], description: str) -> None:
+        made.append((description, create_table_artifact(key=prefix + key, table=rows, description=description)))
+
     entry = inspect.entry(ref)
     shown = inspect.show(store, entry)
     manifest, view = shown["manifest"], shown["view"]
@@ -95,7 +107,7 @@ def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> None:
     if len(files) > MAX_FILES_SHOWN:  # thousands of shards would make a page nobody reads
         more = len(files) - MAX_FILES_SHOWN
         files = [*files[:MAX_FILES_SHOWN], {"file": f"… and {more:,} more files", "rows": "", "bytes": ""}]
-    markdown = "\n\n".join(
+    summary = "\n\n".join(
         [
             f"## {ref.stage} `{ref.key[:12]}`" + (" (cached)" if ref.cache_hit else ""),
             f"Content key `{ref.key}`, created {manifest['created']}.",
@@ -104,24 +116,28 @@ def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> None:
             f"```\n{sample_json(view, ref.key)}\n```",
         ]
     )
-    create_markdown_artifact(key=f"{prefix}{ref.stage}-summary", markdown=markdown, description=f"{ref.stage} artifact")
+    markdown(f"{ref.stage}-summary", summary, f"{ref.stage} artifact")
     if ref.stage == "vocab":
         top = [{**row, "token": visible(row["token"])} for row in view["most_frequent"]]
-        described = "most frequent symbols (␣ a space)"
-        create_table_artifact(key=f"{prefix}vocab-top-symbols", table=top, description=described)
+        table("vocab-top-symbols", top, "most frequent symbols (␣ a space)")
         chart = chart_markdown(ref.path / FREQUENCY_FILE, f"the most frequent symbols, vocab {ref.key[:12]}")
-        create_markdown_artifact(key=f"{prefix}vocab-frequency-chart", markdown=chart, description="frequency.png")
+        markdown("vocab-frequency-chart", chart, "frequency.png")
     if ref.stage == "train":
         every = pq.read_table(ref.path / METRICS_FILE).to_pylist()  # the view shows ten; the table every epoch
         metrics = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for m in every]
-        description = f"perplexity per epoch, all {len(metrics)} (rounded here; metrics.parquet keeps full precision)"
-        create_table_artifact(key=f"{prefix}training-metrics", table=metrics, description=description)
-        chart = chart_markdown(ref.path / CURVE_FILE, f"perplexity per epoch, model {ref.key[:12]}")
-        create_markdown_artifact(key=f"{prefix}training-perplexity-chart", markdown=chart, description="perplexity.png")
-        samples = "\n".join(f"- epoch {s['epoch']}, `{s['prefix']}`: {s['text']}" for s in view["samples"])
-        create_markdown_artifact(
-            key=f"{prefix}training-samples", markdown=samples or "No samples.", description="greedy samples"
+        table(
+            "training-metrics",
+            metrics,
+            f"perplexity per epoch, all {len(metrics)} (rounded here; metrics.parquet keeps full precision)",
         )
+        markdown(
+            "training-perplexity-chart",
+            chart_markdown(ref.path / CURVE_FILE, f"perplexity per epoch, model {ref.key[:12]}"),
+            "perplexity.png",
+        )
+        samples = "\n".join(f"- epoch {s['epoch']}, `{s['prefix']}`: {s['text']}" for s in view["samples"])
+        markdown("training-samples", samples or "No samples.", "greedy samples")
+    return made
 
 
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from flows.prefect_tasks import expand_task, fetch_task, known_version_task
 from flows.prepare import prepare
 from flows.publish import publish_table
+from flows.run_page import show_parameters
 from flows.train import train as train_flow
 from tasks.clean import CleanParams
 from tasks.ingest import IngestParams
@@ -39,6 +40,7 @@ def reingest(
             publish_table("reingest-summary", [], message)
             return []
         sources = [DEFAULT_SOURCES]
+    show_parameters({"sources": sources, "train": train, "ingest": ingest, "clean": clean, "vocab": vocab})
     rows = []
     for located in expand_task(sources, ingest.patterns):
         fetched = fetch_task(located, ingest.patterns)

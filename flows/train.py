@@ -14,11 +14,12 @@ from flows import pipeline
 from flows.params import flat_parameters, pick
 from flows.pipeline import Prepared, PrepareParams
 from flows.prefect_tasks import PrefectRunner
+from flows.run_page import resolved_source, show_parameters
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.fetch import resolve_source
 from tasks.ingest import IngestParams
-from tasks.train.params import TrainParams
+from tasks.train.params import TrainParams, resolve_device
 from tasks.vocab import VocabParams
 
 
@@ -37,11 +38,27 @@ def train(
     sampler = BatchesParams(**pick(BatchesParams, settings))
     training = TrainParams(**pick(TrainParams, settings))
     located = resolve_source(source, name, sha256)
-    prepare = PrepareParams(ingest=ingest, clean=clean, vocab=vocab)
-    return pipeline.train(PrefectRunner(), located, prepare, sampler, training)
+    show_parameters(
+        {
+            **resolved_source(located),
+            "ingest": ingest,
+            "clean": clean,
+            "vocab": vocab,
+            **sampler.model_dump(mode="json"),
+            **resolve_device(training).model_dump(mode="json"),
+        }
+    )
+    runner = PrefectRunner()
+    made = pipeline.train(runner, located, PrepareParams(ingest=ingest, clean=clean, vocab=vocab), sampler, training)
+    runner.finish()
+    return made
 
 
 @flow(name="train-batches")
 def train_batches(batches: str, training: TrainParams = TrainParams()) -> dict:
     """Train on an existing batches artifact: a key, key prefix, folder or corpus@version/batches."""
-    return pipeline.train_on(PrefectRunner(), batches, training)
+    show_parameters({"batches": batches, "training": resolve_device(training)})
+    runner = PrefectRunner()
+    made = pipeline.train_on(runner, batches, training)
+    runner.finish()
+    return made

@@ -97,3 +97,31 @@ def test_whitespace_parameters_and_samples_read_plainly():
 )
 def test_markdown_tables_escape_pipes(rows, expected):
     assert markdown_table(rows) == expected
+
+
+def test_the_runs_own_page_names_tags_parameters_and_links_every_stage(two_versions):
+    """The top-level run: named by corpus, version, last stage and key; tagged; its parameters resolved; one
+    summary that links each stage's artifacts of this very run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterName
+
+    stages = two_versions["second"].stages
+    name = f"train songs v2 · train {stages['train'].key[:12]}"
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])), limit=200
+        )
+    assert {"corpus:songs", "version:2"} <= set(run.tags)
+    params = run.parameters
+    assert params["name"] == "songs" and params["device"] == "cpu" and params["sampler"] == "random"
+    assert params["epochs"] == 2 and params["hidden"] == 16 and params["optimizer"] == "adam"  # as passed
+    assert params["clean"]["max_chars"] == 10000 and params["lr"] == 0.01 and params["precision"] == "fp32"  # defaults
+    (summary,) = [a for a in artifacts if a.key == "songs-run-summary"]
+    assert summary.data.startswith("## train songs v2\n")
+    linked = set(re.findall(r"/artifacts/artifact/([0-9a-f-]{36})\)", summary.data))
+    # Every keyed artifact of the run (Prefect adds a keyless one of its own, for a persisted result).
+    others = {str(a.id) for a in artifacts if a.key and a.key != "songs-run-summary"}
+    assert linked == others and len(linked) == len(stages) + 5  # a summary per stage, 2 vocab and 3 train extras
+    for stage, ref in stages.items():
+        assert f"| {stage} | `{ref.key[:12]}` |" in summary.data

@@ -1,0 +1,75 @@
+"""What a flow run's own page says in Prefect's UI: a name with the corpus, its version, the last stage and its
+short key; corpus and version tags; the parameters as resolved (defaults and the device included, not only
+what was passed); and one summary that links every stage's artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_client
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
+from pydantic import BaseModel
+
+from artifacts.store import ArtifactRef
+from flows.publish import Published, corpus_prefix, markdown_table
+from tasks.fetch import Located, corpus_name
+
+
+def _update(**fields: Any) -> None:
+    if flow_run.id is None:  # not inside a flow run: no page to write on
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, **fields)
+
+
+def show_parameters(parameters: dict[str, Any]) -> None:
+    """The run's parameters replaced by the resolved ones, so that its Parameters tab shows what it used."""
+    resolved = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in parameters.items()}
+    _update(parameters=resolved)
+
+
+def resolved_source(located: Located) -> dict[str, Any]:
+    """The source as the run takes it: the book's corpus spelled out where none was given, the name it gets."""
+    return {"source": located.source, "name": located.name or corpus_name(located.source), "sha256": located.sha256}
+
+
+def run_name(corpus: str | None, version: int | None, last: ArtifactRef | None = None) -> str:
+    """`train jaychou v3 · train 1f3a9c2b4d5e`: the flow, the corpus and version, the last stage and its key."""
+    words = [flow_run.flow_name or "run"]
+    if corpus:
+        words.append(corpus + (f" v{version}" if version else ""))
+    if last is not None:
+        words.append(f"· {last.stage} {last.key[:12]}")
+    return " ".join(words)
+
+
+def name_run(corpus: str | None, version: int | None, last: ArtifactRef | None = None) -> None:
+    tags = {*flow_run.tags, *([f"corpus:{corpus}"] if corpus else []), *([f"version:{version}"] if version else [])}
+    _update(name=run_name(corpus, version, last), tags=sorted(tags))
+
+
+def artifact_link(artifact_id: Any) -> str:
+    """The artifact's page in the UI: a full URL where the UI's address is known, else a path on it."""
+    return f"{(PREFECT_UI_URL.value() or '').rstrip('/')}/artifacts/artifact/{artifact_id}"
+
+
+def summarize_run(
+    corpus: str | None, version: int | None, stages: dict[str, ArtifactRef], published: dict[str, Published]
+) -> None:
+    """One artifact on the run itself: each stage's key, whether it was cached, and links to its artifacts."""
+    rows = [
+        {
+            "stage": stage,
+            "key": f"`{ref.key[:12]}`",
+            "how": "cached" if ref.cache_hit else "computed",
+            "artifacts": ", ".join(f"[{label}]({artifact_link(id_)})" for label, id_ in published.get(stage, [])),
+        }
+        for stage, ref in stages.items()
+    ]
+    create_markdown_artifact(
+        key=f"{corpus_prefix(corpus)}run-summary",
+        markdown=f"## {run_name(corpus, version)}\n\n{markdown_table(rows)}",
+        description="every stage of this run, with links to its artifacts",
+    )
