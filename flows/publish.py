@@ -76,7 +76,7 @@ def corpus_prefix(corpus: str | None) -> str:
     return f"{slug}-"
 
 
-Published = list[tuple[str, UUID]]  # each artifact's description and id, for the run's summary to link
+Published = list[tuple[str, UUID]]  # each artifact's key (less the corpus) and id, for the run summary's links
 
 
 def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> Published:
@@ -87,10 +87,10 @@ def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> Publis
     made: Published = []
 
     def markdown(key: str, text: str, description: str) -> None:
-        made.append((description, create_markdown_artifact(key=prefix + key, markdown=text, description=description)))
+        made.append((key, create_markdown_artifact(key=prefix + key, markdown=text, description=description)))
 
     def table(key: str, rows: list[dict[str, Any]], description: str) -> None:
-        made.append((description, create_table_artifact(key=prefix + key, table=rows, description=description)))
+        made.append((key, create_table_artifact(key=prefix + key, table=rows, description=description)))
 
     entry = inspect.entry(ref)
     shown = inspect.show(store, entry)

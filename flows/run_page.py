@@ -25,9 +25,13 @@ def _update(**fields: Any) -> None:
 
 
 def show_parameters(parameters: dict[str, Any]) -> None:
-    """The run's parameters replaced by the resolved ones, so that its Parameters tab shows what it used."""
+    """The run's parameters replaced by the resolved ones, so that its Parameters tab shows what it used; and
+    its random name by the corpus's, where the run has one (the version follows once it is registered)."""
     resolved = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in parameters.items()}
-    _update(parameters=resolved)
+    if resolved.get("name"):
+        _update(parameters=resolved, name=run_name(resolved["name"], None))
+    else:
+        _update(parameters=resolved)
 
 
 def resolved_source(located: Located) -> dict[str, Any]:

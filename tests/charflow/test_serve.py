@@ -162,11 +162,17 @@ def test_a_browser_shows_the_runs_artifacts_chart_and_chinese(served):
     shots.mkdir(exist_ok=True)
     page = render(chromium, f"{base}/runs/flow-run/{chart['flow_run_id']}", shots / "run.png")
     assert "Completed" in page and "Task runs" in page, page[-2000:]  # (the task runs' names are on a canvas)
+    assert re.search(r"train jaychou_lyrics v1 · train [0-9a-f]{12}", page), page[-2000:]  # the run's name
+    summary = artifact_versions(served, "jaychou-lyrics-run-summary")[0]
+    assert summary["flow_run_id"] == chart["flow_run_id"]
+    page = render(chromium, f"{base}/artifacts/artifact/{summary['id']}", shots / "summary.png")
+    links = re.findall(rf'<a [^>]*href="{re.escape(base)}/artifacts/artifact/([0-9a-f-]{{36}})"', page)
+    assert chart["id"] in links and top["id"] in links and len(links) == 6 + 5, page[-2000:]
     page = render(chromium, f"{base}/artifacts/artifact/{chart['id']}", shots / "chart.png")
     assert re.search(r'<img[^>]+src="data:image/png;base64,', page), page[-2000:]
     page = render(chromium, f"{base}/artifacts/artifact/{top['id']}", shots / "vocab.png")
     assert re.search(r"[\u4e00-\u9fff]", page) and "␣" in page, page[-2000:]
-    assert all((shots / f"{name}.png").stat().st_size > 10_000 for name in ("run", "chart", "vocab"))
+    assert all((shots / f"{name}.png").stat().st_size > 10_000 for name in ("run", "summary", "chart", "vocab"))
 
 
 def test_reingest_processes_only_what_is_new(served, tmp_path):
