@@ -25,6 +25,7 @@ from artifacts.manifest import (
     stat_unchanged,
 )
 from artifacts.owner import gone, me
+from artifacts.remote import RemoteStore
 from tasks.errors import CharflowError
 
 log = logging.getLogger("charflow.store")
@@ -87,8 +88,19 @@ class Entry:
 
 
 class Store:
-    def __init__(self, root: Path | str):
+    """Artifacts in a local folder; with a `remote` (a shared object store) the folder is this machine's copy
+    of what is published there: a key missing here is fetched from there, and what is built here is published
+    there too."""
+
+    def __init__(self, root: Path | str, remote: RemoteStore | None = None):
         self.root = Path(root)
+        self.remote = remote
+
+    @property
+    def backend(self) -> str:
+        """Where the artifacts live, for `inspect` to say."""
+        local = f"local folder {self.root}"
+        return local if self.remote is None else f"object store {self.remote.url} (cached in the {local})"
 
     def folder(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -98,14 +110,21 @@ class Store:
         return [folder for s in stages if (self.root / s).is_dir() for folder in sorted((self.root / s).iterdir())]
 
     def entries(self, stages: Iterable[str]) -> list[Entry]:
-        """Every artifact of these stages with a readable manifest, newest first."""
-        found = []
+        """Every artifact of these stages with a readable manifest, newest first; with a remote, every one
+        published there too (its folder here exists once it is fetched)."""
+        stages = list(stages)
+        found = {}
         for folder in self.folders(stages):
             try:
-                found.append(Entry(folder, read_manifest(folder)))
+                manifest = read_manifest(folder)
             except (OSError, ValueError):
                 continue
-        return sorted(found, key=lambda e: e.manifest.created, reverse=True)
+            found[(manifest.stage, manifest.key)] = Entry(folder, manifest)
+        if self.remote is not None:
+            for stage in stages:
+                for manifest in self.remote.manifests(stage):
+                    found.setdefault((stage, manifest.key), Entry(self.folder(stage, manifest.key), manifest))
+        return sorted(found.values(), key=lambda e: e.manifest.created, reverse=True)
 
     def lookup(self, stage: str, key: str, thorough: bool = False) -> Manifest | None:
         """The artifact's manifest when its files match it; None (logged) otherwise.
@@ -115,7 +134,7 @@ class Store:
         """
         folder = self.folder(stage, key)
         if not folder.exists():
-            return None
+            return self._fetch(stage, key)
         try:
             manifest = read_manifest(folder)
         except (OSError, ValueError) as exc:
@@ -128,6 +147,25 @@ class Store:
             return None
         record_stat(folder, manifest)
         return manifest
+
+    def _fetch(self, stage: str, key: str) -> Manifest | None:
+        """The artifact from the remote into this machine's folder, once, published here by a rename."""
+        if self.remote is None or (manifest := self.remote.manifest(stage, key)) is None:
+            return None
+        staging = self._staging(stage, key)
+        try:
+            self.remote.download(manifest, staging)
+            return self._publish(staging, manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _staging(self, stage: str, key: str) -> Path:
+        self.clear_stale_staging()
+        host, pid, started = me()
+        # The owner in the name: a folder left by a killed run is known as such, and removed.
+        staging = self.root / ".staging" / f"{stage}-{key[:16]}@{host}@{pid}@{started or ''}@{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        return staging
 
     def ref(self, manifest: Manifest, cache_hit: bool) -> ArtifactRef:
         return Entry(self.folder(manifest.stage, manifest.key), manifest).ref(cache_hit)
@@ -174,12 +212,10 @@ class Store:
         `build(folder)` writes the artifact's files into `folder` and returns its summary.
         """
         if manifest := self.lookup(stage, key):
+            if self.remote is not None and self.remote.manifest(stage, key) is None:
+                manifest = self._share(manifest)  # built here while the remote was away (or before it was set)
             return self.ref(manifest, cache_hit=True)
-        self.clear_stale_staging()
-        host, pid, started = me()
-        # The owner in the name: a folder left by a killed run is known as such, and removed.
-        staging = self.root / ".staging" / f"{stage}-{key[:16]}@{host}@{pid}@{started or ''}@{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
+        staging = self._staging(stage, key)
         try:
             summary = build(staging)
             files = [describe_file(p) for p in sorted(staging.iterdir())]
@@ -196,7 +232,10 @@ class Store:
             )
             # Written last: a folder with a manifest is complete.
             _write_durably(staging / MANIFEST_NAME, manifest.model_dump_json(indent=2))
-            return self.ref(self._publish(staging, manifest), cache_hit=False)
+            published = self._publish(staging, manifest)
+            if self.remote is not None:
+                published = self._share(published)
+            return self.ref(published, cache_hit=False)
         except OSError as exc:
             # pyarrow's write errors carry the message but no errno.
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and "No space left" not in str(exc):
@@ -226,6 +265,18 @@ class Store:
                 return existing
             self._quarantine(final)
         raise StoreError(f"could not publish {manifest.stage}/{manifest.key}: the folder keeps reappearing damaged")
+
+    def _share(self, manifest: Manifest) -> Manifest:
+        """Publish the local artifact on the remote; where another machine's manifest won, take its copy."""
+        winner = self.remote.publish(self.folder(manifest.stage, manifest.key), manifest)
+        if winner == manifest:
+            return manifest
+        log.info("%s/%s was published by another machine first: taking its copy", manifest.stage, manifest.key[:12])
+        shutil.rmtree(self.folder(manifest.stage, manifest.key), ignore_errors=True)
+        fetched = self._fetch(manifest.stage, manifest.key)
+        if fetched is None:
+            raise StoreError(f"{manifest.stage}/{manifest.key[:12]} vanished from {self.remote.url}")
+        return fetched
 
     def _quarantine(self, folder: Path) -> None:
         target = self.root / ".damaged" / f"{folder.parent.name}-{folder.name}-{uuid.uuid4().hex[:8]}"

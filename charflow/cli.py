@@ -132,14 +132,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from artifacts.catalog import Catalog
+    from artifacts.backends import open_catalog, open_store
     from artifacts.model import TrainSummary, load_model
     from artifacts.refs import resolve
-    from artifacts.store import Store
     from artifacts.vocab import VocabMismatch, read_vocab
     from tasks.train.generate import continue_text
 
-    store, catalog = Store(settings.store_root()), Catalog(settings.store_root())
+    store, catalog = open_store(settings.store_root()), open_catalog(settings.store_root())
     ref = resolve(store, catalog, args.model, "train", verify=True)
     own = TrainSummary.of(ref).vocab_key
     if args.vocab is not None and args.vocab != own:

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from artifacts import inspect, upkeep
-from artifacts.catalog import Catalog
+from artifacts.backends import open_catalog, open_store
 from artifacts.refs import SYNTAX, resolve
-from artifacts.store import Entry, Store
+from artifacts.store import Entry
 from charflow import settings
 from tasks.errors import CharflowError
 
@@ -46,8 +46,8 @@ class InspectError(CharflowError):
 class Context:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.store = Store(settings.store_root())
-        self.catalog = Catalog(settings.store_root())
+        self.store = open_store(settings.store_root())
+        self.catalog = open_catalog(settings.store_root())
         self.console = Console()
 
     def entry(self, ref: str) -> Entry:
@@ -62,9 +62,10 @@ class Context:
 
 
 def ls(ctx: Context) -> int:
-    found = inspect.listing(ctx.store, ctx.catalog)
+    found = {"backend": describe(), **inspect.listing(ctx.store, ctx.catalog)}
     if ctx.emit(found):
         return 0
+    ctx.console.print(found["backend"])
     for corpus, versions in sorted(found["corpora"].items()):
         rows = [
             [f"v{v['version']}", v["sha256"][:12], _size(v["size"]), v["created"], v["source"]]

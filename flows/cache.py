@@ -10,10 +10,10 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.transactions import IsolationLevel
 
+from artifacts.backends import open_store, urls
 from artifacts.stages import STAGES
-from artifacts.store import Store
 from charflow import settings
-from flows.locks import FlockLockManager
+from flows.locks import FlockLockManager, PostgresLockManager
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ContentKeyPolicy(CachePolicy):
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
         key = STAGES[self.stage].key(inputs["inputs"], inputs["params"])
-        if Store(settings.store_root()).lookup(self.stage, key) is None:
+        if open_store(settings.store_root()).lookup(self.stage, key) is None:
             (Path(self.key_storage) / key).unlink(missing_ok=True)
         return key
 
@@ -39,9 +39,12 @@ def content_key_policy(stage: str) -> ContentKeyPolicy:
     """Records and locks under CHARFLOW_HOME; SERIALIZABLE, so two concurrent runs compute once, and a lock
     cannot outlive its holder."""
     prefect = settings.charflow_home() / "prefect"
+    _, catalog = urls()
+    # With a shared catalog, the lock must hold across machines: its database's advisory locks.
+    locks = PostgresLockManager(catalog) if catalog else FlockLockManager(prefect / "locks")
     return ContentKeyPolicy(
         stage=stage,
         key_storage=prefect / "cache-keys",
         isolation_level=IsolationLevel.SERIALIZABLE,
-        lock_manager=FlockLockManager(prefect / "locks"),
+        lock_manager=locks,
     )

@@ -34,6 +34,10 @@ class LockTimeout(CharflowError):
     """A live holder kept the lock for longer than we wait."""
 
 
+class LockError(CharflowError):
+    """The lock service (the catalog's database) cannot be reached."""
+
+
 def wait_limit() -> float:
     return float(os.environ.get("CHARFLOW_LOCK_WAIT", "1800"))
 
@@ -154,6 +158,119 @@ class FlockLockManager(LockManager):
                     f"{key[:12]} is still locked by {holder} after {limit:.0f} s ({self._path(key)}); "
                     "let that run finish, or stop it and run again (set CHARFLOW_LOCK_WAIT to wait longer)"
                 )
+            time.sleep(POLL_SECONDS)
+        return True
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)
+
+
+class PostgresLockManager(LockManager):
+    """Locks across machines: PostgreSQL session advisory locks in the catalog's database. Each held lock has
+    its own connection, and the server frees the lock when that connection ends, however its holder ended:
+    no lock outlives its holder, on any machine. Waiters say which machine and process holds the lock."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._held: dict[str, tuple[object, str]] = {}  # key -> (connection holding the lock, holder)
+        self._guard = threading.Lock()
+
+    @staticmethod
+    def _id(key: str) -> int:
+        return int(key[:15], 16)  # 60 bits of the content key: a bigint
+
+    def _connect(self) -> object:
+        import psycopg
+
+        from artifacts.remote import redact
+
+        host, pid, _ = me()
+        try:
+            return psycopg.connect(
+                self.url, autocommit=True, connect_timeout=10, application_name=f"charflow {host} {pid}"
+            )
+        except psycopg.OperationalError as exc:
+            raise LockError(
+                f"cannot reach the catalog database {redact(self.url)} for a lock ({str(exc).strip()[:200]}); check "
+                "that it is up (CHARFLOW_CATALOG_URL)"
+            ) from None
+
+    def _holder(self, key: str) -> str:
+        conn = self._connect()
+        try:
+            row = conn.execute(
+                "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = (%s::bigint & 4294967295)::oid "
+                "AND l.classid = (%s::bigint >> 32)::oid",
+                (self._id(key), self._id(key)),
+            ).fetchone()
+        finally:
+            conn.close()
+        return f"{row[0]} since {row[1]:%Y-%m-%dT%H:%M:%S}" if row else "another run"
+
+    def acquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
+        limit = acquire_timeout if acquire_timeout is not None else wait_limit()
+        deadline, announced = time.monotonic() + limit, False
+        while True:
+            with self._guard:
+                if self.is_lock_holder(key, holder):
+                    return True
+                if key not in self._held:
+                    conn = self._connect()
+                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (self._id(key),)).fetchone()[0]:
+                        self._held[key] = (conn, holder)
+                        return True
+                    conn.close()
+            if not announced:
+                _say(f"waiting for {key[:12]}: {self._holder(key)} is building it (waiting up to {limit:.0f} s)")
+                announced = True
+            if time.monotonic() >= deadline:
+                if acquire_timeout is not None:
+                    return False
+                raise LockTimeout(
+                    f"{key[:12]} is still locked by {self._holder(key)} after {limit:.0f} s; let that run finish, "
+                    "or stop it and run again (set CHARFLOW_LOCK_WAIT to wait longer)"
+                )
+            time.sleep(POLL_SECONDS)
+
+    async def aacquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
+
+    def release_lock(self, key: str, holder: str) -> None:
+        with self._guard:
+            if not self.is_lock_holder(key, holder):
+                raise ValueError(f"No lock held by {holder} for transaction with key {key}")
+            conn, _ = self._held.pop(key)
+            conn.close()  # ends the session: the server frees its locks
+
+    def is_locked(self, key: str) -> bool:
+        if key in self._held:
+            return True
+        conn = self._connect()
+        try:
+            free = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._id(key),)).fetchone()[0]
+        finally:
+            conn.close()
+        return not free
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        held = self._held.get(key)
+        return held is not None and held[1] == holder
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        limit = timeout if timeout is not None else wait_limit()
+        deadline = time.monotonic() + limit
+        while self.is_locked(key):
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(POLL_SECONDS)
         return True
 

@@ -9,6 +9,7 @@ from prefect import Task, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from artifacts.backends import open_catalog, open_store
 from artifacts.catalog import Catalog, CorpusVersion
 from artifacts.refs import resolve
 from artifacts.stages import STAGES, Stage, run_stage
@@ -24,11 +25,11 @@ from tasks.ingest import Fetched
 
 
 def _store() -> Store:
-    return Store(settings.store_root())
+    return open_store(settings.store_root())
 
 
 def _catalog() -> Catalog:
-    return Catalog(settings.store_root())
+    return open_catalog(settings.store_root())
 
 
 def _stage_task(stage: Stage) -> Task:

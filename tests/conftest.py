@@ -139,3 +139,47 @@ def two_versions(lyrics_text, tmp_path_factory, prefect_harness):
     finally:
         os.environ["CHARFLOW_HOME"] = old or str(_SESSION_HOME)
     return {"home": home, "root": home / "store", "first": first, "second": second}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """One moto S3 server for the session (each test takes its own bucket)."""
+    from tests.services import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """One throwaway PostgreSQL cluster for the session (each test takes its own database)."""
+    from tests.services import postgres_cluster
+
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def shared_backends(request, s3_endpoint, postgres_url, monkeypatch):
+    """CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL set to a fresh bucket and database on the real servers."""
+    import re
+
+    from artifacts import backends
+    from tests.services import S3_ENV, create_bucket, create_database
+
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + f"-{os.getpid()}"
+    create_bucket(s3_endpoint, name)
+    catalog = create_database(postgres_url, name.replace("-", "_"))
+    env = {
+        **S3_ENV,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "CHARFLOW_STORE_URL": f"s3://{name}/charflow",
+        "CHARFLOW_CATALOG_URL": catalog,
+    }
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    backends._remote.cache_clear()
+    backends._postgres.cache_clear()
+    yield env
+    backends._remote.cache_clear()
+    backends._postgres.cache_clear()

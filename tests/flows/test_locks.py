@@ -4,6 +4,7 @@ it lives (stopped included), a live holder waited for by name for a bounded time
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,3 +104,39 @@ def test_a_lock_held_in_this_process_is_held_for_other_holders(tmp_path):
     manager.release_lock(KEY, "holder-a")
     assert manager.acquire_lock(KEY, "holder-b", acquire_timeout=0.3)
     assert FlockLockManager(tmp_path).wait_for_lock(KEY, timeout=0.2) is False
+
+
+PG_HOLDER = """
+import sys, time
+from flows.locks import PostgresLockManager
+locks = PostgresLockManager(sys.argv[1])  # kept: its connection holds the lock
+locks.acquire_lock(sys.argv[2], "other machine")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_lock_across_machines_is_freed_when_its_holder_is_killed(postgres_url, monkeypatch, caplog):
+    """PostgreSQL advisory locks: a holder elsewhere (another process, its own connection) keeps the key
+    locked, waiters name it, and kill -9 frees the lock at once."""
+    from flows.locks import PostgresLockManager
+
+    key = "ab" * 32
+    holder = subprocess.Popen([sys.executable, "-c", PG_HOLDER, postgres_url, key], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        here = PostgresLockManager(postgres_url)
+        assert here.is_locked(key)
+        with caplog.at_level(logging.WARNING, logger="charflow.locks"):
+            assert not here.acquire_lock(key, "this machine", acquire_timeout=0.5)
+        assert re.search(rf"waiting for {key[:12]}: charflow \S+ {holder.pid} since", caplog.text), caplog.text
+        monkeypatch.setenv("CHARFLOW_LOCK_WAIT", "0.3")
+        with pytest.raises(LockTimeout, match=rf"still locked by charflow \S+ {holder.pid}"):
+            here.acquire_lock(key, "this machine")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert here.acquire_lock(key, "this machine", acquire_timeout=10)  # the server freed it with the session
+    assert here.is_lock_holder(key, "this machine") and not here.is_lock_holder(key, "other")
+    here.release_lock(key, "this machine")
+    assert not here.is_locked(key)

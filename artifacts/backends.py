@@ -1,0 +1,73 @@
+"""Where artifacts and corpus versions live: the local folder and catalog under CHARFLOW_HOME (the default,
+nothing to install), or services every machine shares: an S3-compatible object store (CHARFLOW_STORE_URL)
+and PostgreSQL (CHARFLOW_CATALOG_URL)."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from artifacts.catalog import Catalog
+from artifacts.remote import RemoteStore, redact
+from artifacts.store import Store
+from tasks.errors import CharflowError
+
+STORE_URL = "CHARFLOW_STORE_URL"
+CATALOG_URL = "CHARFLOW_CATALOG_URL"
+
+
+class BackendError(CharflowError):
+    """A combination of backends that cannot work, or a URL that names none."""
+
+
+def urls() -> tuple[str | None, str | None]:
+    """The store's and the catalog's URLs, refused before any work when they cannot work together."""
+    store, catalog = os.environ.get(STORE_URL) or None, os.environ.get(CATALOG_URL) or None
+    if catalog and not store:
+        raise BackendError(
+            f"{CATALOG_URL} is set but {STORE_URL} is not: a shared catalog would name artifacts that only this "
+            f"machine's folder holds; set {STORE_URL} to the shared object store too, or unset {CATALOG_URL}"
+        )
+    if catalog and not catalog.startswith(("postgresql://", "postgres://")):
+        raise BackendError(
+            f"{CATALOG_URL}={redact(catalog)!r} is not postgresql://USER@HOST:PORT/DB; fix {CATALOG_URL}"
+        )
+    return store, catalog
+
+
+@cache
+def _remote(url: str) -> RemoteStore:
+    remote = RemoteStore.from_url(url)
+    remote.check()
+    return remote
+
+
+@cache
+def _postgres(url: str) -> Catalog:
+    from artifacts.catalog_pg import PostgresCatalog
+
+    catalog = PostgresCatalog(url)
+    catalog.check()
+    return catalog
+
+
+def open_store(root: Path) -> Store:
+    """The local folder at `root`; with CHARFLOW_STORE_URL, that folder as this machine's copy of the shared
+    object store (checked on first use: the bucket and the credentials)."""
+    url, _ = urls()
+    return Store(root, _remote(url) if url else None)
+
+
+def open_catalog(root: Path) -> Catalog:
+    _, url = urls()
+    return _postgres(url) if url else Catalog(root)
+
+
+def describe() -> str:
+    """One line for `inspect`: which backends this machine reads."""
+    store, catalog = urls()
+    return (
+        f"store: {redact(store) if store else 'local folder'}; "
+        f"catalog: {redact(catalog) if catalog else 'local catalog.jsonl'}"
+    )

@@ -1,0 +1,133 @@
+"""Shared state on real services: artifacts on an S3-compatible server (moto), versions in PostgreSQL.
+
+Two homes stand for two machines: each its own CHARFLOW_HOME folder, both the same URLs.
+"""
+
+import concurrent.futures
+import json
+
+import pytest
+
+from artifacts import backends
+from artifacts.catalog import CatalogError
+from artifacts.catalog_pg import PostgresCatalog
+from artifacts.manifest import MANIFEST_NAME
+from artifacts.remote import RemoteError, RemoteStore, redact
+from flows.pipeline import PlainRunner, batches
+from tasks.batches import BatchesParams
+from tasks.fetch import resolve_source
+
+
+def machine(home):
+    """A runner of one machine: its own home folder, the shared store and catalog."""
+    root = home / "store"
+    return PlainRunner(backends.open_store(root), backends.open_catalog(root), root / "downloads")
+
+
+def test_what_one_machine_prepared_another_finds_as_cache_hits(shared_backends, tmp_path, lyrics_zip):
+    source = resolve_source(str(lyrics_zip), "jaychou")
+    first = batches(machine(tmp_path / "a"), source, sampler=BatchesParams(epochs=2))
+    assert not any(ref.cache_hit for ref in first.stages.values())
+    second_machine = machine(tmp_path / "b")
+    second = batches(second_machine, source, sampler=BatchesParams(epochs=2))
+    assert all(ref.cache_hit for ref in second.stages.values()), {s: r.cache_hit for s, r in second.stages.items()}
+    assert {s: r.key for s, r in second.stages.items()} == {s: r.key for s, r in first.stages.items()}
+    assert (second.corpus, second.version, second.new_version) == ("jaychou", 1, False)
+    # B holds its own copy now, byte for byte A's, with A's manifest.
+    for stage, ref in second.stages.items():
+        assert ref.path.is_relative_to(tmp_path / "b")
+        theirs = first.stages[stage].path
+        assert (ref.path / MANIFEST_NAME).read_text() == (theirs / MANIFEST_NAME).read_text()
+        for name in json.loads((theirs / MANIFEST_NAME).read_text())["files"]:
+            assert (ref.path / name["name"]).read_bytes() == (theirs / name["name"]).read_bytes()
+    # A third machine lists what is published without having fetched anything.
+    listed = backends.open_store(tmp_path / "c" / "store").entries(["ingest", "vocab", "batches"])
+    assert {e.key for e in listed} == {first.stages[s].key for s in ("ingest", "vocab", "batches")}
+    assert second_machine.catalog.complete("jaychou") == [1]
+
+
+def test_the_first_manifest_wins_and_the_second_writer_adopts_it(shared_backends, tmp_path, lyrics_zip):
+    source = resolve_source(str(lyrics_zip), "jaychou")
+    made = batches(machine(tmp_path / "a"), source).stages["vocab"]
+    remote = backends.open_store(tmp_path / "a" / "store").remote
+    ours = remote.manifest("vocab", made.key)
+    later = ours.model_copy(update={"created": "2099-01-01T00:00:00.000+00:00"})
+    assert remote.publish(made.path, later) == ours  # the conditional create refused the second manifest
+    assert remote.manifest("vocab", made.key) == ours
+
+
+def test_an_artifact_built_while_the_remote_was_away_is_shared_on_the_next_run(shared_backends, tmp_path, lyrics_zip):
+    """A manifest that never reached the store (the upload was killed, the store was down) is published by the
+    rerun's cache hit, so other machines find it."""
+    source = resolve_source(str(lyrics_zip), "jaychou")
+    a = machine(tmp_path / "a")
+    made = batches(a, source).stages["clean"]
+    remote = a.store.remote
+    import obstore
+
+    obstore.delete(remote.store, f"clean/{made.key}/{MANIFEST_NAME}")  # as if killed before the manifest
+    assert remote.manifest("clean", made.key) is None
+    again = batches(a, source).stages["clean"]
+    assert again.cache_hit and remote.manifest("clean", made.key) is not None
+
+
+def test_a_damaged_blob_is_refused_by_the_machine_that_fetches_it(shared_backends, tmp_path, lyrics_zip):
+    import obstore
+
+    source = resolve_source(str(lyrics_zip), "jaychou")
+    made = batches(machine(tmp_path / "a"), source).stages["ingest"]
+    remote = backends.open_store(tmp_path / "a" / "store").remote
+    blob = remote.manifest("ingest", made.key).files[0].sha256
+    obstore.delete(remote.store, f"blobs/{blob}")
+    obstore.put(remote.store, f"blobs/{blob}", b"not the text")
+    with pytest.raises(RemoteError, match=r"does not match its digest.*remove it and publish again"):
+        backends.open_store(tmp_path / "b" / "store").lookup("ingest", made.key)
+    assert not (tmp_path / "b" / "store" / "ingest" / made.key).exists()  # nothing half-fetched is visible
+
+
+def test_two_machines_registering_at_once_make_one_version_per_content(shared_backends):
+    url = shared_backends["CHARFLOW_CATALOG_URL"]
+    contents = [f"{i:064x}" for i in range(6)]
+
+    def register(sha):
+        return PostgresCatalog(url).register("songs", sha, 1, "songs.txt", "k" * 64).version
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # each its own connection: two machines' worth
+        numbers = list(pool.map(register, contents * 3))
+    by_content = {}
+    for sha, number in zip(contents * 3, numbers, strict=True):
+        by_content.setdefault(sha, set()).add(number)
+    assert all(len(n) == 1 for n in by_content.values())  # never two numbers for one content
+    assert sorted(n.pop() for n in by_content.values()) == [1, 2, 3, 4, 5, 6]  # never one number for two
+
+
+def test_the_database_refuses_a_second_number_for_one_content_whatever_a_client_does(shared_backends):
+    import psycopg
+
+    catalog = PostgresCatalog(shared_backends["CHARFLOW_CATALOG_URL"])
+    catalog.register("songs", "a" * 64, 1, "songs.txt", "k" * 64)
+    row = {"event": "version", "corpus": "songs", "version": 2, "sha256": "a" * 64}
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        catalog._append(row)
+
+
+def test_a_catalog_without_a_shared_store_is_refused(monkeypatch, postgres_url):
+    monkeypatch.delenv("CHARFLOW_STORE_URL", raising=False)
+    monkeypatch.setenv("CHARFLOW_CATALOG_URL", postgres_url)
+    with pytest.raises(backends.BackendError, match="CHARFLOW_CATALOG_URL is set but CHARFLOW_STORE_URL is not"):
+        backends.urls()
+
+
+def test_bad_urls_and_credentials_are_refused_before_any_work_naming_the_variable(shared_backends, monkeypatch):
+    with pytest.raises(RemoteError, match="is not s3://BUCKET/PREFIX; fix CHARFLOW_STORE_URL"):
+        RemoteStore.from_url("http://bucket/prefix")
+    with pytest.raises(RemoteError, match="bucket .* does not exist .*; create it or fix CHARFLOW_STORE_URL"):
+        RemoteStore.from_url("s3://no-such-bucket/x").check()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(RemoteError, match=r"http://127.0.0.1:9 failed .*check that it is up.*AWS_ENDPOINT_URL"):
+        RemoteStore.from_url(shared_backends["CHARFLOW_STORE_URL"]).check()
+    secret = "postgresql://charflow:hunter2@127.0.0.1:9/charflow"
+    with pytest.raises(CatalogError, match="cannot reach the catalog database .*fix CHARFLOW_CATALOG_URL") as caught:
+        PostgresCatalog(secret).check()
+    assert "hunter2" not in str(caught.value) and "charflow:***@127.0.0.1:9" in str(caught.value)
+    assert redact(secret) == "postgresql://charflow:***@127.0.0.1:9/charflow"
