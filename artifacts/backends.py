@@ -64,6 +64,12 @@ def open_catalog(root: Path) -> Catalog:
     return _postgres(url) if url else Catalog(root)
 
 
+def check(root: Path) -> None:
+    """Open both backends: the shared ones answer and accept the credentials, or the error names the fix."""
+    open_store(root)
+    open_catalog(root)
+
+
 def describe() -> str:
     """One line for `inspect`: which backends this machine reads."""
     store, catalog = urls()

@@ -27,7 +27,7 @@ from artifacts import views
 from artifacts import vocab as vocab_kind
 from artifacts.fingerprint import code_fingerprint
 from artifacts.keys import content_key, keyed_params, library_versions
-from artifacts.manifest import Summary, read_manifest
+from artifacts.manifest import Summary
 from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
 from artifacts.text_counts import COMPILED_MIN_BYTES, compiled_pays, count_text
@@ -382,12 +382,10 @@ _warned: set[str] = set()
 
 
 def explain_miss(store: Store, stage: Stage, params: dict[str, Any], inputs: dict[str, str], on_event: OnEvent) -> None:
-    """Say so once per library and process when a miss comes from other library versions."""
-    for folder in store.folders([stage.name]):
-        try:
-            manifest = read_manifest(folder)
-        except (OSError, ValueError):
-            continue
+    """Say so once per library and process when a miss comes from other library versions (another machine's,
+    with a shared store)."""
+    for entry in store.entries([stage.name]):  # with a shared store, other machines' artifacts too
+        manifest = entry.manifest
         if (manifest.params, manifest.inputs, manifest.code) != (params, inputs, stage.fingerprint):
             continue
         for library, there in manifest.libraries.items():

@@ -156,7 +156,38 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from charflow.serve import serve
 
-    return serve(args.port)
+    return serve(args.port, args.database)
+
+
+def cmd_share(args: argparse.Namespace) -> int:
+    """Copy this home's store and catalog into the shared backends, then check the copy."""
+    from artifacts import backends
+    from artifacts.catalog import Catalog
+    from artifacts.share import share
+    from artifacts.store import Store
+
+    store_url, catalog_url = backends.urls()
+    if not (store_url and catalog_url):
+        raise backends.BackendError(
+            "charflow share copies this home's store and catalog into the shared backends: set "
+            "CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL to them first"
+        )
+    root = settings.store_root()
+    report = share(Store(root), Catalog(root), backends.open_store(root), backends.open_catalog(root))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{backends.describe()}")
+        print(
+            f"published {len(report['published'])} artifacts ({len(report['already_there'])} were there already), "
+            f"checked {report['verified']} by their digests"
+        )
+        for moved in report["versions"]:
+            renumbered = "" if moved["local"] == moved["shared"] else f" (v{moved['local']} here)"
+            print(f"  {moved['corpus']} v{moved['shared']}{renumbered}")
+        for damaged in report["damaged"]:
+            print(f"  not shared, damaged: {damaged['stage']} {damaged['key'][:12]}: {'; '.join(damaged['problems'])}")
+    return 1 if report["damaged"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect(commands)
     serve = commands.add_parser("serve", help="a Prefect server, the work pool, the deployments and a worker")
     serve.add_argument("--port", type=int, default=4200, help="the server's port on 127.0.0.1")
+    serve.add_argument(
+        "--database",
+        metavar="URL",
+        help="Prefect's database: postgresql+asyncpg://USER@HOST:PORT/DB (default: "
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL, else SQLite under CHARFLOW_HOME)",
+    )
     serve.set_defaults(func=cmd_serve)
+    share = commands.add_parser(
+        "share", help="copy this home's store and catalog into CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL"
+    )
+    share.add_argument("--json", action="store_true", help="print the report as JSON")
+    share.set_defaults(func=cmd_share)
     return parser
 
 
@@ -232,6 +274,10 @@ def run_command(args: argparse.Namespace) -> int:
     home = settings.configure()
     if args.command in RUNS_FLOWS or (args.command == "inspect" and getattr(args, "yes", False)):
         settings.check_home(home)
+    if args.command in RUNS_FLOWS:
+        from artifacts import backends
+
+        backends.check(settings.store_root())  # a bad URL or credentials: refused before any work
     if args.command not in RUNS_FLOWS:
         return args.func(args)
     from charflow.server import drain_prefect, prefect_api

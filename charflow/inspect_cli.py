@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from artifacts import inspect, upkeep
-from artifacts.backends import open_catalog, open_store
+from artifacts.backends import describe, open_catalog, open_store
 from artifacts.refs import SYNTAX, resolve
 from artifacts.store import Entry
 from charflow import settings

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from artifacts.remote import redact
 from charflow.children import die_with_this_process
 from tasks.errors import CharflowError
 
@@ -56,11 +57,29 @@ def _stop(process: subprocess.Popen | None, name: str) -> None:
         process.wait()
 
 
-def serve(port: int = 4200) -> int:
+def check_database(url: str) -> None:
+    """Refuse, before starting anything, a database URL Prefect cannot use or a database that does not answer."""
+    import psycopg
+
+    if not url.startswith("postgresql+asyncpg://"):
+        raise ServeError(f"--database {redact(url)!r} is not postgresql+asyncpg://USER@HOST:PORT/DB; fix --database")
+    try:
+        psycopg.connect(url.replace("+asyncpg", "", 1), connect_timeout=10).close()
+    except psycopg.OperationalError as exc:
+        raise ServeError(
+            f"cannot reach Prefect's database {redact(url)} ({str(exc).strip()[:200]}); check that it is up and fix "
+            "--database"
+        ) from None
+
+
+def serve(port: int = 4200, database: str | None = None) -> int:
     root = project_root()
     env = {**os.environ, "PWD": str(root)}
     server = None
     api_url = os.environ.get("PREFECT_API_URL")
+    database = database or os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+    if database and not api_url:
+        check_database(database)
     if not api_url:
         api_url = f"http://127.0.0.1:{port}/api"
         # `--port` moves the API but not the URL the UI is told to call (/ui-settings): that comes from these,
@@ -71,6 +90,9 @@ def serve(port: int = 4200) -> int:
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_UI_API_URL": api_url,
         }
+        if database:  # PostgreSQL instead of SQLite: several workers, and no "database is locked"
+            server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
+            print(f"charflow serve: Prefect's database is {redact(database)}", flush=True)
         server = subprocess.Popen(
             [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             env=server_env,

@@ -131,3 +131,22 @@ def test_bad_urls_and_credentials_are_refused_before_any_work_naming_the_variabl
         PostgresCatalog(secret).check()
     assert "hunter2" not in str(caught.value) and "charflow:***@127.0.0.1:9" in str(caught.value)
     assert redact(secret) == "postgresql://charflow:***@127.0.0.1:9/charflow"
+
+
+def test_a_machine_with_other_library_versions_says_which(shared_backends, tmp_path, lyrics_zip, monkeypatch):
+    from artifacts import stages
+    from flows.pipeline import prepare
+
+    source = resolve_source(str(lyrics_zip), "jaychou")
+    prepare(machine(tmp_path / "a"), source)
+    vocab = stages.STAGES["vocab"]
+    other = {**vocab.libraries_now, "numpy": "0.0.1"}
+    monkeypatch.setitem(vocab.__dict__, "libraries_now", other)  # machine B's numpy
+    monkeypatch.setattr(stages, "_warned", set())
+    events = []
+    b = machine(tmp_path / "b")
+    b.on_event = events.append
+    made = prepare(b, source)
+    said = [str(e) for e in events if isinstance(e, stages.OtherLibraries)]
+    assert not made.stages["vocab"].cache_hit and made.stages["ingest"].cache_hit
+    assert any(s.startswith("numpy 0.0.1 is installed, but vocab artifact") for s in said), said

@@ -1,0 +1,62 @@
+"""Moving a home's local store and catalog into the shared backends, and checking the copy.
+
+Artifacts keep their keys (a key is their content). Corpus versions keep their numbers where the shared catalog
+has none for that corpus yet; where another machine registered the corpus first, the same content keeps the
+number it has there and new content takes the next ones: the report says which numbers changed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from artifacts.catalog import Catalog
+from artifacts.manifest import problems
+from artifacts.stages import STAGES
+from artifacts.store import Store
+
+
+def share(local_store: Store, local_catalog: Catalog, shared_store: Store, shared_catalog: Catalog) -> dict[str, Any]:
+    """Publish every intact local artifact on the shared store, register every version and its outputs in the
+    shared catalog, then download every artifact back and check its digests."""
+    remote = shared_store.remote
+    if remote is None:
+        raise ValueError("the shared store has no object store behind it")
+    report: dict[str, Any] = {"published": [], "already_there": [], "damaged": [], "versions": [], "verified": 0}
+    entries = local_store.entries(STAGES)
+    for entry in entries:
+        if found := problems(entry.path, entry.manifest):
+            report["damaged"].append({"stage": entry.stage, "key": entry.key, "problems": found})
+            continue
+        there = remote.manifest(entry.stage, entry.key)
+        if there is None:
+            remote.publish(entry.path, entry.manifest)
+            report["published"].append(entry.key)
+        else:
+            report["already_there"].append(entry.key)
+    numbers: dict[tuple[str, int], int] = {}
+    for version in local_catalog.versions():
+        shared = shared_catalog.register(
+            version.corpus, version.sha256, version.size, version.source, version.ingest_key
+        )
+        numbers[(version.corpus, version.version)] = shared.version
+        report["versions"].append({"corpus": version.corpus, "local": version.version, "shared": shared.version})
+    for entry in local_catalog.entries():
+        if entry.get("event") == "outputs":
+            number = numbers[(entry["corpus"], entry["version"])]
+            shared_catalog.record_outputs(entry["corpus"], number, entry["outputs"])
+    shared_catalog.record_collected(sorted(local_catalog.collected()))
+    scratch = Path(tempfile.mkdtemp(prefix="charflow-share-check-"))
+    try:
+        for entry in entries:
+            if entry.key in report["published"] or entry.key in report["already_there"]:
+                folder = scratch / entry.key
+                folder.mkdir()
+                remote.download(remote.manifest(entry.stage, entry.key), folder)  # checks every digest
+                shutil.rmtree(folder)
+                report["verified"] += 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return report

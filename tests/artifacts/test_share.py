@@ -1,0 +1,44 @@
+"""`charflow share`: a home's local store and catalog copied into the shared backends, and checked."""
+
+import json
+
+from artifacts import backends
+from flows.pipeline import plain_runner, prepare
+from tasks.fetch import resolve_source
+from tests.artifacts.test_remote import machine
+from tests.helpers import run_cli
+
+
+def test_a_local_home_moves_to_the_shared_backends(shared_backends, tmp_path, lyrics_zip, monkeypatch):
+    home = tmp_path / "old-home"
+    source = resolve_source(str(lyrics_zip), "jaychou")
+    for variable in ("CHARFLOW_STORE_URL", "CHARFLOW_CATALOG_URL"):
+        monkeypatch.delenv(variable)
+    local = prepare(plain_runner(home / "store"), source)  # made before the shared backends existed
+    for variable in ("CHARFLOW_STORE_URL", "CHARFLOW_CATALOG_URL"):
+        monkeypatch.setenv(variable, shared_backends[variable])
+    # Another machine registered other content of the corpus first: this home's v1 becomes v2 there.
+    backends.open_catalog(tmp_path).register("jaychou", "f" * 64, 1, "elsewhere.txt", "e" * 64)
+
+    shared = run_cli("share", "--json", home=home)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    report = json.loads(shared.stdout)
+    assert sorted(report["published"]) == sorted(ref.key for ref in local.stages.values())
+    assert report["verified"] == 4 and report["damaged"] == []
+    assert report["versions"] == [{"corpus": "jaychou", "local": 1, "shared": 2}]
+
+    again = json.loads(run_cli("share", "--json", home=home).stdout)  # idempotent
+    assert again["published"] == [] and len(again["already_there"]) == 4
+    assert again["versions"] == [{"corpus": "jaychou", "local": 1, "shared": 2}]
+
+    elsewhere = prepare(machine(tmp_path / "new-machine"), source)
+    assert all(ref.cache_hit for ref in elsewhere.stages.values())
+    assert elsewhere.version == 2 and backends.open_catalog(tmp_path).complete("jaychou") == [2]
+
+
+def test_share_without_shared_backends_says_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("CHARFLOW_STORE_URL", raising=False)
+    monkeypatch.delenv("CHARFLOW_CATALOG_URL", raising=False)
+    result = run_cli("share", home=tmp_path)
+    assert result.returncode != 0
+    assert "set CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL" in result.stderr

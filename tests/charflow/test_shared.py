@@ -1,0 +1,99 @@
+"""Two machines, one shared state, end to end: a Prefect server on PostgreSQL, a deployment run on one home, the
+CLI on another home finding every stage as a cache hit, all against the real object store and database."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import free_port, run_cli
+from tests.services import S3_ENV, create_bucket, create_database
+
+pytestmark = pytest.mark.slow
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+@pytest.fixture(scope="module")
+def shared_env(s3_endpoint, postgres_url):
+    create_bucket(s3_endpoint, "two-machines")
+    return {
+        **S3_ENV,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "CHARFLOW_STORE_URL": "s3://two-machines/charflow",
+        "CHARFLOW_CATALOG_URL": create_database(postgres_url, "two_machines_catalog"),
+    }
+
+
+@pytest.fixture(scope="module")
+def served_on_postgres(tmp_path_factory, postgres_url, shared_env):
+    root = tmp_path_factory.mktemp("served-pg")
+    database = create_database(postgres_url, "two_machines_prefect").replace("postgresql://", "postgresql+asyncpg://")
+    port = free_port()
+    env = {
+        **os.environ,
+        **shared_env,
+        "CHARFLOW_HOME": str(root / "home-a"),
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = (root / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charflow.cli", "serve", "--port", str(port), "--database", database],
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while "worker started" not in (root / "serve.log").read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("charflow serve --database did not start:\n" + (root / "serve.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield {"root": root, "env": {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}, "database": database}
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def test_a_deployment_on_one_machine_is_a_cache_hit_on_another(served_on_postgres, shared_env, lyrics_zip, tmp_path):
+    env, root = served_on_postgres["env"], served_on_postgres["root"]
+    assert "Prefect's database is postgresql+asyncpg://postgres@" in (root / "serve.log").read_text()
+    run = subprocess.run(
+        [*PREFECT, "deployment", "run", "prepare/default", "--param", f"source={lyrics_zip}", "--watch"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+    # Machine B: its own home, the same URLs, no Prefect server of A's.
+    other = {k: v for k, v in shared_env.items()}
+    for variable, value in other.items():
+        os.environ[variable] = value
+    try:
+        made = run_cli("prepare", str(lyrics_zip), "--json", home=tmp_path / "home-b")
+        listed = run_cli("inspect", "ls", "--json", home=tmp_path / "home-c")
+    finally:
+        for variable in other:
+            os.environ.pop(variable, None)
+    assert made.returncode == 0, made.stderr[-3000:]
+    stages = json.loads(made.stdout)["stages"]
+    assert all(stage["cache_hit"] for stage in stages.values()), stages
+    assert json.loads(made.stdout)["version"] == 1
+    shown = json.loads(listed.stdout)
+    assert shown["backend"] == "store: s3://two-machines/charflow; catalog: " + shared_env["CHARFLOW_CATALOG_URL"]
+    assert {a["key"] for a in shown["artifacts"]} >= {s["key"] for s in stages.values()}
+    assert [v["version"] for v in shown["corpora"]["jaychou_lyrics"]] == [1]
