@@ -13,9 +13,10 @@ from artifacts.catalog import CatalogError
 from artifacts.catalog_pg import PostgresCatalog
 from artifacts.manifest import MANIFEST_NAME
 from artifacts.remote import RemoteError, RemoteStore, redact
-from flows.pipeline import PlainRunner, batches
+from flows.pipeline import PlainRunner, PrepareParams, batches
 from tasks.batches import BatchesParams
 from tasks.fetch import resolve_source
+from tasks.vocab import VocabParams
 
 
 def machine(home):
@@ -150,3 +151,95 @@ def test_a_machine_with_other_library_versions_says_which(shared_backends, tmp_p
     said = [str(e) for e in events if isinstance(e, stages.OtherLibraries)]
     assert not made.stages["vocab"].cache_hit and made.stages["ingest"].cache_hit
     assert any(s.startswith("numpy 0.0.1 is installed, but vocab artifact") for s in said), said
+
+
+KILLED_MID_UPLOAD = """
+import os, sys, time
+from pathlib import Path
+import obstore
+real_put = obstore.put
+
+def slow_put(store, path, *args, **kwargs):
+    result = real_put(store, path, *args, **kwargs)
+    if path.startswith("blobs/"):
+        Path(sys.argv[2]).write_text(path)  # one blob is up: the test kills us now, before the manifest
+        time.sleep(600)
+    return result
+
+obstore.put = slow_put
+from artifacts import backends
+from flows.pipeline import PlainRunner, prepare
+from tasks.fetch import resolve_source
+from tasks.vocab import VocabParams
+root = Path(sys.argv[1]) / "store"
+prepare(PlainRunner(backends.open_store(root), backends.open_catalog(root), root / "downloads"),
+        resolve_source(sys.argv[3], "jaychou"))
+"""
+
+
+def test_kill_9_mid_upload_leaves_no_visible_artifact_and_the_rerun_completes(shared_backends, tmp_path, lyrics_zip):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "uploading"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_UPLOAD, str(tmp_path / "a"), str(marker), str(lyrics_zip)]
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    b = machine(tmp_path / "b")
+    assert b.store.entries(["ingest"]) == [] and b.catalog.versions() == []  # nothing half-published is seen
+    made = prepare_jaychou(b, lyrics_zip)
+    assert not made.stages["ingest"].cache_hit and made.version == 1
+    again = prepare_jaychou(machine(tmp_path / "c"), lyrics_zip)
+    assert all(ref.cache_hit for ref in again.stages.values())
+
+
+def prepare_jaychou(runner, lyrics_zip):
+    from flows.pipeline import prepare
+
+    return prepare(runner, resolve_source(str(lyrics_zip), "jaychou"))
+
+
+def test_the_object_store_going_away_mid_run_names_its_url(shared_backends, tmp_path, lyrics_zip, monkeypatch):
+    """A store that stops answering after the first stage: the run fails with one line naming the store, and
+    what was published stays published."""
+    from tests.services import create_bucket, moto_server
+
+    with moto_server(tmp_path / "moto.log") as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        create_bucket(endpoint, "short-lived")
+        monkeypatch.setenv("CHARFLOW_STORE_URL", "s3://short-lived/x")
+        backends._remote.cache_clear()
+        runner = machine(tmp_path / "a")
+        ingested = prepare_jaychou(runner, lyrics_zip).stages["ingest"]
+    # The server is gone now.
+    from flows.pipeline import prepare
+
+    gone = rf"object store at {endpoint} failed .*s3://short-lived/x.*check that it is up"
+    with pytest.raises(RemoteError, match=gone):
+        prepare(runner, resolve_source(str(lyrics_zip), "jaychou"), PrepareParams(vocab=VocabParams(order="frequency")))
+    assert (runner.store.folder("ingest", ingested.key) / MANIFEST_NAME).is_file()  # this machine's copy is intact
+
+
+def test_the_database_going_away_mid_run_names_its_url(shared_backends, tmp_path, lyrics_zip, monkeypatch):
+    from tests.services import postgres_cluster
+
+    with postgres_cluster() as url:
+        monkeypatch.setenv("CHARFLOW_CATALOG_URL", url)
+        backends._postgres.cache_clear()
+        runner = machine(tmp_path / "a")
+        made = prepare_jaychou(runner, lyrics_zip)
+    # The cluster is stopped now: registering another version cannot be done, and says where it failed.
+    from flows.pipeline import prepare
+
+    with pytest.raises(CatalogError, match=rf"catalog database {url} failed while .*check that it is up"):
+        prepare(runner, resolve_source(str(lyrics_zip), "jaychou"), PrepareParams(vocab=VocabParams(order="frequency")))
+    assert runner.store.remote.manifest("ingest", made.stages["ingest"].key) is not None  # published stays
