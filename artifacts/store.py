@@ -109,9 +109,9 @@ class Store:
         """Every artifact folder of these stages, readable or not."""
         return [folder for s in stages if (self.root / s).is_dir() for folder in sorted((self.root / s).iterdir())]
 
-    def entries(self, stages: Iterable[str]) -> list[Entry]:
-        """Every artifact of these stages with a readable manifest, newest first; with a remote, every one
-        published there too (its folder here exists once it is fetched)."""
+    def entries(self, stages: Iterable[str], shared: bool = True) -> list[Entry]:
+        """Every artifact of these stages with a readable manifest, newest first; with a remote (and `shared`),
+        every one published there too (its folder here exists once it is fetched)."""
         stages = list(stages)
         found = {}
         for folder in self.folders(stages):
@@ -120,7 +120,7 @@ class Store:
             except (OSError, ValueError):
                 continue
             found[(manifest.stage, manifest.key)] = Entry(folder, manifest)
-        if self.remote is not None:
+        if self.remote is not None and shared:
             for stage in stages:
                 for manifest in self.remote.manifests(stage):
                     found.setdefault((stage, manifest.key), Entry(self.folder(stage, manifest.key), manifest))
@@ -140,6 +140,8 @@ class Store:
         except (OSError, ValueError) as exc:
             log.warning("artifact %s/%s has an unreadable manifest (%s): recomputing", stage, key[:12], exc)
             return None
+        if self.remote is not None:
+            _touch(folder)  # the cache's recency: what was used last is evicted last
         if not thorough and stat_unchanged(folder, manifest):
             return manifest
         if found := problems(folder, manifest):
@@ -147,6 +149,24 @@ class Store:
             return None
         record_stat(folder, manifest)
         return manifest
+
+    def evictable(self) -> list[Entry]:
+        """With a remote: this machine's copies beyond CHARFLOW_CACHE_BYTES (default 20 GiB), least recently
+        used first, each also published on the remote (so that nothing is lost by removing it here)."""
+        if self.remote is None:
+            return []
+        limit = int(os.environ.get("CHARFLOW_CACHE_BYTES", 20 * 2**30))
+        stages = [d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        local = self.entries(stages, shared=False)
+        local.sort(key=lambda e: e.path.stat().st_mtime if e.path.exists() else 0)
+        total, evict = sum(e.size for e in local), []
+        for entry in local:
+            if total <= limit:
+                break
+            if self.remote.manifest(entry.stage, entry.key) is not None:
+                evict.append(entry)
+                total -= entry.size
+        return evict
 
     def _fetch(self, stage: str, key: str) -> Manifest | None:
         """The artifact from the remote into this machine's folder, once, published here by a rename."""
@@ -290,6 +310,13 @@ class Store:
     def work_folder(self, stage: str, key: str) -> Path:
         """Where a long build keeps what lets it resume (checkpoints), outside staging, under the key."""
         return self.root / ".work" / f"{stage}-{key[:32]}"
+
+
+def _touch(folder: Path) -> None:
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
 
 
 def _mb(size: int) -> str:

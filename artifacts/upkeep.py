@@ -35,13 +35,16 @@ def leftovers(store: Store) -> list[dict[str, Any]]:
 
 
 def missing_references(store: Store, catalog: Catalog) -> list[dict[str, Any]]:
-    """Outputs the catalog records whose folder the store does not hold (a damaged one is `verify`'s too)."""
+    """Outputs the catalog records that neither this machine's folder nor the shared store holds (a damaged
+    one is `verify`'s too)."""
     missing, collected = [], catalog.collected()
     for entry in catalog.entries():
         if entry.get("event") != "outputs":
             continue
         for stage, key in entry["outputs"].items():
-            if key not in collected and not store.folder(stage, key).is_dir():
+            if key in collected or store.folder(stage, key).is_dir():
+                continue
+            if store.remote is None or store.remote.manifest(stage, key) is None:
                 missing.append({"corpus": entry["corpus"], "version": entry["version"], "stage": stage, "key": key})
     return missing
 
@@ -99,13 +102,18 @@ def gc(
     """What no kept version or model reaches, abandoned builds and damaged copies (and checkpoints when asked);
     removed only when `delete`. Also says what stays and why."""
     why = kept(store, catalog, keep, grace)
-    entries = store.entries(STAGES)
+    # With a shared store, gc clears this machine's copies only: the shared store keeps every artifact for the
+    # other machines (and this one, which fetches again what it needs).
+    entries = store.entries(STAGES, shared=store.remote is None)
     doomed: list[Entry] = [e for e in entries if e.key not in why]
+    if store.remote is not None:
+        doomed += [e for e in store.evictable() if e.key in why]
     removed_leftovers = [
         item for item in leftovers(store) if item["abandoned"] or (checkpoints and item["kind"] == "checkpoint")
     ]
     if delete:
-        catalog.record_collected([e.key for e in doomed])
+        if store.remote is None:
+            catalog.record_collected([e.key for e in doomed])
         for entry in doomed:
             shutil.rmtree(entry.path, ignore_errors=True)
         for item in removed_leftovers:

@@ -243,3 +243,24 @@ def test_the_database_going_away_mid_run_names_its_url(shared_backends, tmp_path
     with pytest.raises(CatalogError, match=rf"catalog database {url} failed while .*check that it is up"):
         prepare(runner, resolve_source(str(lyrics_zip), "jaychou"), PrepareParams(vocab=VocabParams(order="frequency")))
     assert runner.store.remote.manifest("ingest", made.stages["ingest"].key) is not None  # published stays
+
+
+def test_gc_with_a_shared_store_clears_this_machines_copies_beyond_the_bound(
+    shared_backends, tmp_path, lyrics_zip, monkeypatch
+):
+    from artifacts import upkeep
+
+    a = machine(tmp_path / "a")
+    made = prepare_jaychou(a, lyrics_zip)
+    sizes = {stage: sum(f.stat().st_size for f in ref.path.iterdir()) for stage, ref in made.stages.items()}
+    monkeypatch.setenv("CHARFLOW_CACHE_BYTES", str(sizes["encode"] + sizes["vocab"] + 10_000))
+    a.store.lookup("vocab", made.stages["vocab"].key)  # used last: kept
+    a.store.lookup("encode", made.stages["encode"].key)
+    report = upkeep.gc(a.store, a.catalog, delete=True)
+    evicted = {d["stage"] for d in report["artifacts"]}
+    assert evicted == {"ingest", "clean"}, report["artifacts"]
+    assert not made.stages["ingest"].path.exists() and made.stages["encode"].path.exists()
+    assert a.catalog.collected() == set()  # nothing was removed from the shared store
+    assert upkeep.verify(a.store, a.catalog)["missing"] == []  # the shared store still holds them
+    again = prepare_jaychou(a, lyrics_zip)  # fetched back as cache hits
+    assert all(ref.cache_hit for ref in again.stages.values()) and made.stages["ingest"].path.exists()
