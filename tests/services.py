@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,12 +26,14 @@ S3_ENV = {
 
 
 @contextmanager
-def moto_server(log: Path) -> Iterator[str]:
-    """`python -m moto.server` on a free port: its endpoint URL."""
+def moto_server(log: Path, check_credentials: bool = False) -> Iterator[str]:
+    """`python -m moto.server` on a free port: its endpoint URL. With `check_credentials`, it refuses keys its
+    IAM does not know, as S3 does (moto accepts any by default)."""
     port = free_port()
+    env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else {})}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out, env=env
         )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -38,10 +41,14 @@ def moto_server(log: Path) -> Iterator[str]:
             try:
                 urllib.request.urlopen(endpoint, timeout=1)
                 break
+            except urllib.error.HTTPError:
+                break  # it answers (refusing an unsigned request, when checking credentials)
             except OSError:
                 if proc.poll() is not None:
                     raise RuntimeError(f"moto server exited: {log.read_text()[-2000:]}") from None
                 time.sleep(0.1)
+        else:
+            raise RuntimeError(f"moto server did not answer in 30 s: {log.read_text()[-2000:]}")
         yield endpoint
     finally:
         proc.terminate()

@@ -264,3 +264,15 @@ def test_gc_with_a_shared_store_clears_this_machines_copies_beyond_the_bound(
     assert upkeep.verify(a.store, a.catalog)["missing"] == []  # the shared store still holds them
     again = prepare_jaychou(a, lyrics_zip)  # fetched back as cache hits
     assert all(ref.cache_hit for ref in again.stages.values()) and made.stages["ingest"].path.exists()
+
+
+def test_refused_credentials_name_the_variables_to_fix(tmp_path, monkeypatch):
+    from tests.services import S3_ENV, moto_server
+
+    with moto_server(tmp_path / "moto.log", check_credentials=True) as endpoint:
+        for variable, value in {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}.items():
+            monkeypatch.setenv(variable, value)
+        with pytest.raises(
+            RemoteError, match="refused the credentials .*fix AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        ):
+            RemoteStore.from_url("s3://any-bucket/x").check()

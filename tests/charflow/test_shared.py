@@ -86,6 +86,9 @@ def test_a_deployment_on_one_machine_is_a_cache_hit_on_another(served_on_postgre
     try:
         made = run_cli("prepare", str(lyrics_zip), "--json", home=tmp_path / "home-b")
         listed = run_cli("inspect", "ls", "--json", home=tmp_path / "home-c")
+        vocab_key = json.loads(made.stdout)["stages"]["vocab"]["key"]
+        lineage = run_cli("inspect", "lineage", vocab_key[:12], "--json", home=tmp_path / "home-d")
+        verified = run_cli("inspect", "verify", "--json", home=tmp_path / "home-d")
     finally:
         for variable in other:
             os.environ.pop(variable, None)
@@ -97,3 +100,7 @@ def test_a_deployment_on_one_machine_is_a_cache_hit_on_another(served_on_postgre
     assert shown["backend"] == "store: s3://two-machines/charflow; catalog: " + shared_env["CHARFLOW_CATALOG_URL"]
     assert {a["key"] for a in shown["artifacts"]} >= {s["key"] for s in stages.values()}
     assert [v["version"] for v in shown["corpora"]["jaychou_lyrics"]] == [1]
+    # A machine that holds nothing yet reads lineage through the shared store, and verifies what it fetched.
+    assert lineage.returncode == 0, lineage.stderr[-2000:]
+    assert [a["stage"] for a in json.loads(lineage.stdout)][:3] == ["vocab", "clean", "ingest"]
+    assert verified.returncode == 0 and json.loads(verified.stdout)["missing"] == [], verified.stdout[-2000:]
