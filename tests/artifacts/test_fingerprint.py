@@ -120,7 +120,7 @@ def test_rewording_progress_keeps_the_train_key_and_changing_the_loss_changes_it
     rewrite(copy / "charflow" / "progress.py", '"writing batch shards"', '"shards written"')
     assert train_fingerprint(copy) == before
     rewrite(
-        copy / "tasks" / "train" / "loop.py",
+        copy / "tasks" / "train" / "step.py",
         "loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))",
         "loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), label_smoothing=0.1)",
     )
