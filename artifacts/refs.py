@@ -69,7 +69,8 @@ def resolve(store: Store, catalog: Catalog, ref: str, stage: str | None = None, 
             f"{ref!r} {problem}; candidates: {shown}. Give a longer key prefix, a folder or corpus@version/stage"
         )
     found = matches[0]
-    if verify and store.lookup(found.stage, found.key) is None:
+    # With a shared store the artifact may be listed there only: looking it up fetches this machine's copy.
+    if (verify or store.remote is not None) and store.lookup(found.stage, found.key) is None:
         raise RefError(
             f"{found.stage} artifact {found.key[:12]} is missing or damaged; run the pipeline again to rebuild it"
         )
