@@ -32,6 +32,8 @@ class BatchReader(IterableDataset):
     Rank r of `world_size` readers gets its own part, and together they see every batch of an epoch once:
     with random sampling whole batches (batch b of an epoch goes to rank b % world_size); with consecutive
     sampling whole streams (rows r*B/N .. (r+1)*B/N of every batch), so each rank's hidden state stays valid.
+    `split_rows` splits random batches by rows too: DDP's ranks must all take the same steps, each on its part
+    of the same global batch.
     `start=(epoch, batch)` resumes exactly there. Ids stay int32 as stored (half the bytes to a GPU; an
     embedding takes them as they are); pass `dtype=torch.long` where a loss wants int64 targets on the host.
     """
@@ -46,6 +48,7 @@ class BatchReader(IterableDataset):
         start: tuple[int, int] = (0, 0),
         pin_memory: bool = False,
         dtype: torch.dtype = torch.int32,
+        split_rows: bool = False,
     ):
         self.folder = Path(folder)
         self.info = BatchesSummary.of(read_manifest(self.folder))
@@ -60,10 +63,11 @@ class BatchReader(IterableDataset):
             )
         if not 0 <= rank < world_size:
             raise ParameterError(f"rank must be in 0..world_size-1, got rank={rank}, world_size={world_size}")
-        if self.sampler == "consecutive" and self.batch_size % world_size:
+        self.split_rows = split_rows or self.sampler == "consecutive"
+        if self.split_rows and self.batch_size % world_size:
             raise ParameterError(
-                f"consecutive batches split by whole streams: batch_size={self.batch_size} does not divide among "
-                f"world_size={world_size} ranks"
+                f"batches split by rows: batch_size={self.batch_size} does not divide among {world_size} processes; "
+                "choose a batch size that does, or another number of processes"
             )
         self.rank, self.world_size = rank, world_size
         self.start = start
@@ -109,7 +113,7 @@ class BatchReader(IterableDataset):
         """Epoch-local batch numbers this reader takes from `stored` epoch when serving `epoch`."""
         first = self.start[1] if epoch == self.start[0] else 0
         count = self.info.batches_per_epoch[stored]
-        return [b for b in range(first, count) if self.sampler == "consecutive" or b % world == rank]
+        return [b for b in range(first, count) if self.split_rows or b % world == rank]
 
     def _read(self, stored: int, wanted: list[int]) -> Iterator[list[Pair]]:
         """The wanted batches of a stored epoch, shard by shard, decoded ahead in a background thread."""
@@ -145,15 +149,22 @@ class BatchReader(IterableDataset):
     def epoch_batches(self, epoch: int) -> Iterator[Pair]:
         """This reader's batches of one epoch (from `start` when it is that epoch), in order."""
         rank, world = self._split()
-        rows = slice(None)
-        if self.sampler == "consecutive":
-            share = self.batch_size // world
-            rows = slice(rank * share, (rank + 1) * share)
+
+        def rows(count: int) -> slice:
+            if not self.split_rows:
+                return slice(None)
+            if count % world:
+                raise ParameterError(
+                    f"a batch of {count} rows does not divide among {world} processes (a kept partial last batch); "
+                    "leave out --keep-last, or choose another number of processes"
+                )
+            return slice(rank * (count // world), (rank + 1) * (count // world))
+
         if not self.info.materialized:
             stored = 0 if self.info.same_every_epoch else epoch
             plan = plan_epoch(self.info.train_indices, self.info.spec, stored)
             for batch in self._wanted(stored, epoch, rank, world):
-                yield self._gather(plan, batch, rows)
+                yield self._gather(plan, batch, rows(len(plan.starts_of(batch))))
             return
         if self.info.same_every_epoch:
             # One stored epoch serves them all: decode it once, keep it.
@@ -164,7 +175,8 @@ class BatchReader(IterableDataset):
         else:
             batches = (b for part in self._read(epoch, self._wanted(epoch, epoch, rank, world)) for b in part)
         for x, y in batches:
-            yield x[rows], y[rows]
+            part = rows(len(x))
+            yield x[part], y[part]
 
     def __iter__(self) -> Iterator[Pair]:
         for epoch in range(self.start[0], self.epochs):

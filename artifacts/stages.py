@@ -242,6 +242,35 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
         validation = Validation(held_out, stored.spec.num_steps, stored.spec.batch_size)
     work = build.store.work_folder(build.stage, build.key)
     work.mkdir(parents=True, exist_ok=True)
+    metadata = {"stage": build.stage, "vocab_key": vocab.key, "batches_key": batches.key}
+    title = f"{params.model}, {reader.sampler} sampling"
+    if params.nproc > 1:
+        from artifacts.ddp import check_processes, launch
+
+        check_processes(params.nproc, params.device, reader.batch_size)
+        job = {
+            "batches": str(batches.path),
+            "vocab": str(vocab.path),
+            "vocab_key": vocab.key,
+            "params": params.model_dump(mode="json"),
+            "checkpoint": str(work / "checkpoint.pt"),
+            "output": str(build.folder),
+            "metadata": metadata,
+            "title": title,
+            "encoded": str(build.store.folder("encode", stored.indices_key)) if validation else None,
+            "train_indices": stored.train_indices,
+        }
+        result = launch(job, work, params.nproc, build.on_event, build.should_stop)
+        return TrainSummary(
+            vocab_key=vocab.key,
+            vocab_size=len(vocabulary),
+            batches_key=batches.key,
+            sampler=reader.sampler,
+            epochs=result["epochs"],
+            perplexity=result["metrics"]["perplexity"],
+            val_perplexity=result["metrics"]["val_perplexity"],
+            samples=result["samples"][-len(params.prefixes) :] if params.prefixes else [],
+        )
     trained = train(
         reader.epoch_batches,
         epochs=reader.epochs,
@@ -253,8 +282,7 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
         validation=validation,
         should_stop=build.should_stop,
     )
-    metadata = {"stage": build.stage, "vocab_key": vocab.key, "batches_key": batches.key}
-    write_model(build.folder, trained, metadata, title=f"{params.model}, {reader.sampler} sampling")
+    write_model(build.folder, trained, metadata, title=title)
     state = trained.state
     return TrainSummary(
         vocab_key=vocab.key,

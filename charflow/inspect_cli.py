@@ -116,9 +116,9 @@ def diff(ctx: Context) -> int:
 
 
 def verify(ctx: Context) -> int:
-    found = {"backend": describe(), **upkeep.verify(ctx.store, ctx.catalog)}
+    found = upkeep.verify(ctx.store, ctx.catalog)
     if not ctx.emit(found):
-        ctx.console.print(found["backend"])
+        ctx.console.print(describe())
         if found["damaged"]:
             rows = [[b["stage"], b["key"][:12], "; ".join(b["problems"])] for b in found["damaged"]]
             ctx.console.print(_table("damaged artifacts", ["stage", "key", "problems"], rows))

@@ -130,6 +130,7 @@ OPTIONS: dict[str, Option] = {
     "lr": Option("learning rate"),
     "clip": Option("global gradient-norm bound, or 'none'", parse=number_or_none(float, "a number")),
     "device": Option("auto: CUDA when present"),
+    "nproc": Option("processes to train on together (torchrun, DDP: gloo on CPU, NCCL on GPUs)"),
     "precision": Option("bf16: autocast for large models on a GPU; fp32 reproduces the book"),
     "cuda_graph": Option(
         negated="--no-cuda-graph", help="on CUDA, step eagerly instead of replaying a captured graph (same numbers)"

@@ -92,6 +92,9 @@ def train(
     """
     params = resolve_device(params)
     device = torch.device(params.device)
+    # Under torchrun (DDP): every rank trains on its rows of each global batch; the first one keeps the books.
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    leader = not distributed or torch.distributed.get_rank() == 0
     torch.manual_seed(params.seed)
     model = build_model(len(vocab), params).to(device)
     optimizer = make_optimizer(model, params)
@@ -101,11 +104,21 @@ def train(
         state = load_checkpoint(checkpoint, model, optimizer)
         saved = state.epoch
         on_event(Resumed(state.epoch, checkpoint))
-    step = TrainStep(model, optimizer, params, carry_state)
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)  # averages the ranks' gradients in the backward
+    step = TrainStep(net, optimizer, params, carry_state)
     for epoch in range(state.epoch, epochs):
         started = time.perf_counter()
         batches = epoch_batches(epoch)
         loss_sum, norm_sum, tokens, steps = run_epoch(step, batches, should_stop)
+        if distributed:  # every rank's tokens and loss: the epoch's perplexity is the global batch's
+            totals = torch.tensor([loss_sum.item(), float(tokens)], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, tokens = totals[0], int(totals[1].item())
         if should_stop():
             raise Interrupted(f"training stopped in epoch {epoch + 1} of {epochs}{kept(saved, checkpoint)}")
         if steps == 0:
@@ -123,7 +136,7 @@ def train(
             {
                 "epoch": epoch + 1,
                 "perplexity": math.exp(mean_loss),
-                "val_perplexity": None if validation is None else evaluate(model, validation, device),
+                "val_perplexity": None if validation is None or not leader else evaluate(model, validation, device),
                 "tokens_per_s": tokens / seconds if seconds else float("nan"),
                 "grad_norm": norm_sum.item() / steps,
                 "seconds": seconds,
@@ -131,7 +144,7 @@ def train(
         )
         state.epoch = epoch + 1
         samples = []
-        if state.epoch % params.pred_period == 0 or state.epoch == epochs:
+        if leader and (state.epoch % params.pred_period == 0 or state.epoch == epochs):
             samples = [
                 {
                     "epoch": state.epoch,
@@ -142,7 +155,8 @@ def train(
             ]
             state.samples.extend(samples)
         if checkpoint is not None and (state.epoch % params.checkpoint_every == 0 or state.epoch == epochs):
-            save_checkpoint(checkpoint, model, optimizer, state)
+            if leader:
+                save_checkpoint(checkpoint, model, optimizer, state)
             saved = state.epoch
         on_event(EpochEnd(state.epoch, epochs, state.metrics[-1], samples))
     return Trained(model, optimizer, state)

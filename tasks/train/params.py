@@ -40,6 +40,8 @@ class TrainParams(ModelParams):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast is for large models on a GPU; fp32 reproduces the book.
     precision: Literal["fp32", "bf16"] = "fp32"
+    # Processes training together (torchrun, DDP): the gradients' sums run in another order, so it is keyed.
+    nproc: int = Field(default=1, ge=1)
     # A replayed CUDA graph runs the eager step's kernels: the same numbers, so not part of the key.
     cuda_graph: bool = Field(default=True, json_schema_extra={"keyed": False})
     pred_period: int = Field(default=50, gt=0)

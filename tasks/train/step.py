@@ -60,12 +60,14 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, params: TrainParams, carry_state: bool):
         self.model, self.optimizer, self.params, self.carry_state = model, optimizer, params, carry_state
+        self.core = getattr(model, "module", model)  # under DDP, the wrapped model: it makes the states
         self.device = torch.device(params.device)
         self.weights = list(model.parameters())
         self.loss_sum = torch.zeros((), device=self.device)
         self.norm_sum = torch.zeros((), device=self.device)
         self.hidden: State | None = None
-        self.use_graph = self.device.type == "cuda" and params.cuda_graph
+        # DDP's gradient exchange runs between the backward's kernels: those steps stay eager.
+        self.use_graph = self.device.type == "cuda" and params.cuda_graph and self.core is model
         self.warmup = WARMUP_STEPS
         self.graph: torch.cuda.CUDAGraph | None = None
         self.shape: tuple[int, ...] | None = None  # the shape the graph was captured for
@@ -84,7 +86,7 @@ class TrainStep:
             return
         x = x.to(self.device, non_blocking=True)  # (batch, num_steps)
         y = y.to(self.device, non_blocking=True).long()  # (batch, num_steps)
-        hidden = self.model.init_state(x.shape[0], self.device) if fresh else detach(self.hidden)
+        hidden = self.core.init_state(x.shape[0], self.device) if fresh else detach(self.hidden)
         if not self.use_graph or (self.shape is not None and tuple(x.shape) != self.shape):
             self.hidden = self.eager(x, y, hidden)
             return
@@ -115,7 +117,7 @@ class TrainStep:
         """Record the whole step on static buffers: x, y and the hidden state in, the state written back."""
         self.static_x = torch.zeros(self.shape, dtype=torch.long, device=self.device)  # (batch, num_steps)
         self.static_y = torch.zeros(self.shape, dtype=torch.long, device=self.device)  # (batch, num_steps)
-        self.static_hidden = self.model.init_state(batch, device=self.device)
+        self.static_hidden = self.core.init_state(batch, device=self.device)
         if self.hidden is not None:
             copy_state(self.static_hidden, detach(self.hidden))
         # The graph owns the gradients it allocates: none may exist before it.

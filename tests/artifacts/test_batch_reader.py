@@ -170,7 +170,7 @@ def test_reader_refuses_another_vocabulary_and_bad_splits(store):
     ref = make_batches(store, np.arange(500) % 20, sampler="consecutive", batch_size=4, num_steps=5, epochs=1)
     with pytest.raises(VocabMismatch, match="not the expected wwwwwwwwwwww"):
         BatchReader(ref.path, expected_vocab_key="w" * 64)
-    with pytest.raises(ValueError, match="batch_size=4 does not divide among world_size=3"):
+    with pytest.raises(ValueError, match="batch_size=4 does not divide among 3 processes"):
         BatchReader(ref.path, world_size=3)
     with pytest.raises(ValueError, match="rank must be in 0..world_size-1"):
         BatchReader(ref.path, rank=2, world_size=2)
@@ -227,3 +227,24 @@ def test_the_stream_costs_4_bytes_a_token_whatever_the_epochs(store):
         ref = make_batches(store, corpus, batch_size=8, num_steps=10, epochs=epochs)
         sizes.append(sum(f.stat().st_size for f in Path(ref.path).iterdir() if not f.name.startswith("_")))
     assert sizes[0] == sizes[1] <= 4 * 5_000 + 128  # the .npy header
+
+
+@pytest.mark.parametrize("materialize", [False, True])
+def test_random_batches_split_by_rows_give_every_rank_a_part_of_every_batch(store, materialize):
+    """DDP's split: each rank the same number of steps, each its rows of the same global batch."""
+    ref = make_batches(store, np.arange(900) % 20, batch_size=6, num_steps=5, epochs=2, materialize=materialize)
+    whole = [(x.clone(), y.clone()) for x, y in BatchReader(ref.path)]
+    parts = [list(BatchReader(ref.path, rank=r, world_size=3, split_rows=True)) for r in range(3)]
+    assert len(whole) > 2 and all(len(p) == len(whole) for p in parts)
+    for step, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([p[step][0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[step][1] for p in parts]), y)
+    with pytest.raises(ValueError, match="batch_size=6 does not divide among 4 processes"):
+        BatchReader(ref.path, world_size=4, split_rows=True)
+
+
+def test_a_kept_partial_batch_that_does_not_split_is_refused_by_name(store):
+    ref = make_batches(store, np.arange(200) % 20, batch_size=4, num_steps=5, epochs=1, drop_last=False)
+    reader = BatchReader(ref.path, rank=0, world_size=2, split_rows=True)
+    with pytest.raises(ValueError, match="a batch of 3 rows does not divide among 2 processes .*--keep-last"):
+        list(reader)

@@ -28,6 +28,7 @@ def inspect_json(inspect, *args):
 
 def test_ls_lists_versions_and_artifacts(inspect):
     listed = inspect_json(inspect, "ls")
+    assert listed["backend"] == "store: local folder; catalog: local catalog.jsonl"  # which backends it reads
     assert [v["version"] for v in listed["corpora"]["songs"]] == [1, 2]
     assert {a["stage"] for a in listed["artifacts"]} == {"ingest", "clean", "vocab", "encode", "batches", "train"}
     created = [a["created"] for a in listed["artifacts"]]

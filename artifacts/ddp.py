@@ -1,0 +1,212 @@
+"""The train stage on several processes: the train task launches `torchrun --standalone`, and each rank runs
+`main` here, training on its rows of every global batch with DistributedDataParallel (gloo on the CPU, NCCL
+on GPUs). The first rank writes the checkpoints, the events and the model's files; the task returns the
+model artifact as ever.
+
+    python -m torch.distributed.run --standalone --nproc-per-node N -m artifacts.ddp JOB.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import CharflowError, Interrupted, ParameterError
+from tasks.train.events import EpochEnd, Event, Resumed
+
+POLL_SECONDS = 0.2
+log = logging.getLogger("charflow.ddp")
+
+
+class DistributedTrainingFailed(CharflowError):
+    """A rank of a multi-process training ended with an error or was killed."""
+
+
+def check_processes(nproc: int, device: str, batch_size: int) -> None:
+    """Refused before any process starts: a global batch that does not split, or more processes than devices."""
+    if batch_size % nproc:
+        raise ParameterError(
+            f"--batch-size {batch_size} does not split among --nproc {nproc} processes (each takes batch_size / "
+            "nproc rows of every global batch); choose a batch size divisible by nproc"
+        )
+    if device == "cuda":
+        import torch
+
+        if nproc > torch.cuda.device_count():
+            raise ParameterError(
+                f"--nproc {nproc} but {torch.cuda.device_count()} CUDA devices are visible; at most one process a GPU"
+            )
+    elif nproc > (os.cpu_count() or 1):
+        raise ParameterError(f"--nproc {nproc} but this machine has {os.cpu_count()} CPU cores; use at most that many")
+
+
+def launch(
+    job: dict[str, Any],
+    work: Path,
+    nproc: int,
+    on_event: Callable[[Event], None],
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    """Run torchrun on `job` and relay the first rank's events as they come; its result, or one clear error.
+
+    A rank that aborts inside the C++ runtime (SIGABRT, no Python error) is run again once, from the checkpoint:
+    resuming gives the numbers of an uninterrupted run. It was seen twice in some thirty test runs on this
+    2-core machine, in gloo, and not explained (PYTHONFAULTHANDLER leaves the aborting rank's stack in ddp.log).
+    """
+    job_file, events, result = work / "ddp-job.json", work / "ddp-events.jsonl", work / "ddp-result.json"
+    job_file.write_text(json.dumps({**job, "events": str(events), "result": str(result), "work": str(work)}))
+    for attempt in (1, 2):
+        for stale in (events, result, *work.glob("ddp-error-*.txt")):
+            stale.unlink(missing_ok=True)
+        code = _run_torchrun(job_file, events, work, nproc, on_event, should_stop, Path(job["checkpoint"]))
+        if code == 0:
+            return json.loads(result.read_text())
+        aborted = "exitcode  : -6" in (work / "ddp.log").read_text(errors="replace")
+        if attempt == 1 and aborted and not list(work.glob("ddp-error-*.txt")):
+            shutil.copy(work / "ddp.log", work / "ddp-aborted.log")
+            log.warning("a rank aborted (SIGABRT) in training on %d processes: resuming once (%s)", nproc, work)
+            continue
+        raise DistributedTrainingFailed(_failure(work, nproc) + _kept(Path(job["checkpoint"])))
+    raise AssertionError("unreachable")
+
+
+def _run_torchrun(
+    job_file: Path,
+    events: Path,
+    work: Path,
+    nproc: int,
+    on_event: Callable[[Event], None],
+    should_stop: Callable[[], bool],
+    checkpoint: Path,
+) -> int:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a rank that crashes in C++ leaves its Python stack in the log
+    with (work / "ddp.log").open("w") as out:
+        proc = subprocess.Popen(
+            [*command, "-m", "artifacts.ddp", str(job_file)], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+        relayed = 0
+        try:
+            while proc.poll() is None:
+                relayed = _relay(events, relayed, on_event)
+                if should_stop():
+                    proc.terminate()
+                    proc.wait()
+                    raise Interrupted(f"training on {nproc} processes stopped{_kept(checkpoint)}")
+                time.sleep(POLL_SECONDS)
+            _relay(events, relayed, on_event)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return proc.returncode
+
+
+def _relay(events: Path, done: int, on_event: Callable[[Event], None]) -> int:
+    if not events.exists():
+        return done
+    lines = events.read_text().splitlines()
+    complete = lines if events.read_text().endswith("\n") else lines[:-1]
+    for line in complete[done:]:
+        item = json.loads(line)
+        if item["event"] == "resumed":
+            on_event(Resumed(item["epoch"], Path(item["checkpoint"])))
+        else:
+            on_event(EpochEnd(item["epoch"], item["epochs"], item["metrics"], item["samples"]))
+    return len(complete)
+
+
+def _kept(checkpoint: Path) -> str:
+    if checkpoint.exists():
+        return f"; the last checkpoint is kept at {checkpoint}, and a rerun with the same --nproc resumes from it"
+    return "; no checkpoint was saved yet, so a rerun starts over"
+
+
+def _failure(work: Path, nproc: int) -> str:
+    """What ended the run: a rank's own one-line error, else the rank torchrun reports and how it ended."""
+    for error in sorted(work.glob("ddp-error-*.txt")):
+        return f"rank {error.stem.rsplit('-', 1)[1]} of {nproc}: {error.read_text().strip()}"
+    log = (work / "ddp.log").read_text(errors="replace")
+    # torchrun's report names the first rank to fail under "Root Cause"; the others it stopped come before.
+    root_cause = log[log.find("Root Cause") :] if "Root Cause" in log else log
+    found = re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", root_cause, re.S)
+    if found:
+        rank, code = found.group(1), int(found.group(2))
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return f"training on {nproc} processes failed: rank {rank} {how}; the other ranks were stopped"
+    return f"training on {nproc} processes failed; torchrun's log: {work / 'ddp.log'}"
+
+
+def main(job_file: str) -> None:
+    """One rank: its rows of every batch, the model in DDP; the first rank writes what the task needs."""
+    import torch
+    import torch.distributed as dist
+
+    from artifacts.batch_reader import BatchReader
+    from artifacts.indices import read_indices_from
+    from artifacts.model import write_model
+    from artifacts.vocab import read_vocab
+    from tasks.train.loop import Validation, train
+    from tasks.train.params import TrainParams
+
+    job = json.loads(Path(job_file).read_text())
+    params = TrainParams.model_validate(job["params"])
+    rank = int(os.environ["RANK"])
+    try:
+        if params.device == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group(backend="nccl" if params.device == "cuda" else "gloo")
+        world = dist.get_world_size()
+        reader = BatchReader(
+            job["batches"], rank=rank, world_size=world, split_rows=True, expected_vocab_key=job["vocab_key"]
+        )
+        vocab = read_vocab(Path(job["vocab"]))
+        validation = None
+        if job.get("encoded"):
+            held_out = read_indices_from(Path(job["encoded"]), job["train_indices"])
+            validation = Validation(held_out, reader.num_steps, reader.batch_size)
+
+        def on_event(event: Event) -> None:
+            if rank != 0:
+                return
+            if isinstance(event, Resumed):
+                item = {"event": "resumed", "epoch": event.epoch, "checkpoint": str(event.checkpoint)}
+            else:
+                item = {"event": "epoch", "epoch": event.epoch, "epochs": event.epochs}
+                item |= {"metrics": event.metrics, "samples": event.samples}
+            with open(job["events"], "a") as out:
+                out.write(json.dumps(item) + "\n")
+
+        trained = train(
+            reader.epoch_batches,
+            epochs=reader.epochs,
+            carry_state=reader.sampler == "consecutive",
+            vocab=vocab,
+            params=params,
+            checkpoint=Path(job["checkpoint"]),
+            on_event=on_event,
+            validation=validation,
+        )
+        if rank == 0:
+            write_model(Path(job["output"]), trained, job["metadata"], title=job["title"])
+            state = trained.state
+            result = {"epochs": state.epoch, "metrics": state.metrics[-1], "samples": state.samples}
+            Path(job["result"]).write_text(json.dumps(result))
+        dist.barrier()
+        dist.destroy_process_group()
+    except CharflowError as exc:
+        Path(job["work"], f"ddp-error-{rank}.txt").write_text(str(exc))
+        raise
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
