@@ -17,6 +17,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.locking.protocol import LockManager
@@ -54,11 +55,44 @@ def _describe(record: dict) -> str:
     return f"process {record.get('pid', '?')} on {record.get('host', '?')} since {record.get('since', '?')}"
 
 
-class FlockLockManager(LockManager):
-    def __init__(self, lock_files_directory: Path) -> None:
-        self.directory = Path(lock_files_directory)
-        self._held: dict[str, tuple[int, str]] = {}  # key -> (locked descriptor, holder)
+class _HeldLocks(LockManager):
+    """What both lock managers share: the locks held here by key and holder, and the async forms."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[Any, str]] = {}  # key -> (what holds the lock, holder)
         self._guard = threading.Lock()
+
+    def _free(self, key: str, handle: Any) -> None:
+        raise NotImplementedError
+
+    def release_lock(self, key: str, holder: str) -> None:
+        with self._guard:
+            if not self.is_lock_holder(key, holder):
+                raise ValueError(f"No lock held by {holder} for transaction with key {key}")
+            handle, _ = self._held.pop(key)
+            self._free(key, handle)
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        held = self._held.get(key)
+        return held is not None and held[1] == holder
+
+    async def aacquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)
+
+
+class FlockLockManager(_HeldLocks):
+    def __init__(self, lock_files_directory: Path) -> None:
+        super().__init__()
+        self.directory = Path(lock_files_directory)  # held: the locked descriptor
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.lock"
@@ -113,20 +147,9 @@ class FlockLockManager(LockManager):
             if not self.wait_for_lock(key, acquire_timeout):
                 return False
 
-    async def aacquire_lock(
-        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
-    ) -> bool:
-        import anyio
-
-        return await anyio.to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
-
-    def release_lock(self, key: str, holder: str) -> None:
-        with self._guard:
-            if not self.is_lock_holder(key, holder):
-                raise ValueError(f"No lock held by {holder} for transaction with key {key}")
-            fd, _ = self._held.pop(key)
-            self._path(key).unlink(missing_ok=True)  # while still locked: see the module's docstring
-            os.close(fd)
+    def _free(self, key: str, fd: int) -> None:
+        self._path(key).unlink(missing_ok=True)  # while still locked: see the module's docstring
+        os.close(fd)
 
     def is_locked(self, key: str) -> bool:
         if key in self._held:
@@ -137,10 +160,6 @@ class FlockLockManager(LockManager):
         self._path(key).unlink(missing_ok=True)
         os.close(fd)
         return False
-
-    def is_lock_holder(self, key: str, holder: str) -> bool:
-        held = self._held.get(key)
-        return held is not None and held[1] == holder
 
     def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
         limit = timeout if timeout is not None else wait_limit()
@@ -161,21 +180,15 @@ class FlockLockManager(LockManager):
             time.sleep(POLL_SECONDS)
         return True
 
-    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        import anyio
 
-        return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)
-
-
-class PostgresLockManager(LockManager):
+class PostgresLockManager(_HeldLocks):
     """Locks across machines: PostgreSQL session advisory locks in the catalog's database. Each held lock has
     its own connection, and the server frees the lock when that connection ends, however its holder ended:
     no lock outlives its holder, on any machine. Waiters say which machine and process holds the lock."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self._held: dict[str, tuple[object, str]] = {}  # key -> (connection holding the lock, holder)
-        self._guard = threading.Lock()
+        super().__init__()
+        self.url = url  # held: the connection holding the lock
 
     @staticmethod
     def _id(key: str) -> int:
@@ -237,19 +250,8 @@ class PostgresLockManager(LockManager):
                 )
             time.sleep(POLL_SECONDS)
 
-    async def aacquire_lock(
-        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
-    ) -> bool:
-        import anyio
-
-        return await anyio.to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
-
-    def release_lock(self, key: str, holder: str) -> None:
-        with self._guard:
-            if not self.is_lock_holder(key, holder):
-                raise ValueError(f"No lock held by {holder} for transaction with key {key}")
-            conn, _ = self._held.pop(key)
-            conn.close()  # ends the session: the server frees its locks
+    def _free(self, key: str, conn: Any) -> None:
+        conn.close()  # ends the session: the server frees its locks
 
     def is_locked(self, key: str) -> bool:
         if key in self._held:
@@ -261,10 +263,6 @@ class PostgresLockManager(LockManager):
             conn.close()
         return not free
 
-    def is_lock_holder(self, key: str, holder: str) -> bool:
-        held = self._held.get(key)
-        return held is not None and held[1] == holder
-
     def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
         limit = timeout if timeout is not None else wait_limit()
         deadline = time.monotonic() + limit
@@ -273,8 +271,3 @@ class PostgresLockManager(LockManager):
                 return False
             time.sleep(POLL_SECONDS)
         return True
-
-    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        import anyio
-
-        return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)

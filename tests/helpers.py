@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -48,3 +52,44 @@ def ingest_source(source, tmp_path: Path, params=None, sha256: str | None = None
     params = params or IngestParams()
     fetched = fetch(str(source), tmp_path / "downloads", sha256, params.patterns)
     return fetched, ingest(read_members(fetched, params), params)
+
+
+@contextmanager
+def charflow_serve(root: Path, env: dict[str, str], *args: str, timeout: float = 300) -> Iterator[dict]:
+    """`charflow serve ARGS` in `root` until its worker has started; stopped by SIGTERM at the end. Yields the
+    environment a `prefect` command needs to reach it ("env") and the process ("proc")."""
+    import pytest
+
+    port = free_port()
+    env = {
+        **env,
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log_path = root / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "charflow.cli", "serve", "--port", str(port), *args],
+            env=env,
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while "worker started" not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"charflow serve {' '.join(args)} did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        try:
+            yield {"env": {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}, "proc": proc}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()

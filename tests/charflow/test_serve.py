@@ -8,13 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, snapshot
+from tests.helpers import charflow_serve, snapshot
 
 pytestmark = pytest.mark.slow
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -24,40 +23,10 @@ PREFECT = [sys.executable, "-m", "prefect"]
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     home = root / "home"
-    port = free_port()
-    env = {
-        **os.environ,
-        "CHARFLOW_HOME": str(home),
-        "PREFECT_HOME": str(root / "prefect"),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "INFO",  # what a user's runs log (the test session's own default is WARNING)
-    }
-    env.pop("PREFECT_API_URL", None)
-    log = (root / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "charflow.cli", "serve", "--port", str(port)],
-        env=env,
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while "worker started" not in (root / "serve.log").read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("charflow serve did not start:\n" + (root / "serve.log").read_text()[-3000:])
-        time.sleep(0.5)
-    api = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-    yield {"home": home, "env": api, "root": root, "proc": proc}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    # PREFECT_LOGGING_LEVEL: what a user's runs log (the test session's own default is WARNING).
+    env = {**os.environ, "CHARFLOW_HOME": str(home), "PREFECT_LOGGING_LEVEL": "INFO"}
+    with charflow_serve(root, env) as serving:
+        yield {"home": home, "root": root, **serving}
 
 
 def deployment_run(served, name, *params, timeout=300):

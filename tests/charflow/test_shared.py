@@ -3,14 +3,12 @@ CLI on another home finding every stage as a cache hit, all against the real obj
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.helpers import free_port, run_cli
+from tests.helpers import charflow_serve, run_cli
 from tests.services import S3_ENV, create_bucket, create_database
 
 pytestmark = pytest.mark.slow
@@ -32,39 +30,9 @@ def shared_env(s3_endpoint, postgres_url):
 def served_on_postgres(tmp_path_factory, postgres_url, shared_env):
     root = tmp_path_factory.mktemp("served-pg")
     database = create_database(postgres_url, "two_machines_prefect").replace("postgresql://", "postgresql+asyncpg://")
-    port = free_port()
-    env = {
-        **os.environ,
-        **shared_env,
-        "CHARFLOW_HOME": str(root / "home-a"),
-        "PREFECT_HOME": str(root / "prefect"),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    log = (root / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "charflow.cli", "serve", "--port", str(port), "--database", database],
-        env=env,
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while "worker started" not in (root / "serve.log").read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("charflow serve --database did not start:\n" + (root / "serve.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield {"root": root, "env": {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}, "database": database}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    env = {**os.environ, **shared_env, "CHARFLOW_HOME": str(root / "home-a")}
+    with charflow_serve(root, env, "--database", database) as serving:
+        yield {"root": root, "database": database, **serving}
 
 
 def test_a_deployment_on_one_machine_is_a_cache_hit_on_another(served_on_postgres, shared_env, lyrics_zip, tmp_path):
