@@ -261,38 +261,30 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
             "train_indices": stored.train_indices,
         }
         result = launch(job, work, params.nproc, build.on_event, build.should_stop)
-        return TrainSummary(
-            vocab_key=vocab.key,
-            vocab_size=len(vocabulary),
-            batches_key=batches.key,
-            sampler=reader.sampler,
-            epochs=result["epochs"],
-            perplexity=result["metrics"]["perplexity"],
-            val_perplexity=result["metrics"]["val_perplexity"],
-            samples=result["samples"][-len(params.prefixes) :] if params.prefixes else [],
+        epochs, last, samples = result["epochs"], result["metrics"], result["samples"]
+    else:
+        trained = train(
+            reader.epoch_batches,
+            epochs=reader.epochs,
+            carry_state=reader.sampler == "consecutive",
+            vocab=vocabulary,
+            params=params,
+            checkpoint=work / "checkpoint.pt",
+            on_event=build.on_event,
+            validation=validation,
+            should_stop=build.should_stop,
         )
-    trained = train(
-        reader.epoch_batches,
-        epochs=reader.epochs,
-        carry_state=reader.sampler == "consecutive",
-        vocab=vocabulary,
-        params=params,
-        checkpoint=work / "checkpoint.pt",
-        on_event=build.on_event,
-        validation=validation,
-        should_stop=build.should_stop,
-    )
-    write_model(build.folder, trained, metadata, title=title)
-    state = trained.state
+        write_model(build.folder, trained, metadata, title=title)
+        epochs, last, samples = trained.state.epoch, trained.state.metrics[-1], trained.state.samples
     return TrainSummary(
         vocab_key=vocab.key,
         vocab_size=len(vocabulary),
         batches_key=batches.key,
         sampler=reader.sampler,
-        epochs=state.epoch,
-        perplexity=state.metrics[-1]["perplexity"],
-        val_perplexity=state.metrics[-1]["val_perplexity"],
-        samples=state.samples[-len(params.prefixes) :] if params.prefixes else [],
+        epochs=epochs,
+        perplexity=last["perplexity"],
+        val_perplexity=last["val_perplexity"],
+        samples=samples[-len(params.prefixes) :] if params.prefixes else [],
     )
 
 
