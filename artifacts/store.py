@@ -96,12 +96,6 @@ class Store:
         self.root = Path(root)
         self.remote = remote
 
-    @property
-    def backend(self) -> str:
-        """Where the artifacts live, for `inspect` to say."""
-        local = f"local folder {self.root}"
-        return local if self.remote is None else f"object store {self.remote.url} (cached in the {local})"
-
     def folder(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
@@ -145,6 +139,10 @@ class Store:
         if not thorough and stat_unchanged(folder, manifest):
             return manifest
         if found := problems(folder, manifest):
+            if self.remote is not None:  # this machine's copy is damaged: the shared store's may not be
+                log.warning("artifact %s/%s is damaged here (%s): fetching it again", stage, key[:12], "; ".join(found))
+                self._quarantine(folder)
+                return self._fetch(stage, key)
             log.warning("artifact %s/%s is damaged (%s): recomputing", stage, key[:12], "; ".join(found))
             return None
         record_stat(folder, manifest)

@@ -308,3 +308,12 @@ def test_a_crashed_object_store_loses_nothing_published(shared_backends, tmp_pat
         assert all(ref.cache_hit for ref in again.stages.values())
         assert {s: r.key for s, r in again.stages.items()} == {s: r.key for s, r in first.stages.items()}
         assert prepare(a, resolve_source(str(lyrics_zip), "jaychou"), other_vocab).stages["vocab"].key
+
+
+def test_a_damaged_local_copy_is_fetched_again_from_the_shared_store(shared_backends, tmp_path, lyrics_zip):
+    a = machine(tmp_path / "a")
+    made = prepare_jaychou(a, lyrics_zip).stages["encode"]
+    (made.path / "indices.parquet").write_bytes(b"torn")
+    again = prepare_jaychou(a, lyrics_zip).stages["encode"]
+    assert again.cache_hit and again.key == made.key
+    assert a.store.lookup("encode", made.key, thorough=True) is not None  # intact again, not recomputed
