@@ -80,7 +80,8 @@ class RemoteStore:
                 f"the bucket of CHARFLOW_STORE_URL={self.url} does not exist at {self.endpoint}; create it or fix "
                 "CHARFLOW_STORE_URL"
             )
-        if any(code in str(exc) for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403")):
+        refusals = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden")
+        if any(code in str(exc) for code in refusals):
             return RemoteError(
                 f"the object store at {self.endpoint} refused the credentials while {what} ({self.url}); fix "
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"

@@ -370,6 +370,7 @@ STAGES = _stages(
             "artifacts.batch_reader",
             "artifacts.indices",
             "artifacts.model",
+            "artifacts.ddp",  # the multi-process path: its rank program writes the model
             "artifacts.stages:build_train",
         ),
         libraries=(*_ARRAYS, "torch", "matplotlib"),
