@@ -137,6 +137,10 @@ def train(
     training: TrainParams = TrainParams(),
 ) -> Prepared:
     training = resolve_device(training)
+    if training.nproc > 1:  # before any work: the global batch must split among the processes
+        from artifacts.ddp import check_processes
+
+        check_processes(training.nproc, training.device, sampler.batch_size)
     made = batches(runner, located, params, sampler, Needs(sampler, training.prefixes))
     trained = runner.stage("train", training, batches=made.stages["batches"], vocab=made.stages["vocab"])
     runner.record(made.corpus, made.version, {"train": trained})

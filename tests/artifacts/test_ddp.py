@@ -63,6 +63,7 @@ def test_two_processes_give_the_parameters_of_one(tmp_path, lyrics_zip, sampler)
 def test_a_batch_that_does_not_split_or_too_many_processes_are_refused_before_any_work(tmp_path, lyrics_zip):
     with pytest.raises(ParameterError, match="--batch-size 8 does not split among --nproc 3 processes"):
         trained(tmp_path, lyrics_zip, 3)
+    assert not (tmp_path / "ingest").exists()  # refused before the first stage
     with pytest.raises(ParameterError, match=f"--nproc 64 but this machine has {os.cpu_count()} CPU cores"):
         trained(tmp_path, lyrics_zip, 64, batch_size=64)
 
