@@ -370,7 +370,8 @@ STAGES = _stages(
             "artifacts.batch_reader",
             "artifacts.indices",
             "artifacts.model",
-            "artifacts.ddp",  # the multi-process path: its rank program writes the model
+            "artifacts.ddp",  # the multi-process path: its launcher (the job it writes) and what each rank runs
+            "artifacts.ddp_rank",
             "artifacts.stages:build_train",
         ),
         libraries=(*_ARRAYS, "torch", "matplotlib"),
