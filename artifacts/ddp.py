@@ -117,8 +117,8 @@ def _run_torchrun(
 def _relay(events: Path, done: int, on_event: Callable[[Event], None]) -> int:
     if not events.exists():
         return done
-    lines = events.read_text().splitlines()
-    complete = lines if events.read_text().endswith("\n") else lines[:-1]
+    text = events.read_text()  # once: a second read could end a line the first one saw half of
+    complete = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
     for line in complete[done:]:
         item = json.loads(line)
         if item["event"] == "resumed":
