@@ -148,6 +148,18 @@ class Store:
         record_stat(folder, manifest)
         return manifest
 
+    def local(self, ref: ArtifactRef) -> ArtifactRef:
+        """The same artifact in this machine's folder (fetched from the shared store when it is not here): a
+        reference made on another machine (a Dask worker) names that machine's folder."""
+        manifest = self.lookup(ref.stage, ref.key)
+        if manifest is None:
+            where = f" or in {self.remote.url}" if self.remote is not None else ""
+            raise StoreError(
+                f"the {ref.stage} artifact {ref.key[:12]} is not in {self.root}{where}; run the pipeline again to "
+                "rebuild it"
+            )
+        return self.ref(manifest, cache_hit=ref.cache_hit)
+
     def evictable(self) -> list[Entry]:
         """With a remote: this machine's copies beyond CHARFLOW_CACHE_BYTES (default 20 GiB), least recently
         used first, each also published on the remote (so that nothing is lost by removing it here)."""

@@ -131,6 +131,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reingest(args: argparse.Namespace) -> int:
+    params = _prepare_params(args)
+    from flows.reingest import reingest
+
+    rows = reingest(
+        sources=args.sources or None,
+        train=args.train,
+        ingest=params["ingest"],
+        clean=params["clean"],
+        vocab=params["vocab"],
+    )
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for row in rows:
+        version = f"v{row['version']}" if row["version"] is not None else ""
+        print(f"{row['corpus']:<24} {row['status']:<9} {version:<5} {row['source']}")
+        if row["keys"]:
+            print(f"  {row['keys']}")
+    print(f"{len(rows)} corpora looked at")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from artifacts.backends import open_catalog, open_store
     from artifacts.model import TrainSummary, load_model
@@ -217,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--batches", help="an existing batches artifact: key, key prefix, folder or corpus@version/batches"
     )
     train.set_defaults(func=cmd_train)
+    reingest = commands.add_parser(
+        "reingest", help="prepare (or train on) every corpus among the sources that is new or changed"
+    )
+    reingest.add_argument("sources", nargs="*", help="files, folders, .zips, globs or URLs (default: ./corpora)")
+    reingest.add_argument("--train", action="store_true", help="also train a model (the book's settings)")
+    for model, title in ((IngestParams, "ingest"), (CleanParams, "clean"), (VocabParams, "vocab")):
+        options.add_model(reingest, model, title)
+    reingest.add_argument("--json", action="store_true", help="print the rows as JSON")
+    reingest.set_defaults(func=cmd_reingest, source=None, name=None, sha256=None)
     generate = commands.add_parser("generate", help="continue a prefix with a trained model")
     generate.add_argument("model", help="a train artifact: key, key prefix, folder or corpus@version/train")
     generate.add_argument("--prefix", action="append", help="repeatable (default: 分开)")
@@ -244,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that run flows: they write to the home and need a Prefect API.
-RUNS_FLOWS = {"prepare", "batches", "run", "train"}
+RUNS_FLOWS = {"prepare", "batches", "run", "train", "reingest"}
 
 
 class QuietConsole(logging.Filter):
@@ -276,8 +308,10 @@ def run_command(args: argparse.Namespace) -> int:
         settings.check_home(home)
     if args.command in RUNS_FLOWS:
         from artifacts import backends
+        from flows import cluster
 
         backends.check(settings.store_root())  # a bad URL or credentials: refused before any work
+        cluster.check()  # a Dask scheduler that does not answer, or workers with no shared store
     if args.command not in RUNS_FLOWS:
         return args.func(args)
     from charflow.server import drain_prefect, prefect_api

@@ -34,6 +34,10 @@ class ContentKeyPolicy(CachePolicy):
             (Path(self.key_storage) / key).unlink(missing_ok=True)
         return key
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Shipped to a Dask worker with its task: rebuilt there, under that worker's home and lock manager.
+        return content_key_policy, (self.stage,)
+
 
 def content_key_policy(stage: str) -> ContentKeyPolicy:
     """Records and locks under CHARFLOW_HOME; SERIALIZABLE, so two concurrent runs compute once, and a lock

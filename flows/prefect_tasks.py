@@ -16,29 +16,43 @@ from artifacts.stages import STAGES, Stage, run_stage
 from artifacts.store import ArtifactRef, Store
 from charflow import interrupt, settings
 from charflow.progress import Presenter, artifact_line, version_line
+from flows import cluster, compute
 from flows.cache import content_key_policy
 from flows.publish import Published, publish
 from flows.run_page import name_run, summarize_run
 from tasks.errors import Interrupted
-from tasks.fetch import Located, expand_sources, fetch
+from tasks.fetch import Located, expand_sources, fetch, on_this_machine
 from tasks.ingest import Fetched
 
 
 def _store() -> Store:
+    cluster.check_worker()
     return open_store(settings.store_root())
 
 
 def _catalog() -> Catalog:
+    cluster.check_worker()
     return open_catalog(settings.store_root())
+
+
+def _here(store: Store, value: Any, params: BaseModel) -> Any:
+    """An input as this machine has it: made or fetched on another Dask worker, it names that one's folder."""
+    if isinstance(value, ArtifactRef):
+        return store.local(value)
+    if isinstance(value, Fetched):
+        return on_this_machine(value, settings.downloads_dir(), params.patterns)
+    return value
 
 
 def _stage_task(stage: Stage) -> Task:
     def run(inputs: dict[str, Any], params: BaseModel) -> ArtifactRef:
         logger = get_run_logger()
         presenter = Presenter(logger.info, warn=logger.warning)
+        store = _store()
         try:
+            inputs = {name: _here(store, value, params) for name, value in inputs.items()}
             with interrupt.handled():
-                return run_stage(_store(), stage.name, params, presenter, interrupt.requested, **inputs)
+                return run_stage(store, stage.name, params, presenter, interrupt.requested, **inputs)
         finally:
             presenter.close()
 
@@ -97,7 +111,7 @@ class PrefectRunner:
         self.published: dict[str, Published] = {}
 
     def fetch(self, located: Located, patterns: tuple[str, ...]) -> Fetched:
-        fetched = fetch_task(located, patterns)
+        fetched = compute.call(fetch_task, located=located, patterns=patterns)
         self.corpus = located.name or fetched.name
         return fetched
 
@@ -107,27 +121,30 @@ class PrefectRunner:
         labels = [f"stage:{name}"] + ([f"corpus:{self.corpus}"] if self.corpus else [])
         labels += [f"{field}:{getattr(params, field)}" for field in ("sampler", "model") if hasattr(params, field)]
         with tags(*labels):
-            state = STAGE_TASKS[name](inputs=inputs, params=params, return_state=True)
+            state = compute.run_task(STAGE_TASKS[name], inputs=inputs, params=params)
         ref: ArtifactRef = state.result()
         if state.name == "Cached":
             ref = ref.model_copy(update={"cache_hit": True})
+        if compute.on_cluster():  # made on a worker: this machine's copy, for the summaries and the caller
+            ref = _store().local(ref)
         get_run_logger().info(artifact_line(name, ref))
         self.stages[name] = ref
         self.published[name] = publish(_store(), ref, self.corpus)
         return ref
 
     def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
-        version = register_task(corpus, fetched, ingested)
+        version = compute.call(register_task, corpus=corpus, fetched=fetched, ingested=ingested)
         get_run_logger().info(version_line(version.corpus, version.version, version.new, version.sha256))
         self.corpus, self.version = version.corpus, version.version
         name_run(self.corpus, self.version)
         return version
 
     def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
-        record_task(corpus, version, outputs)
+        compute.call(record_task, corpus=corpus, version=version, outputs=outputs)
 
     def find(self, ref: str, stage: str) -> ArtifactRef:
-        return find_task(ref, stage)
+        found = compute.call(find_task, ref=ref, stage=stage)
+        return _store().local(found) if compute.on_cluster() else found
 
     def finish(self) -> None:
         """The run's page: named after its last stage's artifact, and one summary linking every stage's."""

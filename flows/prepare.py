@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows import pipeline
+from flows.compute import ConfiguredTaskRunner
 from flows.pipeline import Prepared, PrepareParams
 from flows.prefect_tasks import PrefectRunner
 from flows.run_page import resolved_source, show_parameters
@@ -14,7 +15,7 @@ from tasks.ingest import IngestParams
 from tasks.vocab import VocabParams
 
 
-@flow(name="prepare")
+@flow(name="prepare", task_runner=ConfiguredTaskRunner())
 def prepare(
     source: str | None = None,
     name: str | None = None,

@@ -6,12 +6,15 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows import compute
+from flows.compute import ConfiguredTaskRunner
 from flows.prefect_tasks import expand_task, fetch_task, known_version_task
 from flows.prepare import prepare
 from flows.publish import publish_table
 from flows.run_page import show_parameters
 from flows.train import train as train_flow
 from tasks.clean import CleanParams
+from tasks.fetch import Located
 from tasks.ingest import IngestParams
 from tasks.vocab import VocabParams
 
@@ -19,7 +22,7 @@ from tasks.vocab import VocabParams
 DEFAULT_SOURCES = "corpora"
 
 
-@flow(name="reingest")
+@flow(name="reingest", task_runner=ConfiguredTaskRunner())
 def reingest(
     sources: list[str] | None = None,
     train: bool = False,
@@ -41,27 +44,21 @@ def reingest(
             return []
         sources = [DEFAULT_SOURCES]
     show_parameters({"sources": sources, "train": train, "ingest": ingest, "clean": clean, "vocab": vocab})
-    rows = []
-    for located in expand_task(sources, ingest.patterns):
-        fetched = fetch_task(located, ingest.patterns)
-        known = known_version_task(located.name, fetched.sha256)
+    run = train_flow if train else prepare
+
+    def one(located: Located) -> dict:
+        fetched = compute.call(fetch_task, located=located, patterns=ingest.patterns)
+        known = compute.call(known_version_task, corpus=located.name, sha256=fetched.sha256)
         if known is not None:
-            rows.append(
-                {
-                    "corpus": located.name,
-                    "status": "unchanged",
-                    "version": known.version,
-                    "source": located.source,
-                    "keys": "",
-                }
-            )
-            continue
-        run = train_flow if train else prepare
+            row = {"corpus": located.name, "status": "unchanged", "version": known.version, "source": located.source}
+            return {**row, "keys": ""}
         made = run(source=located.source, name=located.name, ingest=ingest, clean=clean, vocab=vocab)
         status = "unchanged" if not made.new_version else ("new" if made.version == 1 else "changed")
         keys = ", ".join(f"{stage} {ref.key[:12]}" for stage, ref in made.stages.items())
-        rows.append(
-            {"corpus": made.corpus, "status": status, "version": made.version, "source": located.source, "keys": keys}
-        )
+        row = {"corpus": made.corpus, "status": status, "version": made.version, "source": located.source}
+        return {**row, "keys": keys}
+
+    # On a Dask cluster, every corpus at once (each one's stages run on the workers); here, one after another.
+    rows = compute.each(one, compute.call(expand_task, sources=sources, patterns=ingest.patterns))
     publish_table("reingest-summary", rows, f"{len(rows)} corpora looked at")
     return rows

@@ -11,6 +11,7 @@ from typing import Any
 from prefect import flow
 
 from flows import pipeline
+from flows.compute import ConfiguredTaskRunner
 from flows.params import flat_parameters, pick
 from flows.pipeline import Prepared, PrepareParams
 from flows.prefect_tasks import PrefectRunner
@@ -23,7 +24,7 @@ from tasks.train.params import TrainParams, resolve_device
 from tasks.vocab import VocabParams
 
 
-@flow(name="train")
+@flow(name="train", task_runner=ConfiguredTaskRunner())
 @flat_parameters(BatchesParams, TrainParams)
 def train(
     source: str | None = None,
@@ -54,7 +55,7 @@ def train(
     return made
 
 
-@flow(name="train-batches")
+@flow(name="train-batches", task_runner=ConfiguredTaskRunner())
 def train_batches(batches: str, training: TrainParams = TrainParams()) -> dict:
     """Train on an existing batches artifact: a key, key prefix, folder or corpus@version/batches."""
     show_parameters({"batches": batches, "training": resolve_device(training)})

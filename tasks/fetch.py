@@ -8,6 +8,7 @@ import glob
 import hashlib
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -183,6 +184,19 @@ def fetch(
         return _fetch(source, downloads, expected_sha256, patterns, cache)
     finally:
         cache.save()
+
+
+def on_this_machine(fetched: Fetched, downloads: Path, patterns: tuple[str, ...]) -> Fetched:
+    """The source fetched on another machine (a Dask worker), as this one sees it: a URL downloaded again
+    here, its digest checked; a local path must be the same on every machine (a shared mount)."""
+    if Path(fetched.path).exists():
+        return fetched
+    if fetched.source.startswith(("http://", "https://")):
+        return fetch(fetched.source, downloads, fetched.sha256, patterns)
+    raise IngestError(
+        f"{fetched.source}: not found on {socket.gethostname()}, where this task runs; every Dask worker reads a "
+        "local source at the same path: put it on a folder they all mount, or give an http(s) URL"
+    )
 
 
 def _fetch(

@@ -184,3 +184,44 @@ def seaweed_server(data: Path, ports: dict[str, int] | None = None) -> Iterator[
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@contextmanager
+def dask_cluster(root: Path, env: dict[str, str], workers: int = 2) -> Iterator[dict]:
+    """`dask scheduler` and `workers` × `dask worker` processes on 127.0.0.1, each worker with its own
+    CHARFLOW_HOME (root/worker-N) and `env` (the shared backends): the scheduler's address, the homes."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "dask"]
+    quiet = ["--no-dashboard"]
+    procs: list[subprocess.Popen] = []
+    homes = [root / f"worker-{n}" for n in range(workers)]
+
+    def start(args: list[str], log: Path, extra: dict[str, str]) -> None:
+        with log.open("w") as out:
+            procs.append(
+                subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env, **extra})
+            )
+
+    try:
+        start([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), *quiet], root / "scheduler.log", {})
+        for n, home in enumerate(homes):
+            home.mkdir(parents=True, exist_ok=True)
+            args = [*dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "2", "--name", f"worker-{n}"]
+            # Each worker's own home and temporary folder: a hidden reliance on the client's disk fails.
+            extra = {"CHARFLOW_HOME": str(home), "TMPDIR": str(home), "PREFECT_HOME": str(home / "prefect")}
+            start([*args, *quiet], root / f"worker-{n}.log", extra)
+        from distributed import Client
+
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(workers, timeout=120)
+        yield {"address": address, "homes": homes, "logs": root}
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
