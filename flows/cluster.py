@@ -9,7 +9,7 @@ from artifacts.backends import CATALOG_URL, STORE_URL, urls
 from tasks.errors import CharflowError
 
 DASK_ADDRESS = "CHARFLOW_DASK_ADDRESS"
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 5
 
 
 class ComputeError(CharflowError):
@@ -18,6 +18,9 @@ class ComputeError(CharflowError):
 
 def dask_address() -> str | None:
     return os.environ.get(DASK_ADDRESS) or None
+
+
+_answered: set[str] = set()  # scheduler addresses that answered with workers, once a process is enough
 
 
 def check(address: str | None = None) -> None:
@@ -34,6 +37,8 @@ def check(address: str | None = None) -> None:
             f"its own CHARFLOW_HOME, see one another's artifacts only through the shared object store and "
             f"catalog; set {STORE_URL} and {CATALOG_URL} here and on every worker, or unset {DASK_ADDRESS}"
         )
+    if address in _answered:
+        return
     from distributed import Client
 
     try:
@@ -50,6 +55,7 @@ def check(address: str | None = None) -> None:
                 f"the Dask scheduler at {address} has no workers; start some (dask worker {address}) or unset "
                 f"{DASK_ADDRESS}"
             )
+        _answered.add(address)
     finally:
         client.close()
 

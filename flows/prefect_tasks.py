@@ -104,7 +104,8 @@ class PrefectRunner:
     under its corpus's keys, its task run named by stage and short key and tagged by corpus, stage, sampler
     and model; the run itself named by corpus and version (`finish` adds the last stage and the summary)."""
 
-    def __init__(self) -> None:
+    def __init__(self, names_run: bool = True) -> None:
+        self.names_run = names_run  # False: one corpus among several of this flow run, which keeps its name
         self.corpus: str | None = None  # known once the source is fetched
         self.version: int | None = None  # known once registered
         self.stages: dict[str, ArtifactRef] = {}
@@ -136,7 +137,8 @@ class PrefectRunner:
         version = compute.call(register_task, corpus=corpus, fetched=fetched, ingested=ingested)
         get_run_logger().info(version_line(version.corpus, version.version, version.new, version.sha256))
         self.corpus, self.version = version.corpus, version.version
-        name_run(self.corpus, self.version)
+        if self.names_run:
+            name_run(self.corpus, self.version)
         return version
 
     def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows import compute
+from flows import compute, pipeline
 from flows.compute import ConfiguredTaskRunner
-from flows.prefect_tasks import expand_task, fetch_task, known_version_task
+from flows.pipeline import PrepareParams
+from flows.prefect_tasks import PrefectRunner, expand_task, fetch_task, known_version_task
 from flows.prepare import prepare
 from flows.publish import publish_table
 from flows.run_page import show_parameters
@@ -44,19 +45,26 @@ def reingest(
             return []
         sources = [DEFAULT_SOURCES]
     show_parameters({"sources": sources, "train": train, "ingest": ingest, "clean": clean, "vocab": vocab})
-    run = train_flow if train else prepare
+    prepare_params = PrepareParams(ingest=ingest, clean=clean, vocab=vocab)
 
     def one(located: Located) -> dict:
         fetched = compute.call(fetch_task, located=located, patterns=ingest.patterns)
         known = compute.call(known_version_task, corpus=located.name, sha256=fetched.sha256)
+        row = {"corpus": located.name, "status": "unchanged", "source": located.source}
         if known is not None:
-            row = {"corpus": located.name, "status": "unchanged", "version": known.version, "source": located.source}
-            return {**row, "keys": ""}
-        made = run(source=located.source, name=located.name, ingest=ingest, clean=clean, vocab=vocab)
+            return {**row, "version": known.version, "keys": ""}
+        if compute.on_cluster():
+            # Subflows started from several threads at once run one after another (Prefect serializes their
+            # creation): on a cluster each corpus's stages are tasks of this run instead, tagged by corpus.
+            runner = PrefectRunner(names_run=False)
+            wiring = pipeline.train if train else pipeline.prepare
+            made = wiring(runner, located, prepare_params)
+        else:
+            run = train_flow if train else prepare
+            made = run(source=located.source, name=located.name, ingest=ingest, clean=clean, vocab=vocab)
         status = "unchanged" if not made.new_version else ("new" if made.version == 1 else "changed")
         keys = ", ".join(f"{stage} {ref.key[:12]}" for stage, ref in made.stages.items())
-        row = {"corpus": made.corpus, "status": status, "version": made.version, "source": located.source}
-        return {**row, "keys": keys}
+        return {**row, "corpus": made.corpus, "status": status, "version": made.version, "keys": keys}
 
     # On a Dask cluster, every corpus at once (each one's stages run on the workers); here, one after another.
     rows = compute.each(one, compute.call(expand_task, sources=sources, patterns=ingest.patterns))

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 from tests.helpers import free_port
 
 S3_ENV = {
@@ -225,3 +227,28 @@ def dask_cluster(root: Path, env: dict[str, str], workers: int = 2) -> Iterator[
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class KillOnFirstRun(WorkerPlugin):
+    """A Dask worker plugin: the first task whose key holds `name` to start executing, on any worker, kills its
+    own worker process with SIGKILL after `delay` seconds (the marker file makes it once across workers)."""
+
+    def __init__(self, name: str, marker: Path, delay: float):
+        self.name, self.marker, self.delay = name, str(marker), delay
+
+    def setup(self, worker) -> None:
+        self.worker = worker
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        import signal
+        import threading
+
+        if finish != "executing" or self.name not in str(key):
+            return
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, f"{key} on {self.worker.address}\n".encode())
+        os.close(fd)
+        threading.Timer(self.delay, os.kill, (os.getpid(), signal.SIGKILL)).start()

@@ -1,0 +1,177 @@
+"""The flows on a real Dask cluster (`dask scheduler` and two `dask worker` processes on 127.0.0.1), each worker
+with its own CHARFLOW_HOME, all meeting in the shared object store (moto) and catalog (PostgreSQL): the same
+artifacts, keys and bytes as the local runner; reingest's corpora at once; a worker killed mid-task."""
+
+import json
+import signal
+import zipfile
+
+import pytest
+
+from artifacts.manifest import read_manifest
+from artifacts.store import Store
+from flows.pipeline import PrepareParams, plain_runner
+from flows.pipeline import train as train_pipeline
+from tasks.batches import BatchesParams
+from tasks.fetch import Located
+from tasks.train.params import TrainParams, resolve_device
+from tests.helpers import free_port, run_cli
+from tests.services import S3_ENV, KillOnFirstRun, create_bucket, create_database, dask_cluster
+
+pytestmark = pytest.mark.slow
+STAGES = ["ingest", "clean", "vocab", "encode", "batches", "train"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, s3_endpoint, postgres_url):
+    root = tmp_path_factory.mktemp("dask")
+    create_bucket(s3_endpoint, "dask-cluster")
+    env = {
+        **S3_ENV,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "CHARFLOW_STORE_URL": "s3://dask-cluster/charflow",
+        "CHARFLOW_CATALOG_URL": create_database(postgres_url, "dask_catalog"),
+    }
+    with dask_cluster(root, env) as running:
+        yield {**running, "env": env}
+
+
+@pytest.fixture
+def on_cluster(cluster, home, monkeypatch, prefect_harness):
+    from artifacts import backends
+
+    for variable, value in {**cluster["env"], "CHARFLOW_DASK_ADDRESS": cluster["address"]}.items():
+        monkeypatch.setenv(variable, value)
+    backends._remote.cache_clear()
+    backends._postgres.cache_clear()
+    yield cluster
+    backends._remote.cache_clear()
+    backends._postgres.cache_clear()
+
+
+def files(ref) -> dict[str, str]:
+    return {f["name"]: f["sha256"] for f in read_manifest(ref.path).model_dump()["files"]}
+
+
+def worker_stores(cluster) -> list[Store]:
+    return [Store(home / "store") for home in cluster["homes"]]
+
+
+def split_lyrics(lyrics_zip, folder, parts: int, size: int, name: str = "part") -> None:
+    text = zipfile.ZipFile(lyrics_zip).read("jaychou_lyrics.txt").decode()
+    folder.mkdir()
+    for n in range(parts):
+        (folder / f"{name}{n}.txt").write_text(text[n * size : (n + 1) * size])
+
+
+def test_the_train_flow_on_two_workers_gives_the_local_runners_artifacts(on_cluster, home, lyrics_zip, tmp_path):
+    from flows.train import train
+
+    training = TrainParams()
+    local = train_pipeline(
+        plain_runner(tmp_path / "local"),
+        Located(source=str(lyrics_zip)),
+        PrepareParams(),
+        BatchesParams(epochs=3),
+        resolve_device(training),
+    )
+    made = train(source=str(lyrics_zip), epochs=3)
+    assert list(made.stages) == STAGES
+    for stage in STAGES:
+        here, there = made.stages[stage], local.stages[stage]
+        assert here.key == there.key, stage
+        if stage != "train":  # the model's files hold its training time; its numbers are compared below
+            assert files(here) == files(there), stage
+        # Built on a worker (the command's machine only fetched its copy): a worker's own home holds it.
+        assert any(s.lookup(stage, here.key) for s in worker_stores(on_cluster)), stage
+        assert here.path == home / "store" / stage / here.key  # and the reference names this machine's copy
+    assert made.stages["train"].summary["perplexity"] == local.stages["train"].summary["perplexity"]
+    assert made.corpus == "jaychou_lyrics" and made.version == 1
+
+
+def test_reingest_prepares_its_corpora_at_once_on_the_cluster(on_cluster, lyrics_zip, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.reingest import reingest
+
+    split_lyrics(lyrics_zip, tmp_path / "corpora", parts=3, size=15000)
+    state = reingest(sources=[str(tmp_path / "corpora")], return_state=True)
+    rows = state.result()
+    assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [(f"part{n}", "new", 1) for n in range(3)]
+    with get_client(sync_client=True) as client:
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        task_runs = client.read_task_runs(flow_run_filter=this_run)
+    spans = {}
+    for run in task_runs:
+        for corpus in (tag.removeprefix("corpus:") for tag in run.tags if tag.startswith("corpus:")):
+            first, last = spans.get(corpus, (run.start_time, run.end_time))
+            spans[corpus] = (min(first, run.start_time), max(last, run.end_time))
+    assert sorted(spans) == ["part0", "part1", "part2"]
+    # At once: the corpora's stages overlap in time on the workers (their order is the scheduler's).
+    ranges = sorted(spans.values())
+    assert any(later[0] < earlier[1] for earlier, later in zip(ranges, ranges[1:], strict=False)), ranges
+    again = reingest(sources=[str(tmp_path / "corpora")])
+    assert [(r["status"], r["version"]) for r in again] == [("unchanged", 1)] * 3
+
+
+def test_charflow_reingest_on_the_cluster(on_cluster, lyrics_zip, tmp_path):
+    split_lyrics(lyrics_zip, tmp_path / "corpora", parts=2, size=12345, name="cli")
+    made = run_cli("reingest", str(tmp_path / "corpora"), "--json", home=tmp_path / "cli-home", timeout=400)
+    assert made.returncode == 0, made.stderr[-3000:]
+    rows = json.loads(made.stdout)
+    assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [("cli0", "new", 1), ("cli1", "new", 1)]
+    for row in rows:
+        ingest_key = row["keys"].split(",")[0].split()[1]
+        assert any(e.key.startswith(ingest_key) for s in worker_stores(on_cluster) for e in s.entries(["ingest"]))
+
+
+def test_a_worker_killed_mid_task_is_retried_elsewhere_and_nothing_is_half_published(on_cluster, lyrics_zip, tmp_path):
+    from distributed import Client
+
+    from artifacts.backends import open_store
+    from flows.train import train
+
+    marker = tmp_path / "killed"
+    with Client(on_cluster["address"], set_as_default=False) as client:
+        client.register_plugin(KillOnFirstRun("train_stage", marker, delay=3.0), name="kill-train")
+        try:
+            made = train(source=str(lyrics_zip), epochs=40)
+        finally:
+            client.unregister_worker_plugin("kill-train")
+        client.wait_for_workers(2, timeout=60)
+    killed = marker.read_text()
+    assert "train_stage" in killed  # the kill happened, during the train task
+    worker_logs = "".join((on_cluster["logs"] / f"worker-{n}.log").read_text() for n in range(2))
+    assert f"signal {int(signal.SIGKILL)}" in worker_logs or "SIGKILL" in worker_logs, worker_logs[-3000:]
+    model = made.stages["train"]
+    assert model.summary["epochs"] == 40
+    # From a home that holds nothing: the published model is whole, every file's digest checked.
+    fresh = open_store(tmp_path / "fresh" / "store")
+    assert fresh.lookup("train", model.key, thorough=True) is not None
+    assert fresh.remote.manifest("train", model.key) is not None
+
+
+def test_an_unreachable_scheduler_is_named_before_any_work(shared_backends, tmp_path, monkeypatch):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("CHARFLOW_DASK_ADDRESS", address)
+    made = run_cli("prepare", "--max-chars", "100", home=tmp_path / "home")
+    assert made.returncode == 1
+    assert (
+        made.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"charflow: error: cannot reach the Dask scheduler at CHARFLOW_DASK_ADDRESS={address} (")
+    ), made.stderr
+    assert not (tmp_path / "home" / "store").exists()
+
+
+def test_a_cluster_without_the_shared_backends_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARFLOW_DASK_ADDRESS", "tcp://127.0.0.1:8786")
+    monkeypatch.delenv("CHARFLOW_STORE_URL", raising=False)
+    made = run_cli("prepare", home=tmp_path / "home")
+    assert made.returncode == 1
+    assert made.stderr.strip() == (
+        "charflow: error: CHARFLOW_DASK_ADDRESS is set but CHARFLOW_STORE_URL is not: Dask workers, each with its own "
+        "CHARFLOW_HOME, see one another's artifacts only through the shared object store and catalog; set "
+        "CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL here and on every worker, or unset CHARFLOW_DASK_ADDRESS"
+    )
