@@ -192,6 +192,7 @@ def seaweed_server(data: Path, ports: dict[str, int] | None = None) -> Iterator[
 def dask_cluster(root: Path, env: dict[str, str], workers: int = 2) -> Iterator[dict]:
     """`dask scheduler` and `workers` × `dask worker` processes on 127.0.0.1, each worker with its own
     CHARFLOW_HOME (root/worker-N) and `env` (the shared backends): the scheduler's address, the homes."""
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = [sys.executable, "-m", "dask"]

@@ -211,3 +211,26 @@ def test_default_corpus_on_the_embedded_server(tmp_path, lyrics_zip):
     assert "size=1027" in result.stdout and "rows=10000" in result.stdout
     assert (env_home / ".charflow" / "store" / "catalog.jsonl").is_file()
     assert (env_home / ".charflow" / "prefect" / "prefect.db").is_file()
+
+
+def test_reingest_prepares_what_is_new_and_then_nothing(tmp_path, lyrics_text, prefect_server):
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    (corpora / "first.txt").write_text(lyrics_text[:5000])
+    (corpora / "second.txt").write_text(lyrics_text[5000:9000])
+    home = tmp_path / "home"
+    made = run_cli("reingest", str(corpora), "--max-chars", "2000", home=home, api_url=prefect_server)
+    assert made.returncode == 0, made.stderr[-3000:]
+    lines = made.stdout.splitlines()
+    assert lines[0].split() == ["first", "new", "v1", str(corpora / "first.txt")]
+    assert lines[1].startswith("  ingest ") and lines[1].count(",") == 3  # ingest, clean, vocab, encode keys
+    assert lines[2].split() == ["second", "new", "v1", str(corpora / "second.txt")]
+    assert lines[-1] == "2 corpora looked at"
+    (corpora / "second.txt").write_text(lyrics_text[5000:9001])
+    again = run_cli("reingest", str(corpora), "--max-chars", "2000", "--json", home=home, api_url=prefect_server)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = json.loads(again.stdout)
+    assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [
+        ("first", "unchanged", 1),
+        ("second", "changed", 2),
+    ]

@@ -175,3 +175,18 @@ def test_a_cluster_without_the_shared_backends_is_refused(tmp_path, monkeypatch)
         "CHARFLOW_HOME, see one another's artifacts only through the shared object store and catalog; set "
         "CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL here and on every worker, or unset CHARFLOW_DASK_ADDRESS"
     )
+
+
+def test_a_bad_file_fails_on_a_worker_with_its_one_line(on_cluster, tmp_path):
+    from flows.reingest import reingest
+    from tasks.ingest import IngestError
+
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    (corpora / "broken.txt").write_bytes("好的".encode() + b"\xff\xfe" + b"tail")
+    with pytest.raises(IngestError) as failed:
+        reingest(sources=[str(corpora)])
+    assert str(failed.value) == (
+        "broken.txt: invalid UTF-8 at byte offset 6 (bytes b'\\xff\\xfeta': invalid start byte). Convert the file to "
+        "UTF-8, or pass --decode-errors replace to substitute U+FFFD."
+    )
