@@ -8,8 +8,9 @@ Generates `corpora` synthetic corpora of `mb` MB each (seeded), then runs the re
   local+shared   the same process, with the object store (moto) and PostgreSQL;
   dask           `dask scheduler` + `workers` x `dask worker` on 127.0.0.1, each worker with its own home,
                  the same object store and PostgreSQL.
-A small reingest first loads this process's libraries. Prints the wall time of each, MB/s of input, and the ratios. On a 2-core machine the cluster's workers share
-the cores the single process already uses, so expect no gain here: it pays where workers are other machines.
+A small reingest first loads this process's libraries. Prints the wall time of each, MB/s of input, and the
+ratios. On a 2-core machine the workers share the cores the single process already uses: any gain there is
+overlap. More cores pay where the workers are other machines.
 """
 
 from __future__ import annotations
