@@ -58,6 +58,9 @@ class Build:
     key: str
     on_event: OnEvent = ignore
     should_stop: Callable[[], bool] = lambda: False  # asked at safe points: a batch, a shard
+    # What the caller already knows of the result, never part of the key: the vocab stage's "counts" (its
+    # text's code point counts, summed from a many-file corpus's members counted apart).
+    hints: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,15 @@ def _import_libraries() -> None:
 
 
 def build_vocab_artifact(build: Build, text: ArtifactRef, params: VocabParams) -> vocab_kind.VocabSummary:
-    vocab = vocab_from_counts(count_text(text.path, meanwhile=_import_libraries), params)
+    counts = build.hints.get("counts")
+    if counts is not None and int(counts.sum()) != text_kind.TextSummary.of(text).chars:
+        log.warning("the members' counts do not add up to the %s text's characters: counting it", text.key[:12])
+        counts = None
+    if counts is None:
+        counts = count_text(text.path, meanwhile=_import_libraries)
+    else:
+        _import_libraries()
+    vocab = vocab_from_counts(counts, params)
     from artifacts.vocab_chart import frequency_chart
 
     policy = params.model_dump(mode="json")
@@ -426,16 +437,20 @@ def run_stage(
     params: BaseModel,
     on_event: OnEvent = ignore,
     should_stop: Callable[[], bool] = lambda: False,
+    hints: Mapping[str, Any] | None = None,
     **inputs: Any,
 ) -> ArtifactRef:
-    """The stored artifact of stage `name` on these inputs and parameters, built now if it is not there."""
+    """The stored artifact of stage `name` on these inputs and parameters, built now if it is not there
+    (`hints`: see `Build`)."""
     stage = STAGES[name]
     key = stage.key(inputs, params)
     keyed, digests = keyed_params(params), stage.digests(inputs)
 
     def build(folder: Path) -> Summary:
         explain_miss(store, stage, keyed, digests, on_event)
-        summary = stage.build(Build(folder, store, name, key, on_event, should_stop), **inputs, params=params)
+        summary = stage.build(
+            Build(folder, store, name, key, on_event, should_stop, hints or {}), **inputs, params=params
+        )
         if not isinstance(summary, stage.summary):
             raise TypeError(f"stage {name} built a {type(summary).__name__}, not a {stage.summary.__name__}")
         return summary

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from artifacts.batches import BatchesSummary
 from artifacts.catalog import Catalog, CorpusVersion
 from artifacts.refs import resolve
-from artifacts.stages import OnEvent, ignore, run_stage
+from artifacts.stages import STAGES, OnEvent, ignore, run_stage
 from artifacts.store import ArtifactRef, Store
 from artifacts.text import TextSummary
 from artifacts.vocab import read_vocab
@@ -55,10 +55,21 @@ class Prepared(BaseModel):
         return self.model_copy(update={"stages": {**self.stages, ref.stage: ref}})
 
 
+def vocab_key(fetched: Fetched, params: PrepareParams) -> str:
+    """The vocabulary's key before any stage runs: a key depends on its inputs' keys, not on their bytes."""
+    ingest = STAGES["ingest"].key({"source": fetched}, params.ingest)
+    clean = STAGES["clean"].key({"text": ArtifactRef(stage="ingest", key=ingest, path=Path())}, params.clean)
+    return STAGES["vocab"].key({"text": ArtifactRef(stage="clean", key=clean, path=Path())}, params.vocab)
+
+
 class Runner(Protocol):
     def fetch(self, located: Located, patterns: tuple[str, ...]) -> Fetched: ...
 
-    def stage(self, name: str, params: BaseModel, **inputs: Any) -> ArtifactRef: ...
+    def stage(
+        self, name: str, params: BaseModel, hints: dict[str, Any] | None = None, **inputs: Any
+    ) -> ArtifactRef: ...
+
+    def count_members(self, fetched: Fetched, params: PrepareParams) -> Callable[[], Any]: ...
 
     def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion: ...
 
@@ -102,10 +113,14 @@ def prepare(
     """The corpus version is registered once its prepare outputs all exist: a killed run leaves no version."""
     needs.before_any_work(params)
     fetched = runner.fetch(located, params.ingest.patterns)
+    # A many-file corpus's members, counted at once on a cluster while ingest and clean run: the vocabulary's
+    # counts without a pass of its own (None where that does not apply).
+    counted = runner.count_members(fetched, params)
     ingested = runner.stage("ingest", params.ingest, source=fetched)
     cleaned = runner.stage("clean", params.clean, text=ingested)
     needs.after_clean(cleaned)
-    vocab = runner.stage("vocab", params.vocab, text=cleaned)
+    counts = counted()
+    vocab = runner.stage("vocab", params.vocab, hints=None if counts is None else {"counts": counts}, text=cleaned)
     needs.after_vocab(vocab)
     encoded = runner.stage("encode", EncodeParams(), text=cleaned, vocab=vocab)
     version = runner.register(located.name or fetched.name, fetched, ingested)
@@ -174,8 +189,11 @@ class PlainRunner:
     def fetch(self, located: Located, patterns: tuple[str, ...]) -> Fetched:
         return fetch(located.source, self.downloads, located.sha256, patterns)
 
-    def stage(self, name: str, params: BaseModel, **inputs: Any) -> ArtifactRef:
-        return run_stage(self.store, name, params, self.on_event, self.should_stop, **inputs)
+    def stage(self, name: str, params: BaseModel, hints: dict[str, Any] | None = None, **inputs: Any) -> ArtifactRef:
+        return run_stage(self.store, name, params, self.on_event, self.should_stop, hints, **inputs)
+
+    def count_members(self, fetched: Fetched, params: PrepareParams) -> Callable[[], Any]:
+        return lambda: None  # one process: the vocab stage counts its text with all its threads
 
     def register(self, corpus: str, fetched: Fetched, ingested: ArtifactRef) -> CorpusVersion:
         return self.catalog.register(corpus, fetched.sha256, fetched.size, fetched.source, ingested.key)

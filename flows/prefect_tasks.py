@@ -3,6 +3,7 @@ steps as tasks, and the runner that makes the pipeline a Prefect flow's work."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import Task, get_run_logger, tags, task
@@ -18,11 +19,13 @@ from charflow import interrupt, settings
 from charflow.progress import Presenter, artifact_line, version_line
 from flows import cluster, compute
 from flows.cache import content_key_policy
+from flows.pipeline import PrepareParams, vocab_key
 from flows.publish import Published, publish
 from flows.run_page import name_run, summarize_run
 from tasks.errors import Interrupted
 from tasks.fetch import Located, expand_sources, fetch, on_this_machine
-from tasks.ingest import Fetched
+from tasks.ingest import Fetched, IngestParams
+from tasks.members import MemberCount, count_member, counted_table, joined_counts, member_names
 
 
 def _store() -> Store:
@@ -45,14 +48,14 @@ def _here(store: Store, value: Any, params: BaseModel) -> Any:
 
 
 def _stage_task(stage: Stage) -> Task:
-    def run(inputs: dict[str, Any], params: BaseModel) -> ArtifactRef:
+    def run(inputs: dict[str, Any], params: BaseModel, hints: dict[str, Any] | None = None) -> ArtifactRef:
         logger = get_run_logger()
         presenter = Presenter(logger.info, warn=logger.warning)
         store = _store()
         try:
             inputs = {name: _here(store, value, params) for name, value in inputs.items()}
             with interrupt.handled():
-                return run_stage(store, stage.name, params, presenter, interrupt.requested, **inputs)
+                return run_stage(store, stage.name, params, presenter, interrupt.requested, hints, **inputs)
         finally:
             presenter.close()
 
@@ -66,6 +69,16 @@ def _stage_task(stage: Stage) -> Task:
 
 
 STAGE_TASKS: dict[str, Task] = {name: _stage_task(stage) for name, stage in STAGES.items()}
+
+
+@task(name="list-members", cache_policy=NO_CACHE)
+def members_task(fetched: Fetched, params: IngestParams) -> list[str]:
+    return member_names(on_this_machine(fetched, settings.downloads_dir(), params.patterns), params)
+
+
+@task(name="count-member", task_run_name="count {name}", cache_policy=NO_CACHE)
+def count_member_task(fetched: Fetched, params: IngestParams, table: bytes, name: str) -> MemberCount:
+    return count_member(on_this_machine(fetched, settings.downloads_dir(), params.patterns), params, table, name)
 
 
 @task(name="fetch", cache_policy=NO_CACHE)
@@ -116,13 +129,29 @@ class PrefectRunner:
         self.corpus = located.name or fetched.name
         return fetched
 
-    def stage(self, name: str, params: BaseModel, **inputs: Any) -> ArtifactRef:
+    def count_members(self, fetched: Fetched, params: PrepareParams) -> Callable[[], Any]:
+        """On a cluster, a many-file corpus's members counted at once on the workers (unless its vocabulary is
+        stored already): a function that waits for them and sums their counts; None from it otherwise."""
+        table = counted_table(params.clean)
+        if not compute.on_cluster() or table is None or fetched.kind not in ("directory", "zip"):
+            return lambda: None
+        if _store().lookup("vocab", vocab_key(fetched, params)) is not None:
+            return lambda: None
+        names = compute.call(members_task, fetched=fetched, params=params.ingest)
+        if len(names) < 2:
+            return lambda: None
+        futures = [
+            count_member_task.submit(fetched=fetched, params=params.ingest, table=table, name=name) for name in names
+        ]
+        return lambda: joined_counts(fetched, [future.result() for future in futures], table)
+
+    def stage(self, name: str, params: BaseModel, hints: dict[str, Any] | None = None, **inputs: Any) -> ArtifactRef:
         if interrupt.requested():
             raise Interrupted(f"stopped before the {name} stage; run the same command again to go on")
         labels = [f"stage:{name}"] + ([f"corpus:{self.corpus}"] if self.corpus else [])
         labels += [f"{field}:{getattr(params, field)}" for field in ("sampler", "model") if hasattr(params, field)]
         with tags(*labels):
-            state = compute.run_task(STAGE_TASKS[name], inputs=inputs, params=params)
+            state = compute.run_task(STAGE_TASKS[name], inputs=inputs, params=params, hints=hints)
         ref: ArtifactRef = state.result()
         if state.name == "Cached":
             ref = ref.model_copy(update={"cache_hit": True})

@@ -190,3 +190,37 @@ def test_a_bad_file_fails_on_a_worker_with_its_one_line(on_cluster, tmp_path):
         "broken.txt: invalid UTF-8 at byte offset 6 (bytes b'\\xff\\xfeta': invalid start byte). Convert the file to "
         "UTF-8, or pass --decode-errors replace to substitute U+FFFD."
     )
+
+
+@pytest.mark.parametrize("packed", ["folder", "zip"])
+def test_a_many_file_corpus_is_counted_member_by_member_with_the_serial_bytes(on_cluster, lyrics_zip, tmp_path, packed):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.pipeline import prepare as prepare_pipeline
+    from flows.prepare import prepare
+    from tasks.clean import CleanParams
+
+    split_lyrics(lyrics_zip, tmp_path / "corpus", parts=4, size=15000, name=f"{packed}-member")
+    source = tmp_path / "corpus"
+    if packed == "zip":
+        source = tmp_path / "corpus.zip"
+        with zipfile.ZipFile(source, "w") as archive:
+            for member in sorted((tmp_path / "corpus").iterdir()):
+                archive.write(member, f"lyrics/{member.name}")
+    whole = CleanParams(max_chars=None)
+    local = prepare_pipeline(plain_runner(tmp_path / "local"), Located(source=str(source)), PrepareParams(clean=whole))
+    state = prepare(source=str(source), clean=whole, return_state=True)
+    made = state.result()
+    for stage in ["ingest", "clean", "vocab", "encode"]:
+        assert made.stages[stage].key == local.stages[stage].key, stage
+        assert files(made.stages[stage]) == files(local.stages[stage]), stage
+    assert made.stages["vocab"].summary["size"] == local.stages["vocab"].summary["size"] > 1_000
+    with get_client(sync_client=True) as client:
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        names = sorted(run.name for run in client.read_task_runs(flow_run_filter=this_run))
+    prefix = "lyrics/" if packed == "zip" else ""
+    assert [n for n in names if n.startswith("count ")] == [f"count {prefix}{packed}-member{n}.txt" for n in range(4)]
+    # The vocabulary was built from those counts, not from a count of its own that replaced them.
+    worker_logs = "".join((on_cluster["logs"] / f"worker-{n}.log").read_text() for n in range(2))
+    assert "do not add up" not in worker_logs
