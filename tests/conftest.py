@@ -164,7 +164,7 @@ def shared_backends(request, s3_endpoint, postgres_url, monkeypatch):
     """CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL set to a fresh bucket and database on the real servers."""
     import re
 
-    from artifacts import backends
+    from tests.helpers import environment_of
     from tests.services import S3_ENV, create_bucket, create_database
 
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + f"-{os.getpid()}"
@@ -176,10 +176,5 @@ def shared_backends(request, s3_endpoint, postgres_url, monkeypatch):
         "CHARFLOW_STORE_URL": f"s3://{name}/charflow",
         "CHARFLOW_CATALOG_URL": catalog,
     }
-    for variable, value in env.items():
-        monkeypatch.setenv(variable, value)
-    backends._remote.cache_clear()
-    backends._postgres.cache_clear()
-    yield env
-    backends._remote.cache_clear()
-    backends._postgres.cache_clear()
+    with environment_of(monkeypatch, env):
+        yield env

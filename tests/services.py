@@ -173,9 +173,11 @@ def seaweed_server(data: Path, ports: dict[str, int] | None = None) -> Iterator[
 
         client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
         deadline = time.monotonic() + 60
-        while True:  # up once it lists buckets (the filer behind S3 takes a few seconds)
-            try:
-                client.list_buckets()
+        while True:  # up once it lists buckets (the filer behind S3 takes a few seconds) and, restarted, reads
+            try:  # back what it holds (its volume server registers with the master after the filer answers)
+                for bucket in client.list_buckets()["Buckets"]:
+                    for held in client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1).get("Contents", []):
+                        client.get_object(Bucket=bucket["Name"], Key=held["Key"])["Body"].read()
                 break
             except Exception:
                 if proc.poll() is not None or time.monotonic() > deadline:

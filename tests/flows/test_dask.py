@@ -15,7 +15,7 @@ from flows.pipeline import train as train_pipeline
 from tasks.batches import BatchesParams
 from tasks.fetch import Located
 from tasks.train.params import TrainParams, resolve_device
-from tests.helpers import free_port, run_cli
+from tests.helpers import environment_of, free_port, run_cli
 from tests.services import S3_ENV, KillOnFirstRun, create_bucket, create_database, dask_cluster
 
 pytestmark = pytest.mark.slow
@@ -38,15 +38,8 @@ def cluster(tmp_path_factory, s3_endpoint, postgres_url):
 
 @pytest.fixture
 def on_cluster(cluster, home, monkeypatch, prefect_harness):
-    from artifacts import backends
-
-    for variable, value in {**cluster["env"], "CHARFLOW_DASK_ADDRESS": cluster["address"]}.items():
-        monkeypatch.setenv(variable, value)
-    backends._remote.cache_clear()
-    backends._postgres.cache_clear()
-    yield cluster
-    backends._remote.cache_clear()
-    backends._postgres.cache_clear()
+    with environment_of(monkeypatch, {**cluster["env"], "CHARFLOW_DASK_ADDRESS": cluster["address"]}):
+        yield cluster
 
 
 def files(ref) -> dict[str, str]:
@@ -117,13 +110,16 @@ def test_reingest_prepares_its_corpora_at_once_on_the_cluster(on_cluster, lyrics
 
 def test_charflow_reingest_on_the_cluster(on_cluster, lyrics_zip, tmp_path):
     split_lyrics(lyrics_zip, tmp_path / "corpora", parts=2, size=12345, name="cli")
-    made = run_cli("reingest", str(tmp_path / "corpora"), "--json", home=tmp_path / "cli-home", timeout=400)
+    corpora = str(tmp_path / "corpora")
+    made = run_cli("reingest", corpora, "--train", "--max-chars", "2000", "--json", home=tmp_path / "cli", timeout=600)
     assert made.returncode == 0, made.stderr[-3000:]
     rows = json.loads(made.stdout)
     assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [("cli0", "new", 1), ("cli1", "new", 1)]
     for row in rows:
-        ingest_key = row["keys"].split(",")[0].split()[1]
-        assert any(e.key.startswith(ingest_key) for s in worker_stores(on_cluster) for e in s.entries(["ingest"]))
+        keys = dict(pair.split() for pair in row["keys"].split(", "))
+        assert list(keys) == ["ingest", "clean", "vocab", "encode", "batches", "train"]
+        # Built on the workers, each with its own home (the command's machine fetched its copies).
+        assert any(e.key.startswith(keys["train"]) for s in worker_stores(on_cluster) for e in s.entries(["train"]))
 
 
 def test_a_worker_killed_mid_task_is_retried_elsewhere_and_nothing_is_half_published(on_cluster, lyrics_zip, tmp_path):
@@ -224,3 +220,20 @@ def test_a_many_file_corpus_is_counted_member_by_member_with_the_serial_bytes(on
     # The vocabulary was built from those counts, not from a count of its own that replaced them.
     worker_logs = "".join((on_cluster["logs"] / f"worker-{n}.log").read_text() for n in range(2))
     assert "do not add up" not in worker_logs
+
+
+def test_a_worker_without_the_shared_backends_names_itself(tmp_path, monkeypatch):
+    from distributed import Client, LocalCluster
+
+    from flows.cluster import ComputeError, check_worker
+
+    monkeypatch.delenv("CHARFLOW_STORE_URL", raising=False)
+    monkeypatch.delenv("CHARFLOW_CATALOG_URL", raising=False)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as local, Client(local) as client:
+        address = next(iter(client.scheduler_info()["workers"]))
+        with pytest.raises(ComputeError) as refused:
+            client.submit(check_worker).result()
+    assert str(refused.value) == (
+        f"the Dask worker {address} has no CHARFLOW_STORE_URL: start every worker with CHARFLOW_STORE_URL and "
+        "CHARFLOW_CATALOG_URL set to the same shared store and catalog"
+    )
