@@ -44,6 +44,7 @@ def on_cluster() -> bool:
     context = FlowRunContext.get()
     if context is None or context.task_runner is None:
         return False
+    # By name: importing prefect_dask loads distributed, which a run without a cluster has no use for.
     return type(context.task_runner).__name__ == "DaskTaskRunner"
 
 
