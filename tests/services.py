@@ -234,7 +234,8 @@ def dask_cluster(root: Path, env: dict[str, str], workers: int = 2) -> Iterator[
 
 class KillOnFirstRun(WorkerPlugin):
     """A Dask worker plugin: the first task whose key holds `name` to start executing, on any worker, kills its
-    own worker process with SIGKILL after `delay` seconds (the marker file makes it once across workers)."""
+    own worker process with SIGKILL after `delay` seconds (the marker file makes it once across workers, and
+    records where such a task stopped executing)."""
 
     def __init__(self, name: str, marker: Path, delay: float):
         self.name, self.marker, self.delay = name, str(marker), delay
@@ -246,7 +247,13 @@ class KillOnFirstRun(WorkerPlugin):
         import signal
         import threading
 
-        if finish != "executing" or self.name not in str(key):
+        if self.name not in str(key):
+            return
+        if start == "executing":  # finished (or failed) here: a kill after this would not be mid-task
+            with open(self.marker, "a") as out:
+                out.write(f"left executing for {finish} on {self.worker.address}\n")
+            return
+        if finish != "executing":
             return
         try:
             fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

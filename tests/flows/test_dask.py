@@ -136,8 +136,12 @@ def test_a_worker_killed_mid_task_is_retried_elsewhere_and_nothing_is_half_publi
         finally:
             client.unregister_worker_plugin("kill-train")
         client.wait_for_workers(2, timeout=60)
-    killed = marker.read_text()
-    assert "train_stage" in killed  # the kill happened, during the train task
+    killed, *stopped = marker.read_text().splitlines()
+    assert "train_stage" in killed  # the kill was armed as the train task started on that worker
+    victim = killed.rsplit(" on ", 1)[1]
+    # Mid-task: that worker never finished it; another run of it did.
+    assert not any(line.endswith(f" on {victim}") for line in stopped), stopped
+    assert any(line.startswith("left executing for memory") for line in stopped), stopped
     worker_logs = "".join((on_cluster["logs"] / f"worker-{n}.log").read_text() for n in range(2))
     assert f"signal {int(signal.SIGKILL)}" in worker_logs or "SIGKILL" in worker_logs, worker_logs[-3000:]
     model = made.stages["train"]
