@@ -4,17 +4,17 @@ and PostgreSQL (CHARFLOW_CATALOG_URL)."""
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 
 from artifacts.catalog import Catalog
 from artifacts.remote import RemoteStore, redact
+from artifacts.settings import environment, on_reset, variable
 from artifacts.store import Store
 from tasks.errors import CharflowError
 
-STORE_URL = "CHARFLOW_STORE_URL"
-CATALOG_URL = "CHARFLOW_CATALOG_URL"
+STORE_URL = variable("store_url")
+CATALOG_URL = variable("catalog_url")
 
 
 class BackendError(CharflowError):
@@ -23,7 +23,8 @@ class BackendError(CharflowError):
 
 def urls() -> tuple[str | None, str | None]:
     """The store's and the catalog's URLs, refused before any work when they cannot work together."""
-    store, catalog = os.environ.get(STORE_URL) or None, os.environ.get(CATALOG_URL) or None
+    configured = environment()
+    store, catalog = configured.store_url, configured.catalog_url
     if catalog and not store:
         raise BackendError(
             f"{CATALOG_URL} is set but {STORE_URL} is not: a shared catalog would name artifacts that only this "
@@ -50,6 +51,11 @@ def _postgres(url: str) -> Catalog:
     catalog = PostgresCatalog(url)
     catalog.check()
     return catalog
+
+
+# Connections are opened once per URL; settings.reset() forgets them.
+on_reset(_remote.cache_clear)
+on_reset(_postgres.cache_clear)
 
 
 def open_store(root: Path) -> Store:

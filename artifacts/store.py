@@ -26,6 +26,7 @@ from artifacts.manifest import (
 )
 from artifacts.owner import gone, me
 from artifacts.remote import RemoteStore
+from artifacts.settings import environment
 from tasks.errors import CharflowError
 
 log = logging.getLogger("charflow.store")
@@ -165,7 +166,7 @@ class Store:
         used first, each also published on the remote (so that nothing is lost by removing it here)."""
         if self.remote is None:
             return []
-        limit = int(os.environ.get("CHARFLOW_CACHE_BYTES", 20 * 2**30))
+        limit = environment().cache_bytes
         stages = [d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
         local = self.entries(stages, shared=False)
         local.sort(key=lambda e: e.path.stat().st_mtime if e.path.exists() else 0)

@@ -30,15 +30,14 @@ from benchmarks.prepare_throughput import synthetic_corpus
 
 
 def run_flow(sources: Path, home: Path, env: dict[str, str], one_corpus: bool = False) -> float:
-    from artifacts import backends
+    from artifacts import settings
     from flows.prepare import prepare
     from flows.reingest import reingest
     from tasks.clean import CleanParams
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({**env, "CHARFLOW_HOME": str(home)})
-    backends._remote.cache_clear()
-    backends._postgres.cache_clear()
+    settings.reset()
     whole = CleanParams(max_chars=None)
     try:
         started = time.perf_counter()

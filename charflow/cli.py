@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from typing import Any
 
 from pydantic import ValidationError
 
+from artifacts.settings import SettingsError, environment
 from charflow import interrupt, options, settings
 from charflow.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
@@ -331,8 +331,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.debug or os.environ.get("CHARFLOW_DEBUG") == "1":
-        return run_command(args)
+    try:
+        if args.debug or environment().debug:
+            return run_command(args)
+    except SettingsError as exc:
+        print(f"charflow: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     try:
         return run_command(args)
     except ValidationError as exc:

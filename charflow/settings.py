@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from artifacts.settings import environment
 from tasks.errors import CharflowError
 
 DEFAULTS = {
@@ -27,7 +28,7 @@ class HomeError(CharflowError):
 
 
 def charflow_home() -> Path:
-    return Path(os.environ.get("CHARFLOW_HOME") or ".charflow").expanduser().resolve()
+    return environment().home
 
 
 def configure() -> Path:

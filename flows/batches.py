@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from artifacts.settings import environment
 from flows import pipeline
 from flows.compute import ConfiguredTaskRunner
 from flows.pipeline import Prepared, PrepareParams
@@ -27,7 +28,7 @@ def batches(
     sampler: BatchesParams = BatchesParams(),
 ) -> Prepared:
     """Prepare a corpus (the book's lyrics by default) and generate its minibatches."""
-    located = resolve_source(source, name, sha256)
+    located = resolve_source(source, name, sha256, environment().data_path)
     resolved = {**resolved_source(located), "ingest": ingest, "clean": clean, "vocab": vocab, "sampler": sampler}
     show_parameters(resolved)
     runner = PrefectRunner()

@@ -3,12 +3,11 @@ here, so the command checks it before Prefect loads."""
 
 from __future__ import annotations
 
-import os
-
 from artifacts.backends import CATALOG_URL, STORE_URL, urls
+from artifacts.settings import environment, variable
 from tasks.errors import CharflowError
 
-DASK_ADDRESS = "CHARFLOW_DASK_ADDRESS"
+DASK_ADDRESS = variable("dask_address")
 CONNECT_TIMEOUT_S = 5
 
 
@@ -17,7 +16,7 @@ class ComputeError(CharflowError):
 
 
 def dask_address() -> str | None:
-    return os.environ.get(DASK_ADDRESS) or None
+    return environment().dask_address
 
 
 _answered: set[str] = set()  # scheduler addresses that answered with workers, once a process is enough

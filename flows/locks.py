@@ -24,6 +24,7 @@ from prefect.locking.protocol import LockManager
 from prefect.logging import get_run_logger
 
 from artifacts.owner import gone, me
+from artifacts.settings import environment
 from tasks.errors import CharflowError
 
 POLL_SECONDS = 0.2
@@ -40,7 +41,7 @@ class LockError(CharflowError):
 
 
 def wait_limit() -> float:
-    return float(os.environ.get("CHARFLOW_LOCK_WAIT", "1800"))
+    return environment().lock_wait
 
 
 def _say(message: str) -> None:

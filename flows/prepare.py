@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from artifacts.settings import environment
 from flows import pipeline
 from flows.compute import ConfiguredTaskRunner
 from flows.pipeline import Prepared, PrepareParams
@@ -25,7 +26,7 @@ def prepare(
     vocab: VocabParams = VocabParams(),
 ) -> Prepared:
     """Prepare a corpus (the book's lyrics when `source` is omitted) for training."""
-    located = resolve_source(source, name, sha256)
+    located = resolve_source(source, name, sha256, environment().data_path)
     show_parameters({**resolved_source(located), "ingest": ingest, "clean": clean, "vocab": vocab})
     runner = PrefectRunner()
     made = pipeline.prepare(runner, located, PrepareParams(ingest=ingest, clean=clean, vocab=vocab))

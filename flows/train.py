@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect import flow
 
+from artifacts.settings import environment
 from flows import pipeline
 from flows.compute import ConfiguredTaskRunner
 from flows.params import flat_parameters, pick
@@ -38,7 +39,7 @@ def train(
     """Prepare a corpus (the book's lyrics by default), cut its batches and train a model: the book's settings."""
     sampler = BatchesParams(**pick(BatchesParams, settings))
     training = TrainParams(**pick(TrainParams, settings))
-    located = resolve_source(source, name, sha256)
+    located = resolve_source(source, name, sha256, environment().data_path)
     show_parameters(
         {
             **resolved_source(located),

@@ -12,6 +12,7 @@ import socket
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict
@@ -47,13 +48,12 @@ class Located(BaseModel):
 
 
 def resolve_source(
-    source: str | None, name: str | None = None, sha256: str | None = None, search: list[Path] | None = None
+    source: str | None, name: str | None = None, sha256: str | None = None, search: Sequence[Path] = ()
 ) -> Located:
-    """No source means the book's corpus: a checksum-verified local copy on CHARFLOW_DATA_PATH, else its URL."""
+    """No source means the book's corpus: a checksum-verified local copy in one of the `search` folders (the
+    caller's CHARFLOW_DATA_PATH), else its URL."""
     if source:
         return Located(source=source, sha256=sha256, name=name)
-    if search is None:
-        search = [Path(p).expanduser() for p in os.environ.get("CHARFLOW_DATA_PATH", "").split(os.pathsep) if p]
     local = [folder / DEFAULT_FILE_NAME for folder in search if (folder / DEFAULT_FILE_NAME).is_file()]
     return Located(
         source=str(local[0]) if local else DEFAULT_URL, sha256=sha256 or DEFAULT_SHA256, name=name or DEFAULT_CORPUS

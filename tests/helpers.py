@@ -98,14 +98,12 @@ def charflow_serve(root: Path, env: dict[str, str], *args: str, timeout: float =
 @contextmanager
 def environment_of(monkeypatch, env: dict[str, str]) -> Iterator[dict[str, str]]:
     """`env` set for the test (the shared backends' URLs, say), the backends reopened under it and after it."""
-    from artifacts import backends
+    from artifacts import settings
 
     for variable, value in env.items():
         monkeypatch.setenv(variable, value)
-    backends._remote.cache_clear()
-    backends._postgres.cache_clear()
+    settings.reset()
     try:
         yield env
     finally:
-        backends._remote.cache_clear()
-        backends._postgres.cache_clear()
+        settings.reset()

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from artifacts import backends
+from artifacts import backends, settings
 from artifacts.catalog import CatalogError
 from artifacts.catalog_pg import PostgresCatalog
 from artifacts.manifest import MANIFEST_NAME
@@ -217,7 +217,7 @@ def test_the_object_store_going_away_mid_run_names_its_url(shared_backends, tmp_
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         create_bucket(endpoint, "short-lived")
         monkeypatch.setenv("CHARFLOW_STORE_URL", "s3://short-lived/x")
-        backends._remote.cache_clear()
+        settings.reset()
         runner = machine(tmp_path / "a")
         ingested = prepare_jaychou(runner, lyrics_zip).stages["ingest"]
     # The server is gone now.
@@ -234,7 +234,7 @@ def test_the_database_going_away_mid_run_names_its_url(shared_backends, tmp_path
 
     with postgres_cluster() as url:
         monkeypatch.setenv("CHARFLOW_CATALOG_URL", url)
-        backends._postgres.cache_clear()
+        settings.reset()
         runner = machine(tmp_path / "a")
         made = prepare_jaychou(runner, lyrics_zip)
     # The cluster is stopped now: registering another version cannot be done, and says where it failed.
@@ -294,7 +294,7 @@ def test_a_crashed_object_store_loses_nothing_published(shared_backends, tmp_pat
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         create_bucket(endpoint, "durable")
         monkeypatch.setenv("CHARFLOW_STORE_URL", "s3://durable/charflow")
-        backends._remote.cache_clear()
+        settings.reset()
         a = machine(tmp_path / "a")
         first = prepare_jaychou(a, lyrics_zip)
         os.killpg(server.pid, signal.SIGKILL)
@@ -302,7 +302,7 @@ def test_a_crashed_object_store_loses_nothing_published(shared_backends, tmp_pat
         with pytest.raises(RemoteError, match=rf"object store at {endpoint} failed .*s3://durable/charflow"):
             prepare(a, resolve_source(str(lyrics_zip), "jaychou"), other_vocab)
     with seaweed_server(tmp_path / "seaweed", ports):  # the same folder and ports: the server restarted
-        backends._remote.cache_clear()
+        settings.reset()
         b = machine(tmp_path / "b")
         again = prepare_jaychou(b, lyrics_zip)
         assert all(ref.cache_hit for ref in again.stages.values())

@@ -1,0 +1,96 @@
+"""Every CHARFLOW_* environment variable: its type, default, bounds and meaning, read and checked here only.
+
+The environment is read on each call (a test or a worker may change it), and a bad value is refused with one
+line naming the variable and the fix. `reset()` forgets what was opened under earlier settings (the shared
+backends' connections), for tests and tools that change the environment within one process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tasks.errors import CharflowError
+
+PREFIX = "CHARFLOW_"
+
+
+class SettingsError(CharflowError):
+    """A CHARFLOW_* variable holds a value charflow cannot use."""
+
+
+class Settings(BaseModel):
+    """charflow's environment: CHARFLOW_<FIELD> for each field (an empty value counts as unset)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(
+        Path(".charflow"),
+        validate_default=True,
+        description="where this machine's state lives: the store, the catalog, downloads and Prefect's database",
+    )
+    data_path: tuple[Path, ...] = Field(
+        (),
+        description="folders (separated as PATH is) holding a local copy of the default corpus, used before "
+        "downloading it; its checksum is verified either way",
+    )
+    store_url: str | None = Field(
+        None, description="s3://BUCKET/PREFIX: the object store every machine shares (credentials from AWS_*)"
+    )
+    catalog_url: str | None = Field(
+        None, description="postgresql://USER@HOST:PORT/DB: the catalog and locks every machine shares"
+    )
+    dask_address: str | None = Field(None, description="tcp://HOST:PORT: run every flow's tasks on this Dask cluster")
+    lock_wait: float = Field(1800.0, ge=0, description="seconds a run waits for a stage another run is building")
+    cache_bytes: int = Field(
+        20 * 2**30, ge=0, description="with a shared store, the most bytes this machine keeps copies of"
+    )
+    debug: bool = Field(False, description="1: show the traceback of a failure")
+
+    @field_validator("data_path", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(p).expanduser() for p in value.split(os.pathsep) if p)
+        return value
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+
+def variable(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def environment(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings the environment gives now."""
+    environ = os.environ if environ is None else environ
+    given = {name: environ[variable(name)] for name in Settings.model_fields if environ.get(variable(name))}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = variable(str(error["loc"][0]))
+        raise SettingsError(
+            f"{name}={given[str(error['loc'][0])]!r} is not valid ({error['msg']}); fix or unset {name}"
+        ) from None
+
+
+_resets: list[Callable[[], None]] = []
+
+
+def on_reset(forget: Callable[[], None]) -> Callable[[], None]:
+    """Have `reset()` call `forget` (a module that caches what it opened under the settings registers here)."""
+    _resets.append(forget)
+    return forget
+
+
+def reset() -> None:
+    """Forget what was opened under earlier settings: the next use opens the backends the environment names."""
+    for forget in _resets:
+        forget()
