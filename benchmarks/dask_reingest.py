@@ -33,19 +33,17 @@ def run_flow(sources: Path, home: Path, env: dict[str, str], one_corpus: bool = 
     from artifacts import settings
     from flows.prepare import prepare
     from flows.reingest import reingest
-    from tasks.clean import CleanParams
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({**env, "CHARFLOW_HOME": str(home)})
     settings.reset()
-    whole = CleanParams(max_chars=None)
     try:
         started = time.perf_counter()
         if one_corpus:
-            made = prepare(source=str(sources), clean=whole)
+            made = prepare(source=str(sources), max_chars=None)
             new = [made.new_version and not any(ref.cache_hit for ref in made.stages.values())]
         else:
-            new = [row["status"] == "new" for row in reingest(sources=[str(sources)], clean=whole)]
+            new = [row["status"] == "new" for row in reingest(sources=[str(sources)], max_chars=None)]
         elapsed = time.perf_counter() - started
     finally:
         for k, v in saved.items():

@@ -36,9 +36,9 @@ def _prepare_params(args: argparse.Namespace) -> dict[str, Any]:
         "source": args.source,
         "name": args.name,
         "sha256": args.sha256,
-        "ingest": options.build(args, IngestParams),
-        "clean": options.build(args, CleanParams),
-        "vocab": options.build(args, VocabParams),
+        **options.build(args, IngestParams).model_dump(),
+        **options.build(args, CleanParams).model_dump(),
+        **options.build(args, VocabParams).model_dump(),
     }
 
 
@@ -70,7 +70,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
-    params = {**_prepare_params(args), "sampler": options.build(args, BatchesParams)}
+    params = {**_prepare_params(args), **options.build(args, BatchesParams).model_dump()}
     from flows.batches import batches
 
     _print_prepared(batches(**params), args.json)
@@ -118,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from artifacts.model import TrainSummary
     from flows.train import train_batches
 
-    refs = train_batches(batches=args.batches, training=training)
+    refs = train_batches(batches=args.batches, **training.model_dump())
     model = refs["train"]
     summary = TrainSummary.of(model)
     if args.json:
@@ -138,9 +138,7 @@ def cmd_reingest(args: argparse.Namespace) -> int:
     rows = reingest(
         sources=args.sources or None,
         train=args.train,
-        ingest=params["ingest"],
-        clean=params["clean"],
-        vocab=params["vocab"],
+        **{name: value for name, value in params.items() if name not in ("source", "name", "sha256")},
     )
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from typing import Any
 
 from artifacts.settings import environment
 from flows import pipeline
 from flows.compute import ConfiguredTaskRunner
+from flows.params import flat_flow, pick
 from flows.pipeline import Prepared, PrepareParams
 from flows.prefect_tasks import PrefectRunner
 from flows.run_page import resolved_source, show_parameters
@@ -17,21 +18,13 @@ from tasks.ingest import IngestParams
 from tasks.vocab import VocabParams
 
 
-@flow(name="batches", task_runner=ConfiguredTaskRunner())
-def batches(
-    source: str | None = None,
-    name: str | None = None,
-    sha256: str | None = None,
-    ingest: IngestParams = IngestParams(),
-    clean: CleanParams = CleanParams(),
-    vocab: VocabParams = VocabParams(),
-    sampler: BatchesParams = BatchesParams(),
-) -> Prepared:
+@flat_flow("batches", IngestParams, CleanParams, VocabParams, BatchesParams, task_runner=ConfiguredTaskRunner())
+def batches(source: str | None = None, name: str | None = None, sha256: str | None = None, **settings: Any) -> Prepared:
     """Prepare a corpus (the book's lyrics by default) and generate its minibatches."""
+    params, sampler = PrepareParams.of(settings), BatchesParams(**pick(BatchesParams, settings))
     located = resolve_source(source, name, sha256, environment().data_path)
-    resolved = {**resolved_source(located), "ingest": ingest, "clean": clean, "vocab": vocab, "sampler": sampler}
-    show_parameters(resolved)
+    show_parameters({**resolved_source(located), **params.flat(), **sampler.model_dump(mode="json")})
     runner = PrefectRunner()
-    made = pipeline.batches(runner, located, PrepareParams(ingest=ingest, clean=clean, vocab=vocab), sampler)
+    made = pipeline.batches(runner, located, params, sampler)
     runner.finish()
     return made

@@ -1,5 +1,7 @@
-"""Flat flow parameters taken from the parameter models, so that a deployment takes `--param epochs=20`
-and every default is the model's own."""
+"""One parameter shape for every flow: flat, typed keyword parameters generated from the parameter models, so
+that every deployment takes `--param epochs=20` and every default is the model's own. A run submitted with
+the nested shape of earlier releases (`ingest={...}`, `sampler={...}`, `training={...}`) is refused in one
+line that names the flat parameters."""
 
 from __future__ import annotations
 
@@ -8,9 +10,14 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from prefect import Flow
+from prefect.exceptions import ParameterTypeError
 from pydantic import BaseModel
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The nested parameters of earlier releases: a model's fields under one name.
+NESTED = ("ingest", "clean", "vocab", "sampler", "training")
 
 
 def flat_fields(*models: type[BaseModel]) -> dict[str, Any]:
@@ -48,11 +55,50 @@ def flat_parameters(*models: type[BaseModel]) -> Callable[[F], F]:
         ]
         fn.__signature__ = inspect.Signature([*own, *generated], return_annotation=hints.get("return"))  # type: ignore[attr-defined]
         fn.__annotations__ = {**hints, **{p.name: p.annotation for p in generated}}
+        fn.__doc__ = (fn.__doc__ or "") + _described(models)
         return fn
 
     return decorate
 
 
+def _described(models: tuple[type[BaseModel], ...]) -> str:
+    """Prefect's schema takes each parameter's description from the docstring's Args section."""
+    lines = [f"    {name}: {field.description}" for name, field in flat_fields(*models).items() if field.description]
+    return "\n\nArgs:\n" + "\n".join(lines) if lines else ""
+
+
 def pick(model: type[BaseModel], settings: dict[str, Any]) -> dict[str, Any]:
     """The settings that are fields of `model`."""
     return {name: value for name, value in settings.items() if name in model.model_fields}
+
+
+def nested_given(parameters: dict[str, Any], accepted: typing.Collection[str]) -> list[str]:
+    """The parameters given in the nested shape: a name the flow no longer takes, or `sampler` as a mapping."""
+    return [
+        name
+        for name in NESTED
+        if name in parameters and (name not in accepted or isinstance(parameters[name], dict | BaseModel))
+    ]
+
+
+class FlatFlow(Flow):
+    """A flow whose runs refuse the nested parameter shape in one line, before Prefect binds them."""
+
+    def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        accepted = inspect.signature(self.fn).parameters
+        if nested := nested_given(parameters, accepted):
+            raise ParameterTypeError(
+                f"the nested parameter{'s' if len(nested) > 1 else ''} {', '.join(nested)} of earlier releases "
+                f"{'are' if len(nested) > 1 else 'is'} now flat: give each setting by its own name (--param "
+                f"epochs=20); {self.name} takes {', '.join(accepted)}"
+            )
+        return super().validate_parameters(parameters)
+
+
+def flat_flow(name: str, *models: type[BaseModel], **options: Any) -> Callable[[Callable[..., Any]], FlatFlow]:
+    """`@flow(name=...)` with flat parameters from `models` and the nested shape refused."""
+
+    def decorate(fn: Callable[..., Any]) -> FlatFlow:
+        return FlatFlow(flat_parameters(*models)(fn), name=name, **options)
+
+    return decorate

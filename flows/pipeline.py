@@ -39,6 +39,23 @@ class PrepareParams(BaseModel):
     clean: CleanParams = CleanParams()
     vocab: VocabParams = VocabParams()
 
+    @classmethod
+    def of(cls, settings: dict[str, Any]) -> PrepareParams:
+        """From a flow's flat parameters: each model takes its own fields, and checks them."""
+
+        def of(model: type[BaseModel]) -> Any:
+            return model(**{name: value for name, value in settings.items() if name in model.model_fields})
+
+        return cls(ingest=of(IngestParams), clean=of(CleanParams), vocab=of(VocabParams))
+
+    def flat(self) -> dict[str, Any]:
+        """The flat parameters, as a flow takes them."""
+        return {
+            name: value
+            for part in (self.ingest, self.clean, self.vocab)
+            for name, value in part.model_dump(mode="json").items()
+        }
+
 
 class Prepared(BaseModel):
     """A corpus version and every artifact made from it in this run, in pipeline order."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from typing import Any
 
 from artifacts.settings import environment
 from flows import pipeline
 from flows.compute import ConfiguredTaskRunner
+from flows.params import flat_flow
 from flows.pipeline import Prepared, PrepareParams
 from flows.prefect_tasks import PrefectRunner
 from flows.run_page import resolved_source, show_parameters
@@ -16,19 +17,13 @@ from tasks.ingest import IngestParams
 from tasks.vocab import VocabParams
 
 
-@flow(name="prepare", task_runner=ConfiguredTaskRunner())
-def prepare(
-    source: str | None = None,
-    name: str | None = None,
-    sha256: str | None = None,
-    ingest: IngestParams = IngestParams(),
-    clean: CleanParams = CleanParams(),
-    vocab: VocabParams = VocabParams(),
-) -> Prepared:
+@flat_flow("prepare", IngestParams, CleanParams, VocabParams, task_runner=ConfiguredTaskRunner())
+def prepare(source: str | None = None, name: str | None = None, sha256: str | None = None, **settings: Any) -> Prepared:
     """Prepare a corpus (the book's lyrics when `source` is omitted) for training."""
+    params = PrepareParams.of(settings)
     located = resolve_source(source, name, sha256, environment().data_path)
-    show_parameters({**resolved_source(located), "ingest": ingest, "clean": clean, "vocab": vocab})
+    show_parameters({**resolved_source(located), **params.flat()})
     runner = PrefectRunner()
-    made = pipeline.prepare(runner, located, PrepareParams(ingest=ingest, clean=clean, vocab=vocab))
+    made = pipeline.prepare(runner, located, params)
     runner.finish()
     return made

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
 from flows import compute, pipeline
 from flows.compute import ConfiguredTaskRunner
+from flows.params import flat_flow
 from flows.pipeline import PrepareParams
 from flows.prefect_tasks import PrefectRunner, expand_task, fetch_task, known_version_task
 from flows.prepare import prepare
@@ -23,14 +25,8 @@ from tasks.vocab import VocabParams
 DEFAULT_SOURCES = "corpora"
 
 
-@flow(name="reingest", task_runner=ConfiguredTaskRunner())
-def reingest(
-    sources: list[str] | None = None,
-    train: bool = False,
-    ingest: IngestParams = IngestParams(),
-    clean: CleanParams = CleanParams(),
-    vocab: VocabParams = VocabParams(),
-) -> list[dict]:
+@flat_flow("reingest", IngestParams, CleanParams, VocabParams, task_runner=ConfiguredTaskRunner())
+def reingest(sources: list[str] | None = None, train: bool = False, **settings: Any) -> list[dict]:
     """Each file or zip in the folders / globs (and each URL) is a corpus: new content becomes its next version.
     Without sources, those under ./corpora, where a checkout has none until its user adds some: nothing to do
     then, not a failure. A source that is named and missing is an error."""
@@ -44,8 +40,9 @@ def reingest(
             publish_table("reingest-summary", [], message)
             return []
         sources = [DEFAULT_SOURCES]
-    show_parameters({"sources": sources, "train": train, "ingest": ingest, "clean": clean, "vocab": vocab})
-    prepare_params = PrepareParams(ingest=ingest, clean=clean, vocab=vocab)
+    prepare_params = PrepareParams.of(settings)
+    show_parameters({"sources": sources, "train": train, **prepare_params.flat()})
+    ingest = prepare_params.ingest
 
     def one(located: Located) -> dict:
         fetched = compute.call(fetch_task, located=located, patterns=ingest.patterns)
@@ -61,7 +58,7 @@ def reingest(
             made = wiring(runner, located, prepare_params)
         else:
             run = train_flow if train else prepare
-            made = run(source=located.source, name=located.name, ingest=ingest, clean=clean, vocab=vocab)
+            made = run(source=located.source, name=located.name, **settings)
         status = "unchanged" if not made.new_version else ("new" if made.version == 1 else "changed")
         keys = ", ".join(f"{stage} {ref.key[:12]}" for stage, ref in made.stages.items())
         return {**row, "corpus": made.corpus, "status": status, "version": made.version, "keys": keys}

@@ -201,6 +201,12 @@ def test_an_invalid_parameter_fails_the_run_and_writes_nothing(served):
     result, run_id = deployment_run(served, "prepare/default", f"source={served['root']}/missing.txt")
     assert result.returncode == 1
     assert "missing.txt: no such file or directory" in state_message(served, run_id)
+    # The nested shape of earlier releases: refused before a run exists, listing the flat parameters.
+    result, run_id = deployment_run(served, "prepare/default", 'clean={"max_chars": 5}')
+    assert run_id is None
+    refused = " ".join(result.stdout.split())
+    assert "specified but not found on the deployment: 'clean'" in refused
+    assert "available on the deployment: 'source', 'name', 'sha256', 'errors'," in refused
     # A value outside a parameter's choices is refused before a run even exists.
     result, run_id = deployment_run(served, "train/default", "sampler=shuffled")
     assert result.returncode != 0 and run_id is None

@@ -210,7 +210,7 @@ def test_a_many_file_corpus_is_counted_member_by_member_with_the_serial_bytes(on
                 archive.write(member, f"lyrics/{member.name}")
     whole = CleanParams(max_chars=None)
     local = prepare_pipeline(plain_runner(tmp_path / "local"), Located(source=str(source)), PrepareParams(clean=whole))
-    state = prepare(source=str(source), clean=whole, return_state=True)
+    state = prepare(source=str(source), max_chars=None, return_state=True)
     made = state.result()
     for stage in ["ingest", "clean", "vocab", "encode"]:
         assert made.stages[stage].key == local.stages[stage].key, stage

@@ -4,7 +4,6 @@ reference `inspect` takes."""
 import pytest
 
 from flows.train import train, train_batches
-from tasks.train.params import TrainParams
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 TINY = {"model": "rnn", "hidden": 8, "optimizer": "adam", "lr": 0.01, "pred_period": 1, "pred_chars": 3}
@@ -16,7 +15,7 @@ def test_train_then_train_batches_by_corpus_reference(home, lyrics_text, tmp_pat
     made = train(source=str(song), batch_size=4, num_steps=8, epochs=2, **TINY)
     assert list(made.stages) == ["ingest", "clean", "vocab", "encode", "batches", "train"]
     assert made.stages["train"].summary["epochs"] == 2
-    refs = train_batches(batches="tiny@latest/batches", training=TrainParams(**TINY))
+    refs = train_batches(batches="tiny@latest/batches", **TINY)
     assert refs["train"].key == made.stages["train"].key and refs["train"].cache_hit
-    other = train_batches(batches=made.stages["batches"].key[:8], training=TrainParams(**{**TINY, "lr": 0.02}))
+    other = train_batches(batches=made.stages["batches"].key[:8], **{**TINY, "lr": 0.02})
     assert not other["train"].cache_hit and other["train"].key != made.stages["train"].key
