@@ -1,7 +1,7 @@
 """Minibatches of an index sequence: a sampler spec, its epochs' plans, and how the batches stage stores them.
 
 The samplers themselves, and the book's formulas they follow, are in `tasks.samplers`; everything here asks
-the spec's sampler (`sampler_for`), never its name.
+the spec's sampler (`spec.kind`), never its name.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidatorFunctionWrapHandler, field_validator, model_validator
 
 from tasks.samplers import SAMPLERS, EpochPlan, Sampler, sampler_for, window_view, windows
-from tasks.samplers import SamplerError as SamplerError  # raised here, caught by the pipeline
+from tasks.samplers import SamplerError as SamplerError  # the samplers raise it; callers catch it from here
 
 BOOK_BATCHES_PER_EPOCH = 8  # the lyrics at batch_size 32, num_steps 35, for both samplers
 
@@ -48,7 +48,7 @@ class SamplerSpec(BaseModel):
         for name in ("batch_size", "num_steps", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        sampler_for(self).check_spec()
+        self.kind.check_spec()
         return self
 
     @property

@@ -9,7 +9,8 @@ With c the index sequence (n = len(c)), T = num_steps, B = batch_size and o the 
 x is c[s : s+T] and y is c[s+1 : s+T+1] for a row starting at s.
 
 A sampler is one class here, registered under the name a spec gives (`SamplerSpec.sampler`): planning, the
-reader and the training loop ask it what they need, never its name.
+reader and the training loop ask it what they need, never its name. A new one is a `Sampler` subclass
+decorated with `@register` (and its tests): its name becomes a command-line choice and a schema value.
 """
 
 from __future__ import annotations
