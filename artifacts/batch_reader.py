@@ -1,7 +1,7 @@
 """Reading a batches artifact back as tensors: per rank, resumable, without Prefect.
 
 From the token stream, each batch is gathered when it is read, by the same plan that would have stored it
-(the sampler of `tasks.batches`, the spec, the seed and the epoch): memory holds one epoch's window order
+(the spec's sampler from `tasks.samplers`, its seed and the epoch): memory holds one epoch's window order
 (4 bytes a window under random sampling, nothing under consecutive) and one batch. From a materialized
 artifact, the shards' rows are decoded ahead in a thread.
 """
@@ -30,10 +30,10 @@ class BatchReader(IterableDataset):
     """(X, Y) integer tensors of shape (rows, num_steps) in the artifact's order.
 
     Rank r of `world_size` readers gets its own part, and together they see every batch of an epoch once:
-    with random sampling whole batches (batch b of an epoch goes to rank b % world_size); with consecutive
-    sampling whole streams (rows r*B/N .. (r+1)*B/N of every batch), so each rank's hidden state stays valid.
-    `split_rows` splits random batches by rows too: DDP's ranks must all take the same steps, each on its part
-    of the same global batch.
+    whole batches (batch b of an epoch goes to rank b % world_size), or, where the sampler splits rows (the
+    consecutive one), whole streams (rows r*B/N .. (r+1)*B/N of every batch), so each rank's hidden state stays
+    valid. `split_rows` splits every sampler's batches by rows: DDP's ranks must all take the same steps, each
+    on its part of the same global batch. `sampler` is the artifact's sampler (`str()` gives its name).
     `start=(epoch, batch)` resumes exactly there. Ids stay int32 as stored (half the bytes to a GPU; an
     embedding takes them as they are); pass `dtype=torch.long` where a loss wants int64 targets on the host.
     """
@@ -52,7 +52,7 @@ class BatchReader(IterableDataset):
     ):
         self.folder = Path(folder)
         self.info = BatchesSummary.of(read_manifest(self.folder))
-        self.sampler = self.info.spec.sampler
+        self.sampler = self.info.spec.kind
         self.batch_size = self.info.spec.batch_size
         self.num_steps = self.info.spec.num_steps
         self.epochs = self.info.epochs
@@ -63,7 +63,7 @@ class BatchReader(IterableDataset):
             )
         if not 0 <= rank < world_size:
             raise ParameterError(f"rank must be in 0..world_size-1, got rank={rank}, world_size={world_size}")
-        self.split_rows = split_rows or self.sampler == "consecutive"
+        self.split_rows = split_rows or self.sampler.splits_rows
         if self.split_rows and self.batch_size % world_size:
             raise ParameterError(
                 f"batches split by rows: batch_size={self.batch_size} does not divide among {world_size} processes; "
@@ -103,9 +103,9 @@ class BatchReader(IterableDataset):
         worker = get_worker_info()
         if worker is None or worker.num_workers == 1:
             return self.rank, self.world_size
-        if self.sampler == "consecutive":
+        if self.sampler.carries_state:
             raise ParameterError(
-                "consecutive batches must reach the model in order: use num_workers=0 or 1 with this reader"
+                f"{self.sampler} batches must reach the model in order: use num_workers=0 or 1 with this reader"
             )
         return self.rank * worker.num_workers + worker.id, self.world_size * worker.num_workers
 

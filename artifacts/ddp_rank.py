@@ -56,7 +56,7 @@ def main(job_file: str) -> None:
         trained = train(
             reader.epoch_batches,
             epochs=reader.epochs,
-            carry_state=reader.sampler == "consecutive",
+            carry_state=reader.sampler.carries_state,
             vocab=vocab,
             params=params,
             checkpoint=Path(job["checkpoint"]),

@@ -277,7 +277,7 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
         trained = train(
             reader.epoch_batches,
             epochs=reader.epochs,
-            carry_state=reader.sampler == "consecutive",
+            carry_state=reader.sampler.carries_state,
             vocab=vocabulary,
             params=params,
             checkpoint=work / "checkpoint.pt",
@@ -291,7 +291,7 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
         vocab_key=vocab.key,
         vocab_size=len(vocabulary),
         batches_key=batches.key,
-        sampler=reader.sampler,
+        sampler=reader.sampler.name,
         epochs=epochs,
         perplexity=last["perplexity"],
         val_perplexity=last["val_perplexity"],

@@ -1,31 +1,24 @@
-"""Samplers: the book's random and consecutive minibatches, exact, seeded and vectorised.
+"""Minibatches of an index sequence: a sampler spec, its epochs' plans, and how the batches stage stores them.
 
-With c the index sequence (n = len(c)), T = num_steps, B = batch_size and o the epoch's start offset:
-  random       m = (n - o - 1) // T windows start at o + j*T; each epoch shuffles them with its own
-               seeded permutation; batch k takes windows perm[kB : (k+1)B] (the last partial batch is
-               dropped unless drop_last is off).
-  consecutive  L = (n - o) // B; stream r is c[o + rL : o + (r+1)L]; batch k takes columns kT : kT+T of
-               every stream, so row r of batch k+1 continues row r of batch k: (L - 1) // T batches.
-x is c[s : s+T] and y is c[s+1 : s+T+1] for a row starting at s.
+The samplers themselves, and the book's formulas they follow, are in `tasks.samplers`; everything here asks
+the spec's sampler (`spec.kind`), never its name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidatorFunctionWrapHandler, field_validator, model_validator
 
-from tasks.errors import CharflowError
+from tasks.samplers import SAMPLERS, EpochPlan, Sampler, sampler_for, window_view, windows
+from tasks.samplers import SamplerError as SamplerError  # the samplers raise it; callers catch it from here
 
 BOOK_BATCHES_PER_EPOCH = 8  # the lyrics at batch_size 32, num_steps 35, for both samplers
 
-
-class SamplerError(CharflowError, ValueError):
-    """Sampler parameters that do not fit the corpus."""
+# The samplers built in, in registration order: the command line's choices and the parameter schema's.
+SamplerName = Literal[tuple(SAMPLERS)]
 
 
 class SamplerSpec(BaseModel):
@@ -33,7 +26,7 @@ class SamplerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sampler: Literal["random", "consecutive"] = "random"
+    sampler: SamplerName = "random"
     batch_size: int = 32
     num_steps: int = 35
     seed: int = 0
@@ -41,60 +34,36 @@ class SamplerSpec(BaseModel):
     drop_last: bool = True
     random_offset: bool = False
 
+    @field_validator("sampler", mode="wrap")
+    @classmethod
+    def _registered(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> str:
+        """A sampler registered after the built-in ones (a test's) is a sampler too; an unknown name gets the
+        schema's own refusal."""
+        if isinstance(value, str) and value in SAMPLERS:
+            return value
+        return handler(value)
+
     @model_validator(mode="after")
     def _check(self) -> SamplerSpec:
         for name in ("batch_size", "num_steps", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.sampler == "consecutive" and not self.drop_last:
-            raise ValueError(
-                "consecutive sampling always drops the remainder: a shorter last batch would break the hidden "
-                "state carried across batches; leave drop_last on"
-            )
+        self.kind.check_spec()
         return self
 
     @property
+    def kind(self) -> Sampler:
+        """The sampler this spec names, bound to it."""
+        return sampler_for(self)
+
+    @property
     def max_offset(self) -> int:
-        """The largest start offset an epoch may draw (d2l 2.x: T-1 for random, T for consecutive)."""
-        if not self.random_offset:
-            return 0
-        return self.num_steps - 1 if self.sampler == "random" else self.num_steps
+        """The largest start offset an epoch may draw."""
+        return self.kind.max_offset
 
     @property
     def same_every_epoch(self) -> bool:
-        return self.sampler == "consecutive" and not self.random_offset
-
-
-@dataclass(frozen=True)
-class EpochPlan:
-    """Where the rows of one epoch start, computed a batch at a time: a random epoch holds only its window
-    order (4 bytes a window while the window count fits int32), a consecutive one nothing at all."""
-
-    epoch: int
-    offset: int
-    rows: int
-    batch_size: int
-    num_steps: int
-    order: np.ndarray | None  # (rows,) window numbers, random sampling only
-    length: int = 0  # consecutive sampling: each stream's length
-
-    @property
-    def batches(self) -> int:
-        return -(-self.rows // self.batch_size)
-
-    def starts_of(self, batch: int) -> np.ndarray:
-        """The start of every row of `batch`: (rows,) int64."""
-        B, T = self.batch_size, self.num_steps
-        if self.order is not None:
-            return self.offset + self.order[batch * B : (batch + 1) * B].astype(np.int64) * T
-        return self.offset + batch * T + np.arange(B, dtype=np.int64) * self.length
-
-    @property
-    def starts(self) -> np.ndarray:
-        """Every row's start in (batch, row) order: (rows,) int64; the whole epoch, for small corpora."""
-        if not self.batches:
-            return np.empty(0, dtype=np.int64)
-        return np.concatenate([self.starts_of(k) for k in range(self.batches)])
+        return self.kind.same_every_epoch
 
 
 def epoch_offset(spec: SamplerSpec, epoch: int) -> int:
@@ -106,81 +75,24 @@ def epoch_offset(spec: SamplerSpec, epoch: int) -> int:
 
 def batch_counts(n: int, spec: SamplerSpec, offset: int = 0) -> tuple[int, int]:
     """(windows or streams' length, batches) for a sequence of n indices at this offset."""
-    T, B = spec.num_steps, spec.batch_size
-    if spec.sampler == "random":
-        windows = max(n - offset - 1, 0) // T
-        return windows, windows // B if spec.drop_last else -(-windows // B)
-    length = max(n - offset, 0) // B
-    return length, max(length - 1, 0) // T
+    return spec.kind.counts(n, offset)
 
 
 def check_fits(n: int, spec: SamplerSpec) -> None:
     """Refuse a spec that leaves some epoch without a batch, with the numbers that say why."""
-    T, B, o = spec.num_steps, spec.batch_size, spec.max_offset
-    shift = f" after a start offset of up to {o}" if o else ""
-    if spec.sampler == "random":
-        windows, batches = batch_counts(n, spec, o)
-        if windows < 1:
-            raise SamplerError(
-                f"a corpus of {n} indices is too short for one window of num_steps={T}{shift} "
-                f"(needs at least {T + 1 + o}); use a longer corpus or a smaller num_steps"
-            )
-        if batches < 1:
-            raise SamplerError(
-                f"{windows} windows of num_steps={T} in {n} indices{shift} are fewer than batch_size={B}; "
-                "lower batch_size or num_steps, or turn drop_last off"
-            )
-        return
-    length, batches = batch_counts(n, spec, o)
-    if batches < 1:
-        raise SamplerError(
-            f"{n} indices{shift} split into batch_size={B} streams of {length} are too short for one batch of "
-            f"num_steps={T} (streams need at least {T + 1}, the corpus {B * (T + 1) + o}); "
-            "lower batch_size or num_steps"
-        )
+    spec.kind.check_fits(n)
 
 
 def plan_epoch(n: int, spec: SamplerSpec, epoch: int) -> EpochPlan:
     """The plan of `epoch`: the same spec, corpus length and epoch give the same plan."""
-    check_fits(n, spec)
-    T, B = spec.num_steps, spec.batch_size
-    offset = epoch_offset(spec, epoch)
-    units, batches = batch_counts(n, spec, offset)
-    if spec.sampler == "consecutive":
-        return EpochPlan(epoch, offset, batches * B, B, T, order=None, length=units)
-    # Shuffling an arange in place draws exactly rng.permutation(units), in half the memory while it fits int32.
-    order = np.arange(units, dtype=np.int32 if units < 2**31 else np.int64)
-    np.random.default_rng([spec.seed, epoch]).shuffle(order)
-    rows = min(batches * B, units)
-    return EpochPlan(epoch, offset, rows, B, T, order=order[:rows])
-
-
-def window_view(corpus: np.ndarray, num_steps: int) -> np.ndarray:
-    """Every window of T + 1 tokens: (n - T, T + 1), no copy. Made once and gathered from per batch: making
-    it costs 10 us, more than gathering a small batch."""
-    return sliding_window_view(corpus, num_steps + 1)
-
-
-def windows(view: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """x and y for rows starting at `starts`: (rows, num_steps) each, from one gather of T+1 columns."""
-    both = view[starts]  # (rows, T + 1)
-    return both[:, :-1], both[:, 1:]
+    sampler = spec.kind
+    sampler.check_fits(n)
+    return sampler.plan(n, epoch, epoch_offset(spec, epoch))
 
 
 def iter_batches(corpus: np.ndarray, spec: SamplerSpec, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(X, Y) for each batch of `epoch`, each (batch_size, num_steps), integers as stored."""
-    plan = plan_epoch(len(corpus), spec, epoch)
-    B, T = spec.batch_size, spec.num_steps
-    if spec.sampler == "consecutive":
-        # Batches are plain slices of the streams: no copy at all.
-        length = (len(corpus) - plan.offset) // B
-        streams = corpus[plan.offset : plan.offset + B * length].reshape(B, length)  # (B, L)
-        for k in range(plan.batches):
-            yield streams[:, k * T : k * T + T], streams[:, k * T + 1 : k * T + T + 1]
-        return
-    view = window_view(corpus, T)
-    for k in range(plan.batches):
-        yield windows(view, plan.starts_of(k))  # (rows, T) each
+    yield from spec.kind.batches(corpus, plan_epoch(len(corpus), spec, epoch))
 
 
 class BatchesParams(SamplerSpec):
@@ -212,19 +124,14 @@ class BatchesParams(SamplerSpec):
 
 def epoch_size(n: int, spec: SamplerSpec, epoch: int) -> tuple[int, int]:
     """(batches, rows) of `epoch`, counted, not planned."""
-    units, batches = batch_counts(n, spec, epoch_offset(spec, epoch))
-    if spec.sampler == "random" and not spec.drop_last:
-        return batches, units
-    return batches, batches * spec.batch_size
+    offset = epoch_offset(spec, epoch)
+    return spec.kind.counts(n, offset)[1], spec.kind.rows(n, offset)
 
 
 def rows_per_batch(n: int, spec: SamplerSpec, epoch: int) -> list[int]:
     """How many rows each batch of `epoch` has: batch_size, but for a kept partial last batch."""
-    units, batches = batch_counts(n, spec, epoch_offset(spec, epoch))
-    rows = [spec.batch_size] * batches
-    if spec.sampler == "random" and not spec.drop_last and units % spec.batch_size:
-        rows[-1] = units % spec.batch_size
-    return rows
+    batches, rows = epoch_size(n, spec, epoch)
+    return [min(spec.batch_size, rows - k * spec.batch_size) for k in range(batches)]
 
 
 def plan_shards(n: int, params: BatchesParams) -> tuple[list[int], list[dict]]:
