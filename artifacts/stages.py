@@ -35,7 +35,8 @@ from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, sp
 from tasks.clean import CleanError, CleanParams, ascii_translation, clean_chunks, clean_utf8
 from tasks.encode import EncodeParams, encode_chunks
 from tasks.errors import Interrupted
-from tasks.ingest import Fetched, IngestParams, expected_bytes, ingest_utf8
+from tasks.ingest import IngestParams, expected_bytes, ingest_utf8
+from tasks.sources import Fetched
 from tasks.train.params import TrainParams, check_prefixes
 from tasks.vocab import VocabParams, vocab_from_counts
 

@@ -23,8 +23,9 @@ from flows.publish import Published, publish
 from flows.run_page import name_run, summarize_run
 from tasks.errors import Interrupted
 from tasks.fetch import Located, expand_sources, fetch, on_this_machine
-from tasks.ingest import Fetched, IngestParams
+from tasks.ingest import IngestParams
 from tasks.members import MemberCount, count_member, counted_table, joined_counts, member_names
+from tasks.sources import Fetched
 
 
 def _store() -> Store:

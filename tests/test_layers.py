@@ -16,6 +16,9 @@ FORBIDDEN = {
     "artifacts": {"flows", "charflow", "prefect"},
     "flows": {"charflow"},
 }
+# Within tasks/, the stages in pipeline order: each reads what the ones before it hand on (tasks.sources is what
+# fetch hands ingest), never a later one's module.
+STAGE_ORDER = ["fetch", "ingest", "clean", "vocab", "encode", "batches", "train"]
 
 
 def imported(path: Path) -> set[str]:
@@ -42,6 +45,19 @@ def crossings(package: str) -> list[str]:
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_no_package_imports_a_layer_above_it(package):
     assert crossings(package) == []
+
+
+def test_no_stage_imports_a_later_stage():
+    later_than = {stage: {f"tasks.{s}" for s in STAGE_ORDER[n + 1 :]} for n, stage in enumerate(STAGE_ORDER)}
+    found = []
+    for stage in STAGE_ORDER:
+        package = REPO / "tasks" / stage
+        paths = sorted(package.rglob("*.py")) if package.is_dir() else [package.with_suffix(".py")]
+        for path in paths:
+            for name in sorted(imported(path)):
+                if any(name == later or name.startswith(later + ".") for later in later_than[stage]):
+                    found.append(f"{path.relative_to(REPO)} imports {name}")
+    assert found == []
 
 
 def test_the_check_sees_imports_inside_functions(tmp_path):

@@ -17,7 +17,7 @@ from flows.home import store_root
 from flows.prepare import prepare
 from tasks.clean import CleanParams
 from tasks.encode import decode
-from tasks.ingest import IngestError
+from tasks.sources import IngestError
 from tasks.vocab import VocabParams
 from tests.helpers import snapshot
 
