@@ -13,7 +13,7 @@ import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,12 @@ from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
 from artifacts.text_counts import COMPILED_MIN_BYTES, compiled_pays, count_text
 from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, split_validation, stored_batches
-from tasks.clean import CleanError, CleanParams, ascii_translation, clean_chunks, clean_utf8
-from tasks.encode import EncodeParams, encode_chunks
+from tasks.clean import CleanError, CleanParams, clean_stream
+from tasks.encode import EncodeParams, encode_stream
 from tasks.errors import Interrupted
-from tasks.ingest import Fetched, IngestParams, expected_bytes, ingest_utf8
+from tasks.ingest import IngestParams, expected_bytes, ingest_utf8
+from tasks.sources import Fetched
+from tasks.text_reader import TextReader
 from tasks.train.params import TrainParams, check_prefixes
 from tasks.vocab import VocabParams, vocab_from_counts
 
@@ -119,18 +121,19 @@ def build_ingest(build: Build, source: Fetched, params: IngestParams) -> text_ki
     )
 
 
-def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_kind.TextSummary:
-    metadata = {"stage": build.stage, "input": text.key}
-    if (table := ascii_translation(params)) is not None:
-        if params.max_chars is None and compiled_pays(text.path):
-            from tasks.utf8 import map_bytes  # numba: 0.35 s to load
+def text_reader(text: ArtifactRef) -> TextReader:
+    """A text artifact as the clean and encode stages read it."""
+    return TextReader(
+        strings=partial(text_kind.iter_text, text.path),
+        arrays=partial(text_kind.iter_text_arrays, text.path),
+        compiled_pays=compiled_pays(text.path),
+    )
 
-            cleaned = map_bytes(text_kind.iter_text_arrays(text.path), table)
-        else:
-            cleaned = clean_utf8(text_kind.iter_text_utf8(text.path), table, params.max_chars)
-        chars = text_kind.write_text_utf8(build.folder, cleaned, metadata)
-    else:
-        chars = text_kind.write_text(build.folder, clean_chunks(text_kind.iter_text(text.path), params), metadata)
+
+def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_kind.TextSummary:
+    cleaned = clean_stream(text_reader(text), params)
+    write = text_kind.write_text_utf8 if cleaned.utf8 else text_kind.write_text
+    chars = write(build.folder, cleaned.chunks, {"stage": build.stage, "input": text.key})
     if chars == 0:
         raise CleanError("cleaning left no text (the replacements removed every character); change --replace")
     return text_kind.TextSummary(chars=chars)
@@ -165,13 +168,7 @@ def build_encode(
 ) -> indices_kind.EncodeSummary:
     build.store.ensure_free(build.stage, 4 * text_kind.TextSummary.of(text).chars)  # int32 per character
     source = {"vocab_key": vocab.key, "vocab_size": vocab_kind.VocabSummary.of(vocab).size}
-    vocabulary = vocab_kind.read_vocab(vocab.path)
-    if compiled_pays(text.path):
-        from tasks.utf8 import encode_utf8  # numba: 0.35 s to load
-
-        chunks = encode_utf8(text_kind.iter_text_arrays(text.path), vocabulary)
-    else:
-        chunks = encode_chunks(text_kind.iter_text(text.path), vocabulary)
+    chunks = encode_stream(text_reader(text), vocab_kind.read_vocab(vocab.path))
     rows = indices_kind.write_indices(build.folder, chunks, {"stage": build.stage, "text_key": text.key, **source})
     return indices_kind.EncodeSummary(rows=rows, **source)
 
@@ -321,7 +318,14 @@ STAGES = _stages(
         params=CleanParams,
         inputs=("text",),
         summary=text_kind.TextSummary,
-        code=("tasks.clean", "tasks.utf8", "artifacts.text", "artifacts.text_counts", "artifacts.stages:build_clean"),
+        code=(
+            "tasks.clean",
+            "tasks.utf8",
+            "artifacts.text",
+            "artifacts.text_counts",
+            "artifacts.stages:text_reader",
+            "artifacts.stages:build_clean",
+        ),
         libraries=(*_ARRAYS, "numba"),
         build=build_clean,
         view=views.text,
@@ -355,6 +359,7 @@ STAGES = _stages(
             "artifacts.text_counts",
             "artifacts.vocab",
             "artifacts.indices",
+            "artifacts.stages:text_reader",
             "artifacts.stages:build_encode",
         ),
         libraries=(*_ARRAYS, "numba"),

@@ -75,12 +75,12 @@ def main() -> None:
     what = f"one corpus of {args.corpora} files" if args.one_corpus else f"{args.corpora} corpora"
     print(f"{what}, {total_mb:.1f} MB in all; {os.cpu_count()} cores", flush=True)
     os.environ["CHARFLOW_HOME"] = str(root / "harness")
-    from charflow import settings
+    from flows import home
 
-    settings.configure()
+    home.configure()
     results: dict[str, float] = {}
     with ExitStack() as stack:
-        from charflow.server import temporary_server
+        from charflow.temporary_server import temporary_server
 
         s3 = stack.enter_context(moto_server(root / "moto.log"))
         postgres = stack.enter_context(postgres_cluster())

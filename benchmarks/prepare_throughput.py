@@ -27,7 +27,8 @@ from artifacts.store import ArtifactRef, Store
 from artifacts.text import IngestSummary, read_text
 from tasks.clean import CleanParams, clean
 from tasks.encode import EncodeParams, encode
-from tasks.ingest import Fetched, IngestParams
+from tasks.ingest import IngestParams
+from tasks.sources import Fetched
 from tasks.vocab import VocabParams, build_vocab
 
 

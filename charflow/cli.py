@@ -11,8 +11,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from artifacts.settings import SettingsError, environment
-from charflow import interrupt, options, settings
-from charflow.progress import artifact_line, version_line
+from charflow import options
+from flows import home, interrupt
+from flows.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.errors import CharflowError, Interrupted
@@ -159,7 +160,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from artifacts.vocab import VocabMismatch, read_vocab
     from tasks.train.generate import continue_text
 
-    store, catalog = open_store(settings.store_root()), open_catalog(settings.store_root())
+    store, catalog = open_store(home.store_root()), open_catalog(home.store_root())
     ref = resolve(store, catalog, args.model, "train", verify=True)
     own = TrainSummary.of(ref).vocab_key
     if args.vocab is not None and args.vocab != own:
@@ -193,7 +194,7 @@ def cmd_share(args: argparse.Namespace) -> int:
             "charflow share copies this home's store and catalog into the shared backends: set "
             "CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL to them first"
         )
-    root = settings.store_root()
+    root = home.store_root()
     report = share(Store(root), Catalog(root), backends.open_store(root), backends.open_catalog(root))
     if args.json:
         print(json.dumps(report, indent=2))
@@ -301,18 +302,18 @@ def quiet_prefect_console() -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    home = settings.configure()
+    folder = home.configure()
     if args.command in RUNS_FLOWS or (args.command == "inspect" and getattr(args, "yes", False)):
-        settings.check_home(home)
+        home.check_home(folder)
     if args.command in RUNS_FLOWS:
         from artifacts import backends
         from flows import cluster
 
-        backends.check(settings.store_root())  # a bad URL or credentials: refused before any work
+        backends.check(home.store_root())  # a bad URL or credentials: refused before any work
         cluster.check()  # a Dask scheduler that does not answer, or workers with no shared store
     if args.command not in RUNS_FLOWS:
         return args.func(args)
-    from charflow.server import drain_prefect, prefect_api
+    from charflow.temporary_server import drain_prefect, prefect_api
 
     interrupt.reset()
     with interrupt.handled(), prefect_api():

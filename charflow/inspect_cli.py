@@ -14,7 +14,7 @@ from artifacts import inspect, upkeep
 from artifacts.backends import describe, open_catalog, open_store
 from artifacts.refs import SYNTAX, resolve
 from artifacts.store import Entry
-from charflow import settings
+from flows import home
 from tasks.errors import CharflowError
 
 
@@ -46,8 +46,8 @@ class InspectError(CharflowError):
 class Context:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.store = open_store(settings.store_root())
-        self.catalog = open_catalog(settings.store_root())
+        self.store = open_store(home.store_root())
+        self.catalog = open_catalog(home.store_root())
         self.console = Console()
 
     def entry(self, ref: str) -> Entry:

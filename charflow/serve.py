@@ -1,5 +1,6 @@
 """`charflow serve`: a Prefect server on 127.0.0.1 (or PREFECT_API_URL's), the work pool, the deployments of
-prefect.yaml and a worker in the foreground; Ctrl-C or SIGTERM stops the worker, then the server."""
+prefect.yaml and a worker in the foreground; Ctrl-C or SIGTERM stops the worker, then the server. It runs until
+stopped; the server a one-shot command starts for itself, and stops when it ends, is charflow.temporary_server."""
 
 from __future__ import annotations
 

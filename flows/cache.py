@@ -12,7 +12,7 @@ from prefect.transactions import IsolationLevel
 
 from artifacts.backends import open_store, urls
 from artifacts.stages import STAGES
-from charflow import settings
+from flows import home
 from flows.locks import FlockLockManager, PostgresLockManager
 
 
@@ -30,7 +30,7 @@ class ContentKeyPolicy(CachePolicy):
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
         key = STAGES[self.stage].key(inputs["inputs"], inputs["params"])
-        if open_store(settings.store_root()).lookup(self.stage, key) is None:
+        if open_store(home.store_root()).lookup(self.stage, key) is None:
             (Path(self.key_storage) / key).unlink(missing_ok=True)
         return key
 
@@ -42,7 +42,7 @@ class ContentKeyPolicy(CachePolicy):
 def content_key_policy(stage: str) -> ContentKeyPolicy:
     """Records and locks under CHARFLOW_HOME; SERIALIZABLE, so two concurrent runs compute once, and a lock
     cannot outlive its holder."""
-    prefect = settings.charflow_home() / "prefect"
+    prefect = home.charflow_home() / "prefect"
     _, catalog = urls()
     # With a shared catalog, the lock must hold across machines: its database's advisory locks.
     locks = PostgresLockManager(catalog) if catalog else FlockLockManager(prefect / "locks")

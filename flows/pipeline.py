@@ -25,7 +25,8 @@ from tasks.batches import BatchesParams, SamplerError, check_fits, split_validat
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
 from tasks.fetch import Located, fetch
-from tasks.ingest import Fetched, IngestParams
+from tasks.ingest import IngestParams
+from tasks.sources import Fetched
 from tasks.train.params import TrainParams, check_prefixes, resolve_device
 from tasks.vocab import VocabParams
 

@@ -15,27 +15,27 @@ from artifacts.catalog import Catalog, CorpusVersion
 from artifacts.refs import resolve
 from artifacts.stages import STAGES, Stage, run_stage
 from artifacts.store import ArtifactRef, Store
-from charflow import interrupt, settings
-from charflow.progress import Presenter, artifact_line, version_line
-from flows import cluster, compute
+from flows import cluster, compute, home, interrupt
 from flows.cache import content_key_policy
 from flows.pipeline import PrepareParams, vocab_key
+from flows.progress import Presenter, artifact_line, version_line
 from flows.publish import Published, publish
 from flows.run_page import name_run, summarize_run
 from tasks.errors import Interrupted
 from tasks.fetch import Located, expand_sources, fetch, on_this_machine
-from tasks.ingest import Fetched, IngestParams
+from tasks.ingest import IngestParams
 from tasks.members import MemberCount, count_member, counted_table, joined_counts, member_names
+from tasks.sources import Fetched
 
 
 def _store() -> Store:
     cluster.check_worker()
-    return open_store(settings.store_root())
+    return open_store(home.store_root())
 
 
 def _catalog() -> Catalog:
     cluster.check_worker()
-    return open_catalog(settings.store_root())
+    return open_catalog(home.store_root())
 
 
 def _here(store: Store, value: Any, params: BaseModel) -> Any:
@@ -43,7 +43,7 @@ def _here(store: Store, value: Any, params: BaseModel) -> Any:
     if isinstance(value, ArtifactRef):
         return store.local(value)
     if isinstance(value, Fetched):
-        return on_this_machine(value, settings.downloads_dir(), params.patterns)
+        return on_this_machine(value, home.downloads_dir(), params.patterns)
     return value
 
 
@@ -73,17 +73,17 @@ STAGE_TASKS: dict[str, Task] = {name: _stage_task(stage) for name, stage in STAG
 
 @task(name="list-members", cache_policy=NO_CACHE)
 def members_task(fetched: Fetched, params: IngestParams) -> list[str]:
-    return member_names(on_this_machine(fetched, settings.downloads_dir(), params.patterns), params)
+    return member_names(on_this_machine(fetched, home.downloads_dir(), params.patterns), params)
 
 
 @task(name="count-member", task_run_name="count {name}", cache_policy=NO_CACHE)
 def count_member_task(fetched: Fetched, params: IngestParams, table: bytes, name: str) -> MemberCount:
-    return count_member(on_this_machine(fetched, settings.downloads_dir(), params.patterns), params, table, name)
+    return count_member(on_this_machine(fetched, home.downloads_dir(), params.patterns), params, table, name)
 
 
 @task(name="fetch", cache_policy=NO_CACHE)
 def fetch_task(located: Located, patterns: tuple[str, ...]) -> Fetched:
-    return fetch(located.source, settings.downloads_dir(), located.sha256, patterns)
+    return fetch(located.source, home.downloads_dir(), located.sha256, patterns)
 
 
 @task(name="find-artifact", cache_policy=NO_CACHE)

@@ -17,11 +17,11 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.ingest import (
+from tasks.sources import (
+    DEFAULT_PATTERNS,
     DigestCache,
     Fetched,
     IngestError,
-    IngestParams,
     directory_digest,
     file_identity,
     is_zip,
@@ -60,7 +60,7 @@ def resolve_source(
     )
 
 
-def expand_sources(sources: list[str], patterns: tuple[str, ...] = IngestParams().patterns) -> list[Located]:
+def expand_sources(sources: list[str], patterns: tuple[str, ...] = DEFAULT_PATTERNS) -> list[Located]:
     """Re-ingestion's sources: each file or zip in a folder or matching a glob is a corpus, named by its file."""
     found: dict[str, Located] = {}
     for entry in sources:
@@ -175,7 +175,7 @@ def fetch(
     source: str,
     downloads: Path,
     expected_sha256: str | None = None,
-    patterns: tuple[str, ...] = IngestParams().patterns,
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS,
 ) -> Fetched:
     """Locate a source and digest its bytes (a URL is downloaded first). Digests of local files are kept in
     the downloads folder and reused while the file is unchanged."""

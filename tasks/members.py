@@ -15,21 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.clean import CleanParams, ascii_translation
-from tasks.ingest import (
-    Fetched,
-    IngestError,
-    IngestParams,
-    _blocks,
-    _open_zip,
-    _read_ahead,
-    _replaced,
-    _strict,
-    _wanted_zip_members,
-    file_identity,
-    is_zip,
-    sha256_file,
-    text_files,
-)
+from tasks.ingest import IngestParams, _open_zip, _replaced, _strict, _wanted_zip_members
+from tasks.sources import Fetched, IngestError, _blocks, _read_ahead, file_identity, is_zip, sha256_file, text_files
 from tasks.vocab import add_counts
 
 NEWLINE = ord("\n")  # ingest joins members with it; cleaning then maps it like any other byte

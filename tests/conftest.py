@@ -19,9 +19,9 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from charflow import settings  # noqa: E402
+from flows.home import configure  # noqa: E402
 
-settings.configure()
+configure()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CHARFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -116,8 +116,8 @@ def rewrite(path: Path, old: str, new: str) -> None:
 def test_rewording_progress_keeps_the_train_key_and_changing_the_loss_changes_it(copy):
     before = train_fingerprint(copy)
     assert before == STAGES["train"].fingerprint
-    rewrite(copy / "charflow" / "progress.py", 'f"epoch {event.epoch}: perplexity', 'f"after epoch {event.epoch}, ppl')
-    rewrite(copy / "charflow" / "progress.py", '"writing batch shards"', '"shards written"')
+    rewrite(copy / "flows" / "progress.py", 'f"epoch {event.epoch}: perplexity', 'f"after epoch {event.epoch}, ppl')
+    rewrite(copy / "flows" / "progress.py", '"writing batch shards"', '"shards written"')
     assert train_fingerprint(copy) == before
     rewrite(
         copy / "tasks" / "train" / "step.py",

@@ -79,6 +79,14 @@ def test_options_come_from_the_models_with_their_defaults(cli):
         assert expected in text, expected
 
 
+def test_a_bad_charflow_variable_is_refused_by_any_command_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARFLOW_CACHE_BYTES", "lots")
+    result = run_cli("inspect", "ls", home=tmp_path / "home")
+    assert result.returncode == 1
+    assert result.stderr.startswith("charflow: error: CHARFLOW_CACHE_BYTES='lots' is not valid (")
+    assert result.stderr.rstrip().endswith("fix or unset CHARFLOW_CACHE_BYTES")
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_failures_inside_the_flow_are_one_line_and_change_nothing(cli, home, lyrics_zip, tmp_path):
     code, out, err = cli("batches", lyrics_zip, "--sampler", "consecutive", "--json")

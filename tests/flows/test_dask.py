@@ -179,7 +179,7 @@ def test_a_cluster_without_the_shared_backends_is_refused(tmp_path, monkeypatch)
 
 def test_a_bad_file_fails_on_a_worker_with_its_one_line(on_cluster, tmp_path):
     from flows.reingest import reingest
-    from tasks.ingest import IngestError
+    from tasks.sources import IngestError
 
     corpora = tmp_path / "corpora"
     corpora.mkdir()

@@ -71,7 +71,7 @@ def test_training_on_stored_batches_by_corpus_reference(book_prepared):
 
 def test_the_pipeline_and_everything_under_it_import_no_prefect():
     """`tasks/` and `artifacts/` never import Prefect, nor does the pipeline's wiring: it runs without it."""
-    script = "import sys, flows.pipeline, artifacts.inspect, charflow.progress; print('prefect' in sys.modules)"
+    script = "import sys, flows.pipeline, artifacts.inspect, flows.progress; print('prefect' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout == "False\n"
     for package in ("tasks", "artifacts"):

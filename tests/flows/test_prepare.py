@@ -13,10 +13,10 @@ from artifacts.indices import INDICES_FILE, INDICES_SCHEMA, read_indices
 from artifacts.parquet import read_metadata
 from artifacts.text import TEXT_FILE, TEXT_SCHEMA, read_text
 from artifacts.vocab import VOCAB_FILE, VOCAB_SCHEMA, read_vocab
-from charflow import settings
+from flows.home import store_root
 from flows.prepare import prepare
 from tasks.encode import decode
-from tasks.ingest import IngestError
+from tasks.sources import IngestError
 from tests.helpers import snapshot
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -97,15 +97,15 @@ def test_new_content_is_the_next_version(home, tmp_path):
         ("songs", 2, False),
     ]
     assert v2.stages["ingest"].summary["chars"] == len("one two three\nfour")
-    assert [v.version for v in Catalog(settings.store_root()).versions("songs")] == [1, 2]
-    outputs = [json.loads(line) for line in (settings.store_root() / "catalog.jsonl").read_text().splitlines()]
+    assert [v.version for v in Catalog(store_root()).versions("songs")] == [1, 2]
+    outputs = [json.loads(line) for line in (store_root() / "catalog.jsonl").read_text().splitlines()]
     # The third run made nothing new: its outputs were already recorded.
     assert sum(1 for e in outputs if e["event"] == "outputs") == 2
 
 
 def test_bad_inputs_fail_clearly_and_change_nothing(home, lyrics_zip, tmp_path):
     prepare(source=str(lyrics_zip))
-    before = snapshot(settings.store_root())
+    before = snapshot(store_root())
     bad_utf8 = tmp_path / "latin1.txt"
     bad_utf8.write_bytes("café".encode("latin-1"))
     empty = tmp_path / "empty"
@@ -119,7 +119,7 @@ def test_bad_inputs_fail_clearly_and_change_nothing(home, lyrics_zip, tmp_path):
     for kwargs, message in cases:
         with pytest.raises(IngestError, match=message):
             prepare(**kwargs)
-    assert snapshot(settings.store_root()) == before
+    assert snapshot(store_root()) == before
 
 
 def test_parquet_files_are_plain_parquet(home, lyrics_zip):

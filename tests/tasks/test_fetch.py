@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import ingest as ingest_module
+from tasks import sources
 from tasks.fetch import (
     DEFAULT_CORPUS,
     DEFAULT_SHA256,
@@ -22,7 +22,7 @@ from tasks.fetch import (
     fetch,
     resolve_source,
 )
-from tasks.ingest import DigestCache, IngestError
+from tasks.sources import DigestCache, IngestError
 from tests.helpers import ingest_source
 
 
@@ -130,7 +130,7 @@ def test_a_local_sources_digest_is_reused_while_the_file_is_unchanged(tmp_path, 
         raise AssertionError(f"{path} was read again")
 
     with monkeypatch.context() as patched:
-        patched.setattr(ingest_module, "sha256_file", no_reading)
+        patched.setattr(sources, "sha256_file", no_reading)
         assert fetch(str(song), tmp_path / "downloads").sha256 == first.sha256
     song.write_text("la la li", encoding="utf-8")  # same size: its mtime and ctime tell
     assert fetch(str(song), tmp_path / "downloads").sha256 == hashlib.sha256(b"la la li").hexdigest()
@@ -148,7 +148,7 @@ def test_a_folders_digests_are_saved_once_and_merge_with_another_runs(tmp_path, 
     other.sha256(lone)
     saves = []
     real_replace = os.replace
-    monkeypatch.setattr("tasks.ingest.os.replace", lambda a, b: (saves.append(b), real_replace(a, b)))
+    monkeypatch.setattr("tasks.sources.os.replace", lambda a, b: (saves.append(b), real_replace(a, b)))
     fetch(str(folder), downloads)
     other.save()
     assert saves == [downloads / DIGESTS] * 2  # one write for three files, one for the other run

@@ -6,8 +6,10 @@ import zipfile
 import pytest
 
 from tasks import ingest as ingest_module
+from tasks import sources
 from tasks.fetch import DEFAULT_SHA256, DEFAULT_SIZE, fetch
-from tasks.ingest import BOM, DEFAULT_CHARS, IngestError, IngestParams, ingest, read_members
+from tasks.ingest import BOM, DEFAULT_CHARS, IngestParams, ingest, read_members
+from tasks.sources import IngestError
 from tests.helpers import ingest_source
 
 # What the seed notebook prints for corpus_chars[50:100].
@@ -101,7 +103,7 @@ def test_corrupt_zip(tmp_path):
 @pytest.mark.parametrize("block", [1, 2, 3, 5, 7, 1 << 22])
 @pytest.mark.parametrize("kind", ["file", "zip", "folder", "bom", "replace"])
 def test_streaming_ingest_equals_the_whole_decode_at_any_block_size(tmp_path, monkeypatch, block, kind):
-    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", block)
+    monkeypatch.setattr(sources, "BLOCK_BYTES", block)
     texts = {"a.txt": "想要有直升机\n😀 e\u0301 and ascii", "b.txt": "", "c.txt": "Σ∑ the end"}
     params = IngestParams(errors="replace" if kind == "replace" else "strict")
     if kind == "folder":
@@ -128,7 +130,7 @@ def test_streaming_ingest_equals_the_whole_decode_at_any_block_size(tmp_path, mo
 
 
 def test_an_invalid_byte_across_blocks_is_named_by_its_offset(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 4)
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 4)
     source = tmp_path / "song.txt"
     source.write_bytes(BOM + "想要有".encode() + b"\xe6\x83" + b"ab")  # a character cut short at offset 12
     fetched = fetch(str(source), tmp_path / "downloads")
@@ -168,7 +170,7 @@ def test_while_the_files_stat_is_unchanged_fetchs_digest_is_trusted(tmp_path, mo
 
 
 def test_a_source_written_to_while_read_unhashed_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 4)
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 4)
     source = tmp_path / "song.txt"
     source.write_bytes(b"abcdefgh" * 4)
     fetched = fetch(str(source), tmp_path / "downloads")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from tasks.clean import CleanParams, clean
-from tasks.ingest import BOM, IngestError, IngestParams
+from tasks.ingest import BOM, IngestParams
 from tasks.members import count_member, counted_table, joined_counts, member_names
+from tasks.sources import IngestError
 from tasks.vocab import count_code_points
 from tests.helpers import ingest_source
 

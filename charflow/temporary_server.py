@@ -1,4 +1,6 @@
-"""The Prefect API server a command uses: the one at PREFECT_API_URL (checked to answer), or a temporary one.
+"""The Prefect API server a one-shot command (prepare, run, ...) uses: the one at PREFECT_API_URL (checked to
+answer), or a temporary one that lives as long as the command (the long-lived one of `charflow serve` is
+charflow.serve).
 
 The temporary server is Prefect's own ephemeral app (what Prefect starts when no URL is set), started by
 charflow in its own session, so that Ctrl-C in the terminal reaches charflow alone and charflow can stop
@@ -18,9 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from charflow import settings
 from charflow.children import die_with_this_process
 from charflow.serve import ServeError, wait_healthy
+from flows import home
 
 
 def _free_port() -> int:
@@ -49,7 +51,7 @@ def temporary_server() -> Iterator[str]:
         raise ServeError("Prefect is not installed; run scripts/setup.sh")
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    log_path = settings.charflow_home() / "prefect" / "temporary-server.log"
+    log_path = home.charflow_home() / "prefect" / "temporary-server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     with log_path.open("w") as log:

@@ -1,5 +1,7 @@
-"""Where local state lives, the Prefect settings that must be set before Prefect is imported, and the checks
-that a home can hold a run (writable, room on its disk, not moved from under its Prefect records)."""
+"""Where this machine's state lives (CHARFLOW_HOME, read through artifacts.settings: the store, downloads,
+Prefect's records), the Prefect settings that must be set before Prefect is imported, and the checks that a
+home can hold a run (writable, room on its disk, not moved from under its Prefect records). No Prefect: the
+command configures the home before it imports Prefect."""
 
 from __future__ import annotations
 

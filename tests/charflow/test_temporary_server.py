@@ -3,7 +3,7 @@
 import pytest
 
 from charflow.serve import ServeError
-from charflow.server import check_reachable
+from charflow.temporary_server import check_reachable
 from tests.helpers import free_port
 
 

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from charflow import interrupt
+from flows import interrupt
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from artifacts.batches import ShardWritten
-from charflow.progress import Presenter, Progress
+from flows.progress import Presenter, Progress
 from tasks.train.events import EpochEnd, Resumed
 
 
