@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from artifacts.catalog import Catalog
+from artifacts.catalog import Catalog, JsonlCatalog
 from artifacts.remote import RemoteStore, redact
 from artifacts.settings import environment, on_reset, variable
 from artifacts.store import Store
@@ -67,7 +67,7 @@ def open_store(root: Path) -> Store:
 
 def open_catalog(root: Path) -> Catalog:
     _, url = urls()
-    return _postgres(url) if url else Catalog(root)
+    return _postgres(url) if url else JsonlCatalog(root)
 
 
 def check(root: Path) -> None:
