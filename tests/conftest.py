@@ -161,9 +161,11 @@ def postgres_url():
 
 def _unique_name(request) -> str:
     """A bucket or database name of the test's own: services outlive a test, so no two tests share one."""
+    import hashlib
     import re
 
-    return re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + f"-{os.getpid()}"
+    readable = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    return f"{readable}-{hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:6]}-{os.getpid()}"
 
 
 @pytest.fixture
