@@ -1,14 +1,16 @@
 """Where artifacts and corpus versions live: the local folder and catalog under CHARFLOW_HOME (the default,
-nothing to install), or services every machine shares: an S3-compatible object store (CHARFLOW_STORE_URL)
-and PostgreSQL (CHARFLOW_CATALOG_URL)."""
+nothing to install), or what every machine shares: an S3-compatible object store or a shared folder
+(CHARFLOW_STORE_URL), and PostgreSQL (CHARFLOW_CATALOG_URL)."""
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
 
-from artifacts.catalog import Catalog
-from artifacts.remote import RemoteStore, redact
+from artifacts.catalog import Catalog, JsonlCatalog
+from artifacts.remote import RemoteError, RemoteStore, redact
+from artifacts.remote_folder import FolderRemote
+from artifacts.remote_s3 import S3Remote
 from artifacts.settings import environment, on_reset, variable
 from artifacts.store import Store
 from tasks.errors import CharflowError
@@ -37,9 +39,19 @@ def urls() -> tuple[str | None, str | None]:
     return store, catalog
 
 
+def remote_at(url: str) -> RemoteStore:
+    """The shared store a URL names, by its scheme (not checked yet); any other URL refused before any work."""
+    scheme = url.partition(":")[0].lower()
+    if scheme == "s3":
+        return S3Remote.from_url(url)
+    if scheme == "file":
+        return FolderRemote.from_url(url)
+    raise RemoteError(f"{STORE_URL}={redact(url)!r} is not s3://BUCKET/PREFIX or file:///PATH; fix {STORE_URL}")
+
+
 @cache
 def _remote(url: str) -> RemoteStore:
-    remote = RemoteStore.from_url(url)
+    remote = remote_at(url)
     remote.check()
     return remote
 
@@ -60,14 +72,14 @@ on_reset(_postgres.cache_clear)
 
 def open_store(root: Path) -> Store:
     """The local folder at `root`; with CHARFLOW_STORE_URL, that folder as this machine's copy of the shared
-    object store (checked on first use: the bucket and the credentials)."""
+    store (checked on first use: the bucket and the credentials, or the shared folder)."""
     url, _ = urls()
     return Store(root, _remote(url) if url else None)
 
 
 def open_catalog(root: Path) -> Catalog:
     _, url = urls()
-    return _postgres(url) if url else Catalog(root)
+    return _postgres(url) if url else JsonlCatalog(root)
 
 
 def check(root: Path) -> None:

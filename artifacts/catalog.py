@@ -1,7 +1,10 @@
-"""The catalog: human versions of each corpus, an append-only JSON-lines file under a lock.
+"""The catalog: human versions of each corpus, as a list of entries that only grows.
 
-A crash mid-append leaves a torn last line: it is ignored (and said so) when reading, and cut off by the next
-append. Any other line that does not parse is an error naming the file and the line.
+`Catalog` is what callers ask of one; two implementations keep the entries: `JsonlCatalog`, a JSON-lines file
+in this machine's store (the default), and `artifacts.catalog_pg.PostgresCatalog`, shared by every machine.
+What the entries mean (versions, complete versions, outputs, what gc collected) and the rule a registration
+follows (one number per content, the next number for new content) are the functions below, over the entries
+alone: each implementation reads and writes under its own lock and asks them.
 """
 
 from __future__ import annotations
@@ -10,12 +13,11 @@ import fcntl
 import json
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,30 +39,138 @@ class CorpusVersion(BaseModel):
 
 # What makes a version complete: every prepare stage's output recorded for it.
 PREPARE_STAGES = ("ingest", "clean", "vocab", "encode")
+Entry = dict[str, Any]
 log = logging.getLogger("charflow.catalog")
 _reported: set[Path] = set()
 
 
 class CatalogError(CharflowError):
-    """A catalog line that cannot be read (other than a torn last one)."""
+    """A catalog that cannot be read or written: a damaged line, an unreachable database."""
 
 
-class Catalog:
+class Catalog(Protocol):
+    """What the pipeline, references, upkeep and share ask of a catalog, wherever its entries live."""
+
+    def check(self) -> None:
+        """Before any work: the catalog can be reached."""
+        ...
+
+    def entries(self) -> list[Entry]:
+        """Every entry, oldest first."""
+        ...
+
+    def versions(self, corpus: str | None = None) -> list[CorpusVersion]: ...
+
+    def complete(self, corpus: str) -> list[int]: ...
+
+    def outputs(self, corpus: str, version: int) -> list[dict[str, str]]: ...
+
+    def collected(self) -> set[str]: ...
+
+    def register(self, corpus: str, sha256: str, size: int, source: str, ingest_key: str) -> CorpusVersion: ...
+
+    def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None: ...
+
+    def record_collected(self, keys: list[str]) -> None: ...
+
+
+def versions_of(entries: list[Entry], corpus: str | None = None) -> list[CorpusVersion]:
+    """The versions registered (of `corpus`, or of every corpus), oldest first."""
+    return [
+        CorpusVersion.model_validate({k: v for k, v in e.items() if k != "event"})
+        for e in entries
+        if e.get("event") == "version" and (corpus is None or e["corpus"] == corpus)
+    ]
+
+
+def complete_of(entries: list[Entry], corpus: str) -> list[int]:
+    """The versions of `corpus` whose prepare outputs are all recorded, oldest first."""
+    done: dict[int, set[str]] = {}
+    for entry in entries:
+        if entry.get("event") == "outputs" and entry["corpus"] == corpus:
+            done.setdefault(entry["version"], set()).update(entry["outputs"])
+    return sorted(v for v, stages in done.items() if set(PREPARE_STAGES) <= stages)
+
+
+def outputs_of(entries: list[Entry], corpus: str, version: int) -> list[dict[str, str]]:
+    """Every run's outputs recorded for a version, oldest first: {stage: key}."""
+    return [
+        entry["outputs"]
+        for entry in entries
+        if entry.get("event") == "outputs" and entry["corpus"] == corpus and entry["version"] == version
+    ]
+
+
+def collected_of(entries: list[Entry]) -> set[str]:
+    """Keys gc removed and no run recorded since: one made again and lost after is missing, not collected."""
+    keys: set[str] = set()
+    for entry in entries:
+        if entry.get("event") == "collected":
+            keys.update(entry["keys"])
+        elif entry.get("event") == "outputs":
+            keys.difference_update(entry["outputs"].values())
+    return keys
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def registration(
+    entries: list[Entry], corpus: str, sha256: str, size: int, source: str, ingest_key: str
+) -> tuple[CorpusVersion, Entry | None]:
+    """The version of this content of the corpus, and the entry to append for it: none when the content has
+    its number already, else the next number."""
+    known = versions_of(entries, corpus)
+    for version in known:
+        if version.sha256 == sha256:
+            return version, None
+    version = CorpusVersion(
+        corpus=corpus,
+        version=max((v.version for v in known), default=0) + 1,
+        sha256=sha256,
+        size=size,
+        source=source,
+        ingest_key=ingest_key,
+        created=_now(),
+    )
+    return version.model_copy(update={"new": True}), {"event": "version", **version.model_dump(exclude={"new"})}
+
+
+def outputs_entry(entries: list[Entry], corpus: str, version: int, outputs: dict[str, str]) -> Entry | None:
+    """The entry recording which artifacts a run made from a corpus version (for lineage and gc): none when
+    the same was recorded already, unless one of them was collected since and is made anew."""
+    said = (corpus, version, outputs)
+    if not set(outputs.values()) & collected_of(entries) and any(
+        entry.get("event") == "outputs" and (entry["corpus"], entry["version"], entry["outputs"]) == said
+        for entry in entries
+    ):
+        return None
+    return {"event": "outputs", "corpus": corpus, "version": version, "outputs": outputs, "created": _now()}
+
+
+def collected_entry(keys: list[str]) -> Entry:
+    """The entry remembering what gc removed on purpose, so that verify does not call it lost."""
+    return {"event": "collected", "keys": sorted(keys), "created": _now()}
+
+
+class JsonlCatalog:
+    """The entries as an append-only JSON-lines file under a file lock: writers exclusive, readers shared.
+
+    A crash mid-append leaves a torn last line: it is ignored (and said so) when reading, and cut off by the
+    next append. Any other line that does not parse is an error naming the file and the line.
+    """
+
     def __init__(self, root: Path | str):
         self.path = Path(root) / "catalog.jsonl"
         self._lock_path = Path(root) / "catalog.lock"
-        self._local = threading.local()  # per thread: how deep inside the held lock
+
+    def check(self) -> None:
+        """A file on this machine: nothing to reach (a damaged line is refused where it is read)."""
 
     @contextmanager
     def _locked(self, shared: bool = False) -> Iterator[None]:
         """Writers exclusive, readers shared, so a reader never sees a line being appended."""
-        if getattr(self._local, "depth", 0):  # inside the lock already: taking it again would wait on ourselves
-            self._local.depth += 1
-            try:
-                yield
-            finally:
-                self._local.depth -= 1
-            return
         if shared and not self._lock_path.exists():
             yield  # no writer ever: nothing to wait for (and a read-only store stays readable)
             return
@@ -68,20 +178,18 @@ class Catalog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock_path.open("a" if not shared else "r") as lock:
             fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-            self._local.depth = 1
             try:
                 yield
             finally:
-                self._local.depth = 0
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _read(self) -> tuple[list[dict[str, Any]], int, bytes]:
+    def _read(self) -> tuple[list[Entry], int, bytes]:
         """The entries, where the intact part of the file ends, and what an append must write first there
         (a newline that a crash lost after a complete entry)."""
         if not self.path.exists():
             return [], 0, b""
         data = self.path.read_bytes()
-        entries: list[dict[str, Any]] = []
+        entries: list[Entry] = []
         end = 0
         for number, line in enumerate(data.splitlines(keepends=True), start=1):
             last = not line.endswith(b"\n")
@@ -108,13 +216,8 @@ class Catalog:
                 return entries, end, b"\n"
         return entries, end, b""
 
-    def entries(self) -> list[dict[str, Any]]:
-        with self._locked(shared=True):
-            return self._read()[0]
-
-    def _append(self, entry: dict[str, Any]) -> None:
-        """Under the lock: cut a torn tail, then write the whole line or nothing."""
-        _, end, first = self._read()
+    def _append(self, entry: Entry, end: int, first: bytes) -> None:
+        """Under the lock, after `_read`: cut a torn tail, then write the whole line or nothing."""
         line = first + (json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
@@ -131,86 +234,38 @@ class Catalog:
         finally:
             os.close(fd)
 
+    def entries(self) -> list[Entry]:
+        with self._locked(shared=True):
+            return self._read()[0]
+
     def versions(self, corpus: str | None = None) -> list[CorpusVersion]:
-        return [
-            CorpusVersion.model_validate({k: v for k, v in e.items() if k != "event"})
-            for e in self.entries()
-            if e.get("event") == "version" and (corpus is None or e["corpus"] == corpus)
-        ]
+        return versions_of(self.entries(), corpus)
 
     def complete(self, corpus: str) -> list[int]:
-        """The versions of `corpus` whose prepare outputs are all recorded, oldest first."""
-        done: dict[int, set[str]] = {}
-        for entry in self.entries():
-            if entry.get("event") == "outputs" and entry["corpus"] == corpus:
-                done.setdefault(entry["version"], set()).update(entry["outputs"])
-        return sorted(v for v, stages in done.items() if set(PREPARE_STAGES) <= stages)
+        return complete_of(self.entries(), corpus)
 
     def outputs(self, corpus: str, version: int) -> list[dict[str, str]]:
-        """Every run's outputs recorded for a version, oldest first: {stage: key}."""
-        return [
-            entry["outputs"]
-            for entry in self.entries()
-            if entry.get("event") == "outputs" and entry["corpus"] == corpus and entry["version"] == version
-        ]
-
-    def register(self, corpus: str, sha256: str, size: int, source: str, ingest_key: str) -> CorpusVersion:
-        """The version of this content of the corpus: the existing one, or the next number."""
-        with self._locked():
-            known = self.versions(corpus)
-            for entry in known:
-                if entry.sha256 == sha256:
-                    return entry
-            entry = CorpusVersion(
-                corpus=corpus,
-                version=max((e.version for e in known), default=0) + 1,
-                sha256=sha256,
-                size=size,
-                source=source,
-                ingest_key=ingest_key,
-                created=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            )
-            self._append({"event": "version", **entry.model_dump(exclude={"new"})})
-            return entry.model_copy(update={"new": True})
-
-    def record_collected(self, keys: list[str]) -> None:
-        """Remember what gc removed on purpose, so that verify does not call it lost."""
-        if keys:
-            with self._locked():
-                self._append(
-                    {
-                        "event": "collected",
-                        "keys": sorted(keys),
-                        "created": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    }
-                )
+        return outputs_of(self.entries(), corpus, version)
 
     def collected(self) -> set[str]:
-        """Keys gc removed and no run recorded since: one made again and lost after is missing, not collected."""
-        keys: set[str] = set()
-        for entry in self.entries():
-            if entry.get("event") == "collected":
-                keys.update(entry["keys"])
-            elif entry.get("event") == "outputs":
-                keys.difference_update(entry["outputs"].values())
-        return keys
+        return collected_of(self.entries())
+
+    def register(self, corpus: str, sha256: str, size: int, source: str, ingest_key: str) -> CorpusVersion:
+        with self._locked():
+            entries, end, first = self._read()
+            version, entry = registration(entries, corpus, sha256, size, source, ingest_key)
+            if entry is not None:
+                self._append(entry, end, first)
+        return version
 
     def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None:
-        """Remember which artifacts a run made from a corpus version (for lineage and gc), once; again when
-        one of them was collected since and is made anew."""
         with self._locked():
-            said = (corpus, version, outputs)
-            if not set(outputs.values()) & self.collected() and any(
-                entry.get("event") == "outputs" and (entry["corpus"], entry["version"], entry["outputs"]) == said
-                for entry in self.entries()
-            ):
-                return
-            self._append(
-                {
-                    "event": "outputs",
-                    "corpus": corpus,
-                    "version": version,
-                    "outputs": outputs,
-                    "created": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                }
-            )
+            entries, end, first = self._read()
+            if (entry := outputs_entry(entries, corpus, version, outputs)) is not None:
+                self._append(entry, end, first)
+
+    def record_collected(self, keys: list[str]) -> None:
+        if keys:
+            with self._locked():
+                _, end, first = self._read()
+                self._append(collected_entry(keys), end, first)

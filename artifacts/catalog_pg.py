@@ -1,4 +1,5 @@
-"""The catalog in PostgreSQL: the same entries as the local JSON-lines file, shared by every machine.
+"""The catalog in PostgreSQL: the same entries as the local JSON-lines file (`JsonlCatalog`), shared by every
+machine.
 
 Writers take a transaction-scoped advisory lock (released by the server when the transaction ends or the
 client's connection dies: it cannot outlive its holder), and unique indexes make a second number for one
@@ -14,7 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from artifacts.catalog import Catalog, CatalogError
+from artifacts.catalog import (
+    CatalogError,
+    CorpusVersion,
+    Entry,
+    collected_entry,
+    collected_of,
+    complete_of,
+    outputs_entry,
+    outputs_of,
+    registration,
+    versions_of,
+)
 from artifacts.remote import redact
 
 # pg_advisory_xact_lock's key for the catalog's writers: 'charflow' in ASCII.
@@ -35,13 +47,13 @@ MIGRATIONS = (
 )
 
 
-class PostgresCatalog(Catalog):
-    """`Catalog` with its entries in a PostgreSQL table: reads, registration and records work the same."""
+class PostgresCatalog:
+    """The catalog's entries in a PostgreSQL table: reads, registration and records work as on the local file."""
 
     def __init__(self, url: str):
         self.url = url
         self.path = redact(url)  # what messages name
-        self._local = threading.local()
+        self._local = threading.local()  # one connection per thread
         self._migrated = False
 
     def _connect(self) -> Any:
@@ -93,31 +105,18 @@ class PostgresCatalog(Catalog):
             ) from None
 
     @contextmanager
-    def _locked(self, shared: bool = False) -> Iterator[None]:
-        """Writers serialised by the advisory lock inside one transaction; readers see committed rows."""
-        if shared or getattr(self._local, "depth", 0):
-            self._local.depth = getattr(self._local, "depth", 0) + 1
-            try:
-                yield
-            finally:
-                self._local.depth -= 1
-            return
+    def _writing(self) -> Iterator[Any]:
+        """One transaction holding the writers' advisory lock: its connection, to read the entries and append."""
         conn = self._connection()
         with self._failures("writing"), conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
-            self._local.depth = 1
-            try:
-                yield
-            finally:
-                self._local.depth = 0
+            yield conn
 
-    def entries(self) -> list[dict[str, Any]]:
-        conn = self._connection()
+    def _rows(self, conn: Any) -> list[Entry]:
         with self._failures("reading"):
             return [row[0] for row in conn.execute("SELECT body FROM catalog_entries ORDER BY id")]
 
-    def _append(self, entry: dict[str, Any]) -> None:
-        conn = self._connection()
+    def _insert(self, conn: Any, entry: Entry) -> None:
         with self._failures("writing"):
             conn.execute(
                 "INSERT INTO catalog_entries (event, corpus, version, sha256, body) VALUES (%s, %s, %s, %s, %s)",
@@ -129,3 +128,36 @@ class PostgresCatalog(Catalog):
                     json.dumps(entry, ensure_ascii=False, sort_keys=True),
                 ),
             )
+
+    def entries(self) -> list[Entry]:
+        """Committed entries only: a writer's transaction is seen whole or not at all."""
+        return self._rows(self._connection())
+
+    def versions(self, corpus: str | None = None) -> list[CorpusVersion]:
+        return versions_of(self.entries(), corpus)
+
+    def complete(self, corpus: str) -> list[int]:
+        return complete_of(self.entries(), corpus)
+
+    def outputs(self, corpus: str, version: int) -> list[dict[str, str]]:
+        return outputs_of(self.entries(), corpus, version)
+
+    def collected(self) -> set[str]:
+        return collected_of(self.entries())
+
+    def register(self, corpus: str, sha256: str, size: int, source: str, ingest_key: str) -> CorpusVersion:
+        with self._writing() as conn:
+            version, entry = registration(self._rows(conn), corpus, sha256, size, source, ingest_key)
+            if entry is not None:
+                self._insert(conn, entry)
+        return version
+
+    def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None:
+        with self._writing() as conn:
+            if (entry := outputs_entry(self._rows(conn), corpus, version, outputs)) is not None:
+                self._insert(conn, entry)
+
+    def record_collected(self, keys: list[str]) -> None:
+        if keys:
+            with self._writing() as conn:
+                self._insert(conn, collected_entry(keys))

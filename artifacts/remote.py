@@ -1,26 +1,21 @@
-"""The shared artifact store on an S3-compatible object store: what one machine publishes, every machine finds.
+"""The shared artifact store: what one machine publishes, every machine finds.
 
-Layout under `s3://BUCKET/PREFIX`:
+`RemoteStore` is what `Store` asks of it; two implementations hold the bytes: `artifacts.remote_s3.S3Remote`
+on an S3-compatible object store (`s3://BUCKET/PREFIX`) and `artifacts.remote_folder.FolderRemote` in a folder
+every machine mounts (`file:///PATH`, an NFS share say). Both keep one layout:
 
     blobs/<sha256>                   each file's bytes, named by their own digest: written once, never replaced
-    <stage>/<key>/_manifest.json     written last, by a conditional create (If-None-Match: *)
+    <stage>/<key>/_manifest.json     written last, by a conditional create (it fails when one is there)
 
 A reader trusts an artifact only once its manifest exists, and a manifest names only blobs uploaded before it:
 a writer killed mid-upload leaves blobs that no manifest names, never half an artifact. Two machines that
 publish the same key at once both succeed; one manifest wins, and the other machine adopts it.
-
-The client is obstore: its `put(..., mode="create")` is the conditional create (s3fs has one too; pyarrow's
-S3 filesystem has none). An `http://` endpoint needs its client option `allow_http`, set here for such URLs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from artifacts.manifest import MANIFEST_NAME, Manifest
@@ -30,7 +25,15 @@ BLOBS = "blobs"
 
 
 class RemoteError(CharflowError):
-    """The object store is unreachable, refuses the credentials, or holds something it should not."""
+    """The shared store is unreachable, refuses the credentials, or holds something it should not."""
+
+
+def blob_path(sha256: str) -> str:
+    return f"{BLOBS}/{sha256}"
+
+
+def manifest_path(stage: str, key: str) -> str:
+    return f"{stage}/{key}/{MANIFEST_NAME}"
 
 
 def redact(url: str) -> str:
@@ -42,149 +45,28 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-@dataclass
-class RemoteStore:
-    url: str  # s3://BUCKET/PREFIX
-    store: Any  # obstore.store.S3Store
-    endpoint: str
+class RemoteStore(Protocol):
+    """The shared store as `Store` uses it; every failure is a `RemoteError` naming the store and the fix."""
 
-    @classmethod
-    def from_url(cls, url: str) -> RemoteStore:
-        """`s3://BUCKET/PREFIX`, configured by the standard AWS variables; refused (naming the variable) when
-        malformed."""
-        from obstore.store import S3Store
-
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.netloc:
-            raise RemoteError(f"CHARFLOW_STORE_URL={redact(url)!r} is not s3://BUCKET/PREFIX; fix CHARFLOW_STORE_URL")
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
-        config = {
-            name: os.environ[variable]
-            for name, variable in (
-                ("endpoint", "AWS_ENDPOINT_URL"),
-                ("access_key_id", "AWS_ACCESS_KEY_ID"),
-                ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-                ("region", "AWS_DEFAULT_REGION"),
-            )
-            if os.environ.get(variable)
-        }
-        options = {"allow_http": True} if endpoint.startswith("http://") else {}
-        prefix = parts.path.strip("/") or None
-        store = S3Store(parts.netloc, prefix=prefix, client_options=options, **config)
-        return cls(url=url, store=store, endpoint=endpoint or "AWS's default endpoint")
-
-    def _failed(self, what: str, exc: Exception) -> RemoteError:
-        message = str(exc).splitlines()[0][:300]
-        if "NoSuchBucket" in str(exc):
-            return RemoteError(
-                f"the bucket of CHARFLOW_STORE_URL={self.url} does not exist at {self.endpoint}; create it or fix "
-                "CHARFLOW_STORE_URL"
-            )
-        refusals = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden")
-        if any(code in str(exc) for code in refusals):
-            return RemoteError(
-                f"the object store at {self.endpoint} refused the credentials while {what} ({self.url}); fix "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            )
-        return RemoteError(
-            f"the object store at {self.endpoint} failed while {what} ({self.url}): {message}; check that it is up "
-            "and reachable (AWS_ENDPOINT_URL)"
-        )
+    url: str  # what messages name
 
     def check(self) -> None:
-        """Before any work: the bucket exists and the credentials are good."""
-        import obstore
-
-        try:
-            next(iter(obstore.list(self.store, BLOBS, chunk_size=1)), None)
-        except Exception as exc:
-            raise self._failed("listing its blobs", exc) from None
+        """Before any work: the store is there and answers."""
+        ...
 
     def manifest(self, stage: str, key: str) -> Manifest | None:
-        import obstore
-
-        try:
-            data = obstore.get(self.store, f"{stage}/{key}/{MANIFEST_NAME}").bytes()
-        except FileNotFoundError:
-            return None
-        except Exception as exc:
-            raise self._failed(f"reading the manifest of {stage}/{key[:12]}", exc) from None
-        return Manifest.model_validate(json.loads(bytes(data)))
+        """The published manifest of the artifact, or None."""
+        ...
 
     def manifests(self, stage: str) -> list[Manifest]:
         """Every published artifact of the stage."""
-        import obstore
-
-        try:
-            paths = [m["path"] for batch in obstore.list(self.store, f"{stage}/") for m in batch]
-        except Exception as exc:
-            raise self._failed(f"listing the {stage} artifacts", exc) from None
-        found = []
-        for path in paths:
-            if path.endswith("/" + MANIFEST_NAME):
-                _, key, _ = path.rsplit("/", 2)
-                if manifest := self.manifest(stage, key):
-                    found.append(manifest)
-        return found
-
-    def _has_blob(self, sha256: str) -> bool:
-        import obstore
-
-        try:
-            obstore.head(self.store, f"{BLOBS}/{sha256}")
-            return True
-        except FileNotFoundError:
-            return False
+        ...
 
     def publish(self, folder: Path, manifest: Manifest) -> Manifest:
         """Upload the blobs the manifest names, then the manifest, unless one is there already: the published
         manifest (ours, or the one that won)."""
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
-        try:
-            for entry in manifest.files:
-                if not self._has_blob(entry.sha256):
-                    try:
-                        obstore.put(self.store, f"{BLOBS}/{entry.sha256}", folder / entry.name, mode="create")
-                    except (AlreadyExistsError, PreconditionError):
-                        pass  # another writer uploaded the same bytes
-            path = f"{manifest.stage}/{manifest.key}/{MANIFEST_NAME}"
-            try:
-                obstore.put(self.store, path, manifest.model_dump_json(indent=2).encode("utf-8"), mode="create")
-                return manifest
-            except (AlreadyExistsError, PreconditionError):
-                pass
-        except RemoteError:
-            raise
-        except Exception as exc:
-            raise self._failed(f"publishing {manifest.stage}/{manifest.key[:12]}", exc) from None
-        winner = self.manifest(manifest.stage, manifest.key)
-        if winner is None:
-            raise RemoteError(f"{manifest.stage}/{manifest.key[:12]}: the manifest vanished from {self.url}")
-        return winner
+        ...
 
     def download(self, manifest: Manifest, folder: Path) -> None:
-        """The artifact's files into `folder`, each checked against its digest as it arrives."""
-        import obstore
-
-        for entry in manifest.files:
-            digest = hashlib.sha256()
-            try:
-                with (folder / entry.name).open("wb") as out:
-                    for chunk in obstore.get(self.store, f"{BLOBS}/{entry.sha256}").stream(min_chunk_size=8 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-            except FileNotFoundError as exc:
-                raise RemoteError(
-                    f"{self.url}: blob {entry.sha256[:12]} of {manifest.stage}/{manifest.key[:12]} is missing though "
-                    "its manifest names it; remove the manifest and publish again"
-                ) from exc
-            except Exception as exc:
-                raise self._failed(f"downloading {manifest.stage}/{manifest.key[:12]}/{entry.name}", exc) from None
-            if digest.hexdigest() != entry.sha256:
-                raise RemoteError(
-                    f"{self.url}: blob {entry.sha256[:12]} of {manifest.stage}/{manifest.key[:12]}/{entry.name} does "
-                    "not match its digest; the object store holds a damaged copy: remove it and publish again"
-                )
-        (folder / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        """The artifact's files into `folder`, each checked against its digest, then its manifest."""
+        ...

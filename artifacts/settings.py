@@ -38,7 +38,9 @@ class Settings(BaseModel):
         "downloading it; its checksum is verified either way",
     )
     store_url: str | None = Field(
-        None, description="s3://BUCKET/PREFIX: the object store every machine shares (credentials from AWS_*)"
+        None,
+        description="s3://BUCKET/PREFIX: the object store every machine shares (credentials from AWS_*); or "
+        "file:///PATH: a folder every machine mounts",
     )
     catalog_url: str | None = Field(
         None, description="postgresql://USER@HOST:PORT/DB: the catalog and locks every machine shares"

@@ -184,7 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_share(args: argparse.Namespace) -> int:
     """Copy this home's store and catalog into the shared backends, then check the copy."""
     from artifacts import backends
-    from artifacts.catalog import Catalog
+    from artifacts.catalog import JsonlCatalog
     from artifacts.share import share
     from artifacts.store import Store
 
@@ -195,7 +195,7 @@ def cmd_share(args: argparse.Namespace) -> int:
             "CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL to them first"
         )
     root = home.store_root()
-    report = share(Store(root), Catalog(root), backends.open_store(root), backends.open_catalog(root))
+    report = share(Store(root), JsonlCatalog(root), backends.open_store(root), backends.open_catalog(root))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

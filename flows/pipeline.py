@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from artifacts.batches import BatchesSummary
-from artifacts.catalog import Catalog, CorpusVersion
+from artifacts.catalog import Catalog, CorpusVersion, JsonlCatalog
 from artifacts.refs import resolve
 from artifacts.stages import STAGES, OnEvent, ignore, run_stage
 from artifacts.store import ArtifactRef, Store
@@ -225,4 +225,4 @@ class PlainRunner:
 
 def plain_runner(root: Path, on_event: OnEvent = ignore) -> PlainRunner:
     """A runner over a store folder, its catalog and downloads inside it."""
-    return PlainRunner(Store(root), Catalog(root), root / "downloads", on_event)
+    return PlainRunner(Store(root), JsonlCatalog(root), root / "downloads", on_event)

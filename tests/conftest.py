@@ -159,22 +159,55 @@ def postgres_url():
         yield url
 
 
-@pytest.fixture
-def shared_backends(request, s3_endpoint, postgres_url, monkeypatch):
-    """CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL set to a fresh bucket and database on the real servers."""
+def _unique_name(request) -> str:
+    """A bucket or database name of the test's own: services outlive a test, so no two tests share one."""
+    import hashlib
     import re
 
-    from tests.helpers import environment_of
-    from tests.services import S3_ENV, create_bucket, create_database
+    readable = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    return f"{readable}-{hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:6]}-{os.getpid()}"
 
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + f"-{os.getpid()}"
+
+@pytest.fixture
+def catalog_database(request, postgres_url) -> str:
+    """A fresh database on the session's PostgreSQL cluster, for one test: its URL."""
+    from tests.services import create_database
+
+    return create_database(postgres_url, _unique_name(request).replace("-", "_"))
+
+
+@pytest.fixture
+def shared_backends(request, s3_endpoint, catalog_database, monkeypatch):
+    """CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL set to a fresh bucket and database on the real servers."""
+    from tests.helpers import environment_of
+    from tests.services import S3_ENV, create_bucket
+
+    name = _unique_name(request)
     create_bucket(s3_endpoint, name)
-    catalog = create_database(postgres_url, name.replace("-", "_"))
     env = {
         **S3_ENV,
         "AWS_ENDPOINT_URL": s3_endpoint,
         "CHARFLOW_STORE_URL": f"s3://{name}/charflow",
-        "CHARFLOW_CATALOG_URL": catalog,
+        "CHARFLOW_CATALOG_URL": catalog_database,
     }
     with environment_of(monkeypatch, env):
         yield env
+
+
+@pytest.fixture
+def shared_folder_backends(tmp_path, catalog_database, monkeypatch):
+    """CHARFLOW_STORE_URL set to a fresh folder that every machine of the test mounts (file:///PATH), and
+    CHARFLOW_CATALOG_URL to a fresh database."""
+    from tests.helpers import environment_of
+
+    folder = tmp_path / "shared-folder"
+    folder.mkdir()
+    env = {"CHARFLOW_STORE_URL": folder.as_uri(), "CHARFLOW_CATALOG_URL": catalog_database}
+    with environment_of(monkeypatch, env):
+        yield env
+
+
+@pytest.fixture(params=["s3", "folder"])
+def any_shared_backends(request):
+    """The shared backends with each kind of shared store in turn: an S3 bucket, then a shared folder."""
+    return request.getfixturevalue("shared_backends" if request.param == "s3" else "shared_folder_backends")

@@ -107,3 +107,21 @@ def environment_of(monkeypatch, env: dict[str, str]) -> Iterator[dict[str, str]]
         yield env
     finally:
         settings.reset()
+
+
+def machine(home: Path):
+    """A runner of one machine: its own home folder, the backends the environment names (the shared ones,
+    when set: then every machine of a test sees the same store and catalog)."""
+    from artifacts import backends
+    from flows.pipeline import PlainRunner
+
+    root = home / "store"
+    return PlainRunner(backends.open_store(root), backends.open_catalog(root), root / "downloads")
+
+
+def prepare_jaychou(runner, lyrics_zip: Path):
+    """The lyrics corpus prepared by `runner`."""
+    from flows.pipeline import prepare
+    from tasks.fetch import resolve_source
+
+    return prepare(runner, resolve_source(str(lyrics_zip), "jaychou"))

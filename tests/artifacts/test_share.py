@@ -5,8 +5,7 @@ import json
 from artifacts import backends
 from flows.pipeline import plain_runner, prepare
 from tasks.fetch import resolve_source
-from tests.artifacts.test_remote import machine
-from tests.helpers import run_cli
+from tests.helpers import machine, run_cli
 
 
 def test_a_local_home_moves_to_the_shared_backends(shared_backends, tmp_path, lyrics_zip, monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from artifacts.catalog import Catalog
+from artifacts.catalog import JsonlCatalog
 from artifacts.indices import INDICES_FILE, INDICES_SCHEMA, read_indices
 from artifacts.parquet import read_metadata
 from artifacts.text import TEXT_FILE, TEXT_SCHEMA, read_text
@@ -97,7 +97,7 @@ def test_new_content_is_the_next_version(home, tmp_path):
         ("songs", 2, False),
     ]
     assert v2.stages["ingest"].summary["chars"] == len("one two three\nfour")
-    assert [v.version for v in Catalog(store_root()).versions("songs")] == [1, 2]
+    assert [v.version for v in JsonlCatalog(store_root()).versions("songs")] == [1, 2]
     outputs = [json.loads(line) for line in (store_root() / "catalog.jsonl").read_text().splitlines()]
     # The third run made nothing new: its outputs were already recorded.
     assert sum(1 for e in outputs if e["event"] == "outputs") == 2
