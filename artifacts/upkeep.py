@@ -9,12 +9,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from artifacts.catalog import Catalog
 from artifacts.manifest import MANIFEST_NAME, problems, read_manifest
 from artifacts.stages import STAGES
 from artifacts.store import Entry, Store
 
 GRACE_SECONDS = 3600.0  # a run may have published an artifact and not yet recorded it
+
+
+class GcParams(BaseModel):
+    """What `inspect gc` keeps besides what a kept version or model reaches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep: int = Field(1, ge=0, description="complete versions kept per corpus")
+    grace: float = Field(
+        GRACE_SECONDS, ge=0, description="seconds: younger artifacts stay (a run may not have recorded them yet)"
+    )
+    checkpoints: bool = Field(False, description="also remove resumable checkpoints")
 
 
 def _size(path: Path) -> int:

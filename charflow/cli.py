@@ -12,13 +12,14 @@ from pydantic import ValidationError
 
 from artifacts.settings import SettingsError, environment
 from charflow import options
+from charflow.serve import ServeParams
 from flows import home, interrupt
 from flows.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.errors import CharflowError, Interrupted
 from tasks.ingest import IngestParams
-from tasks.train.params import TrainParams, resolve_device
+from tasks.train.params import GenerateParams, TrainParams, resolve_device
 from tasks.vocab import VocabParams
 
 
@@ -163,22 +164,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
     store, catalog = open_store(home.store_root()), open_catalog(home.store_root())
     ref = resolve(store, catalog, args.model, "train", verify=True)
     own = TrainSummary.of(ref).vocab_key
-    if args.vocab is not None and args.vocab != own:
+    params = options.build(args, GenerateParams)
+    if params.vocab is not None and params.vocab != own:
         raise VocabMismatch(
-            f"model {ref.key[:12]} was trained with vocabulary {own[:12]}, not {args.vocab[:12]}; "
+            f"model {ref.key[:12]} was trained with vocabulary {own[:12]}, not {params.vocab[:12]}; "
             "use a model trained on this vocabulary"
         )
     vocab = read_vocab(resolve(store, catalog, own, "vocab", verify=True).path)
     model, device = load_model(ref.path, vocab)
-    for prefix in args.prefix or ["分开"]:
-        print(continue_text(model, vocab, prefix, args.chars, device))
+    for prefix in params.prefixes:
+        print(continue_text(model, vocab, prefix, params.chars, device))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from charflow.serve import serve
 
-    return serve(args.port, args.database)
+    params = options.build(args, ServeParams)
+    return serve(params.port, params.database)
 
 
 def cmd_share(args: argparse.Namespace) -> int:
@@ -250,21 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     reingest.set_defaults(func=cmd_reingest, source=None, name=None, sha256=None)
     generate = commands.add_parser("generate", help="continue a prefix with a trained model")
     generate.add_argument("model", help="a train artifact: key, key prefix, folder or corpus@version/train")
-    generate.add_argument("--prefix", action="append", help="repeatable (default: 分开)")
-    generate.add_argument("--chars", type=int, default=50)
-    generate.add_argument("--vocab", help="refuse the model unless its vocabulary has this key")
+    options.add_model(generate, GenerateParams, "generate")
     generate.set_defaults(func=cmd_generate)
     from charflow.inspect_cli import add_parser as add_inspect
 
     add_inspect(commands)
     serve = commands.add_parser("serve", help="a Prefect server, the work pool, the deployments and a worker")
-    serve.add_argument("--port", type=int, default=4200, help="the server's port on 127.0.0.1")
-    serve.add_argument(
-        "--database",
-        metavar="URL",
-        help="Prefect's database: postgresql+asyncpg://USER@HOST:PORT/DB (default: "
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL, else SQLite under CHARFLOW_HOME)",
-    )
+    options.add_model(serve, ServeParams, "serve")
     serve.set_defaults(func=cmd_serve)
     share = commands.add_parser(
         "share", help="copy this home's store and catalog into CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL"

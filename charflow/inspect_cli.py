@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
@@ -14,6 +15,7 @@ from artifacts import inspect, upkeep
 from artifacts.backends import describe, open_catalog, open_store
 from artifacts.refs import SYNTAX, resolve
 from artifacts.store import Entry
+from charflow import options
 from flows import home
 from tasks.errors import CharflowError
 
@@ -43,6 +45,21 @@ class InspectError(CharflowError):
     """An inspection asked of the wrong kind of artifact."""
 
 
+class Output(BaseModel):
+    """How every inspect action answers; given before the action or after it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    as_json: bool = Field(False, description="JSON instead of tables")
+    yes: bool = Field(False, description="gc: really delete")
+
+
+class ShowParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch: tuple[int, int] | None = Field(None, description="batches: decode this batch (the first when not given)")
+
+
 class Context:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -55,7 +72,7 @@ class Context:
 
     def emit(self, value: Any) -> bool:
         """Print `value` as JSON when --json was given; say whether it was."""
-        as_json = getattr(self.args, "json", False)
+        as_json = options.build(self.args, Output).as_json
         if as_json:
             print(inspect.dumps(value))
         return as_json
@@ -79,9 +96,10 @@ def ls(ctx: Context) -> int:
 
 def show(ctx: Context) -> int:
     entry = ctx.entry(ctx.args.ref)
-    if ctx.args.batch and entry.stage != "batches":
+    batch = options.build(ctx.args, ShowParams).batch
+    if batch and entry.stage != "batches":
         raise InspectError(f"--batch shows a batch of a batches artifact; {entry.stage} {entry.key[:12]} is not one")
-    shown = inspect.show(ctx.store, entry, tuple(ctx.args.batch) if ctx.args.batch else None)
+    shown = inspect.show(ctx.store, entry, batch)
     if ctx.emit(shown):
         return 0
     ctx.console.print(f"[bold]{entry.stage}[/bold] {entry.key}\n{shown['path']}")
@@ -144,9 +162,9 @@ def verify(ctx: Context) -> int:
 
 
 def gc(ctx: Context) -> int:
-    args = ctx.args
-    delete = getattr(args, "yes", False)
-    found = upkeep.gc(ctx.store, ctx.catalog, delete, keep=args.keep, grace=args.grace, checkpoints=args.checkpoints)
+    delete = options.build(ctx.args, Output).yes
+    params = options.build(ctx.args, upkeep.GcParams)
+    found = upkeep.gc(ctx.store, ctx.catalog, delete, **params.model_dump())
     if ctx.emit(found):
         return 0
     verb = "deleted" if delete else "would delete (dry run; --yes to delete)"
@@ -173,8 +191,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Context], int], str, list[str]]] = {
 def add_parser(commands: argparse._SubParsersAction) -> None:
     # Before the action or after it: `inspect --json ls` and `inspect ls --json` alike.
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON instead of tables")
-    shared.add_argument("--yes", action="store_true", default=argparse.SUPPRESS, help="gc: really delete")
+    options.add_model(shared, Output, "output")
     parser = commands.add_parser(
         "inspect", parents=[shared], help="list, show, trace, compare, verify and clean the store"
     )
@@ -184,20 +201,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         for ref in refs:
             action.add_argument(ref, help=SYNTAX + " (jaychou@latest/vocab)")
         if name == "show":
-            action.add_argument(
-                "--batch",
-                nargs=2,
-                type=int,
-                metavar=("EPOCH", "BATCH"),
-                help="batches: decode this batch (default 0 0)",
-            )
+            options.add_model(action, ShowParams, "show")
         if name == "gc":
-            action.add_argument("--keep", type=int, default=1, help="complete versions kept per corpus (default 1)")
-            action.add_argument(
-                "--grace",
-                type=float,
-                default=upkeep.GRACE_SECONDS,
-                help="seconds: younger artifacts stay (a run may not have recorded them yet; default 3600)",
-            )
-            action.add_argument("--checkpoints", action="store_true", help="also remove resumable checkpoints")
+            options.add_model(action, upkeep.GcParams, "gc")
         action.set_defaults(func=lambda args, run=run: run(Context(args)))

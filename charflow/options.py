@@ -53,12 +53,14 @@ def number_or_none(kind: type, what: str) -> Callable[[str], Any]:
 
 @dataclass(frozen=True)
 class Option:
-    """How one field is spelled on the command line, where it is not `--field-name VALUE`."""
+    """How one field is spelled on the command line, where it is not `--field-name VALUE` (its help is the
+    field's description)."""
 
-    help: str = ""
     flag: str | None = None
-    metavar: str | None = None
+    metavar: str | tuple[str, ...] | None = None
     parse: Callable[[str], Any] | None = None
+    # A fixed number of values in one option (--batch EPOCH BATCH).
+    nargs: int | None = None
     # A True-by-default switch is turned off by this flag (drop_last: --keep-last).
     negated: str | None = None
     # A flag that empties a repeatable field, whatever else is given (--no-replace).
@@ -70,14 +72,10 @@ class Option:
 
 OPTIONS: dict[str, Option] = {
     # ingest
-    "errors": Option(
-        "strict: invalid UTF-8 is an error naming the file and byte offset; replace: U+FFFD", flag="--decode-errors"
-    ),
-    "patterns": Option("text file / zip member pattern, repeatable", flag="--pattern", metavar="GLOB"),
-    "max_uncompressed_bytes": Option("cap on a zip's expanded size"),
+    "errors": Option(flag="--decode-errors"),
+    "patterns": Option(flag="--pattern", metavar="GLOB"),
     # clean
     "replacements": Option(
-        "replacement, repeatable, applied in order",
         flag="--replace",
         metavar="OLD=NEW",
         parse=replacement,
@@ -95,50 +93,22 @@ OPTIONS: dict[str, Option] = {
             ),
         ),
     ),
-    "max_match": Option(
-        "the most characters a rule's match may read from where it starts, lookahead included, and the "
-        "longest run that normalising or lowercasing holds back (characters)"
-    ),
-    "max_chars": Option(
-        "keep the first N characters, or 'none'", metavar="N", parse=number_or_none(int, "a number of characters")
-    ),
-    "normalize": Option("Unicode normalisation"),
-    "lowercase": Option("lowercase the text"),
+    "max_chars": Option(metavar="N", parse=number_or_none(int, "a number of characters")),
     # vocab
-    "order": Option("vocabulary order: by code point, or by descending count"),
-    "reserved": Option("reserved token such as '<unk>', repeatable", metavar="TOKEN"),
-    "min_count": Option("rarer characters map to <unk>"),
+    "reserved": Option(metavar="TOKEN"),
     # batches
-    "sampler": Option("the book's random or consecutive minibatches"),
-    "batch_size": Option("rows per batch"),
-    "num_steps": Option("time steps per row"),
-    "seed": Option("the sampler's and the model's seed"),
-    "epochs": Option("epochs of batches (and of training)"),
-    "drop_last": Option(negated="--keep-last", help="keep a partial last batch (random sampling)"),
-    "random_offset": Option("a seeded start offset per epoch"),
-    "materialize": Option(
-        "write every batch's rows as Parquet shards, not just the token stream (8 bytes a token an epoch)"
-    ),
-    "max_shard_rows": Option("rows per Parquet shard, at most (with --materialize)"),
-    "val_fraction": Option("hold out the sequence's tail for validation"),
+    "drop_last": Option(negated="--keep-last"),
     # train
-    "model": Option("scratch is the book's RNN written out; the others are torch.nn layers"),
-    "hidden": Option("hidden units"),
-    "layers": Option("recurrent layers"),
-    "dropout": Option("dropout between layers"),
-    "optimizer": Option("the optimizer"),
-    "lr": Option("learning rate"),
-    "clip": Option("global gradient-norm bound, or 'none'", parse=number_or_none(float, "a number")),
-    "device": Option("auto: CUDA when present"),
-    "nproc": Option("processes to train on together (torchrun, DDP: gloo on CPU, NCCL on GPUs)"),
-    "precision": Option("bf16: autocast for large models on a GPU; fp32 reproduces the book"),
-    "cuda_graph": Option(
-        negated="--no-cuda-graph", help="on CUDA, step eagerly instead of replaying a captured graph (same numbers)"
-    ),
-    "pred_period": Option("sample every N epochs"),
-    "prefixes": Option("prediction prefix, repeatable", flag="--prefix"),
-    "pred_chars": Option("characters to predict after each prefix"),
-    "checkpoint_every": Option("epochs between checkpoints"),
+    "clip": Option(parse=number_or_none(float, "a number")),
+    "cuda_graph": Option(negated="--no-cuda-graph"),
+    "prefixes": Option(flag="--prefix"),
+    # generate
+    "vocab": Option(metavar="KEY"),
+    # serve
+    "database": Option(metavar="URL"),
+    # inspect
+    "as_json": Option(flag="--json"),
+    "batch": Option(nargs=2, metavar=("EPOCH", "BATCH")),
 }
 
 
@@ -167,16 +137,20 @@ def _scalar(annotation: Any) -> type:
 def add_field(group: Any, name: str, info: FieldInfo) -> None:
     """One field as an option whose absence leaves the model's default in place."""
     option = OPTIONS.get(name, Option())
+    help = info.description or ""
     default = info.get_default(call_default_factory=True)
     flag = option.flag or "--" + name.replace("_", "-")
     keywords: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
     if option.negated:
-        group.add_argument(option.negated, action="store_false", help=option.help, **keywords)
+        group.add_argument(option.negated, action="store_false", help=f"turn off {name}: {help}", **keywords)
         return
     if info.annotation is bool:
-        group.add_argument(flag, action="store_true", help=option.help, **keywords)
+        group.add_argument(flag, action="store_true", help=help, **keywords)
         return
-    if typing.get_origin(info.annotation) is tuple:
+    if option.nargs:
+        keywords["nargs"] = option.nargs
+        keywords["type"] = option.parse or _scalar(typing.get_args(_scalar(info.annotation))[0])
+    elif typing.get_origin(info.annotation) is tuple:
         keywords["action"] = "append"
         keywords["type"] = option.parse or str
     elif choices := _choices(info.annotation):
@@ -185,7 +159,8 @@ def add_field(group: Any, name: str, info: FieldInfo) -> None:
         keywords["type"] = option.parse or _scalar(info.annotation)
     if "choices" not in keywords:
         keywords["metavar"] = option.metavar or flag.lstrip("-").replace("-", "_").upper()
-    group.add_argument(flag, help=f"{option.help} (default: {_shown(default)})".lstrip(), **keywords)
+    shown = "" if default is None else f" (default: {_shown(default)})"  # None: the help says what happens
+    group.add_argument(flag, help=f"{help}{shown}".lstrip(), **keywords)
     if option.clear:
         group.add_argument(option.clear, dest=_cleared(name), action="store_true", help=option.clear_help)
     for extra_flag, keywords_of_extra in option.also:

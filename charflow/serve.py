@@ -12,12 +12,27 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from artifacts.remote import redact
 from charflow.children import die_with_this_process
 from tasks.errors import CharflowError
 
 POOL = "charflow-local"
 PREFECT = [sys.executable, "-m", "prefect"]
+
+
+class ServeParams(BaseModel):
+    """Where `charflow serve` listens and keeps Prefect's records."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    port: int = Field(4200, ge=1, le=65535, description="the server's port on 127.0.0.1")
+    database: str | None = Field(
+        None,
+        description="Prefect's database: postgresql+asyncpg://USER@HOST:PORT/DB (default: "
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL, else SQLite under CHARFLOW_HOME)",
+    )
 
 
 class ServeError(CharflowError):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidatorFunctionWrapHandler, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator, model_validator
 
 from tasks.samplers import SAMPLERS, EpochPlan, Sampler, sampler_for, window_view, windows
 from tasks.samplers import SamplerError as SamplerError  # the samplers raise it; callers catch it from here
@@ -26,13 +26,13 @@ class SamplerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sampler: SamplerName = "random"
-    batch_size: int = 32
-    num_steps: int = 35
-    seed: int = 0
-    epochs: int = 250
-    drop_last: bool = True
-    random_offset: bool = False
+    sampler: SamplerName = Field("random", description="the book's random or consecutive minibatches")
+    batch_size: int = Field(32, description="rows per batch")
+    num_steps: int = Field(35, description="time steps per row")
+    seed: int = Field(0, description="the sampler's and the model's seed")
+    epochs: int = Field(250, description="epochs of batches (and of training)")
+    drop_last: bool = Field(True, description="drop a partial last batch (random sampling)")
+    random_offset: bool = Field(False, description="a seeded start offset per epoch")
 
     @field_validator("sampler", mode="wrap")
     @classmethod
@@ -100,10 +100,13 @@ class BatchesParams(SamplerSpec):
     each batch (a pure function of the stream, the spec, the seed and the epoch), or with `materialize` every
     batch's rows written out."""
 
-    materialize: bool = False
-    max_shard_rows: int = 65_536
+    materialize: bool = Field(
+        False,
+        description="write every batch's rows as Parquet shards, not just the token stream (8 bytes a token an epoch)",
+    )
+    max_shard_rows: int = Field(65_536, description="rows per Parquet shard, at most (with --materialize)")
     # The last fraction of the sequence is held out for validation: no batch reads it (the book has none).
-    val_fraction: float = 0.0
+    val_fraction: float = Field(0.0, description="hold out the sequence's tail for validation")
 
     @model_validator(mode="after")
     def _shard_holds_a_batch(self) -> BatchesParams:

@@ -67,12 +67,20 @@ class CleanParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    normalize: Literal["NFC", "NFKC"] | None = None
+    normalize: Literal["NFC", "NFKC"] | None = Field(None, description="Unicode normalisation (none when not given)")
     # In order, each on the output of the one before ("\r\n" before "\n").
-    replacements: tuple[Replacement, ...] = (Replacement(old="\n", new=" "), Replacement(old="\r", new=" "))
-    lowercase: bool = False
-    max_chars: int | None = Field(default=BOOK_MAX_CHARS, gt=0)
-    max_match: int = Field(default=MAX_MATCH, gt=0)
+    replacements: tuple[Replacement, ...] = Field(
+        (Replacement(old="\n", new=" "), Replacement(old="\r", new=" ")),
+        description="replacement, repeatable, applied in order",
+    )
+    lowercase: bool = Field(False, description="lowercase the text")
+    max_chars: int | None = Field(default=BOOK_MAX_CHARS, gt=0, description="keep the first N characters, or 'none'")
+    max_match: int = Field(
+        default=MAX_MATCH,
+        gt=0,
+        description="the most characters a rule's match may read from where it starts, lookahead included, and "
+        "the longest run that normalising or lowercasing holds back (characters)",
+    )
 
     @field_validator("replacements", mode="before")
     @classmethod

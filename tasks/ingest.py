@@ -35,9 +35,11 @@ BOM = codecs.BOM_UTF8
 class IngestParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    errors: Literal["strict", "replace"] = "strict"
-    patterns: tuple[str, ...] = DEFAULT_PATTERNS
-    max_uncompressed_bytes: int = Field(default=2 << 30, gt=0)
+    errors: Literal["strict", "replace"] = Field(
+        "strict", description="strict: invalid UTF-8 is an error naming the file and byte offset; replace: U+FFFD"
+    )
+    patterns: tuple[str, ...] = Field(DEFAULT_PATTERNS, description="text file / zip member pattern, repeatable")
+    max_uncompressed_bytes: int = Field(default=2 << 30, gt=0, description="cap on a zip's expanded size")
 
 
 def _wanted_zip_members(path: Path, archive: zipfile.ZipFile, params: IngestParams) -> list[zipfile.ZipInfo]:

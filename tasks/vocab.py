@@ -18,9 +18,11 @@ class VocabParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    order: Literal["codepoint", "frequency"] = "codepoint"
-    reserved: tuple[str, ...] = ()
-    min_count: int = Field(default=1, ge=1)
+    order: Literal["codepoint", "frequency"] = Field(
+        "codepoint", description="vocabulary order: by code point, or by descending count"
+    )
+    reserved: tuple[str, ...] = Field((), description="reserved token such as '<unk>', repeatable")
+    min_count: int = Field(default=1, ge=1, description="rarer characters map to <unk>")
 
     @model_validator(mode="after")
     def _check(self) -> VocabParams:

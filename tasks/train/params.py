@@ -15,10 +15,12 @@ BOOK_PREFIXES = ("分开", "不分开")
 class ModelParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Literal["scratch", "rnn", "gru", "lstm"] = "scratch"
-    hidden: int = Field(default=256, gt=0)
-    layers: int = Field(default=1, gt=0)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    model: Literal["scratch", "rnn", "gru", "lstm"] = Field(
+        "scratch", description="scratch is the book's RNN written out; the others are torch.nn layers"
+    )
+    hidden: int = Field(default=256, gt=0, description="hidden units")
+    layers: int = Field(default=1, gt=0, description="recurrent layers")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout between layers")
 
 
 class PrefixError(ParameterError):
@@ -32,23 +34,33 @@ class DeviceUnavailable(ParameterError):
 class TrainParams(ModelParams):
     """SGD at lr 100, clipping at 0.01, samples every 50 epochs: the book's scratch RNN."""
 
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(default=100.0, gt=0)
-    clip: float | None = Field(default=0.01, gt=0)
-    seed: int = 0
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="the optimizer")
+    lr: float = Field(default=100.0, gt=0, description="learning rate")
+    clip: float | None = Field(default=0.01, gt=0, description="global gradient-norm bound, or 'none'")
+    seed: int = Field(0, description="the sampler's and the model's seed")
     # "auto" is resolved by `resolve_device` before the run is keyed: the device changes the numbers.
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
     # bf16 autocast is for large models on a GPU; fp32 reproduces the book.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast for large models on a GPU; fp32 reproduces the book"
+    )
     # Processes training together (torchrun, DDP): the gradients' sums run in another order, so it is keyed.
-    nproc: int = Field(default=1, ge=1)
+    nproc: int = Field(
+        default=1, ge=1, description="processes to train on together (torchrun, DDP: gloo on CPU, NCCL on GPUs)"
+    )
     # A replayed CUDA graph runs the eager step's kernels: the same numbers, so not part of the key.
-    cuda_graph: bool = Field(default=True, json_schema_extra={"keyed": False})
-    pred_period: int = Field(default=50, gt=0)
-    prefixes: tuple[str, ...] = BOOK_PREFIXES
-    pred_chars: int = Field(default=50, ge=0)
+    cuda_graph: bool = Field(
+        default=True,
+        json_schema_extra={"keyed": False},
+        description="on CUDA, replay a captured graph of the step instead of stepping eagerly (same numbers)",
+    )
+    pred_period: int = Field(default=50, gt=0, description="sample every N epochs")
+    prefixes: tuple[str, ...] = Field(BOOK_PREFIXES, description="prediction prefix, repeatable")
+    pred_chars: int = Field(default=50, ge=0, description="characters to predict after each prefix")
     # How often to save changes no byte of the model: not part of its content key.
-    checkpoint_every: int = Field(default=10, gt=0, json_schema_extra={"keyed": False})
+    checkpoint_every: int = Field(
+        default=10, gt=0, json_schema_extra={"keyed": False}, description="epochs between checkpoints"
+    )
 
     @field_validator("prefixes")
     @classmethod
@@ -56,6 +68,16 @@ class TrainParams(ModelParams):
         if any(not prefix for prefix in value):
             raise ValueError("a prediction prefix must have at least one character")
         return value
+
+
+class GenerateParams(BaseModel):
+    """What `generate` continues and how far: the book's prefix and 50 characters by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefixes: tuple[str, ...] = Field(("分开",), description="prefix to continue, repeatable")
+    chars: int = Field(50, description="characters to predict after each prefix")
+    vocab: str | None = Field(None, description="refuse the model unless its vocabulary has this key")
 
 
 def cuda_available() -> bool:

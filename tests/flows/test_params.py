@@ -54,6 +54,9 @@ def test_the_deployed_schema_has_types_choices_and_defaults():
     assert properties["lr"]["default"] == 100.0
     assert properties["prefixes"]["default"] == ["分开", "不分开"]
     assert properties["max_chars"]["default"] == 10000
+    # The UI's form says what each parameter means, in the model's own words.
+    assert properties["epochs"]["description"] == BatchesParams.model_fields["epochs"].description
+    assert properties["max_chars"]["description"] == CleanParams.model_fields["max_chars"].description
     assert "settings" not in properties
     assert "ingest" not in properties
 
