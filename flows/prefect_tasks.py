@@ -19,6 +19,7 @@ from charflow import interrupt, settings
 from charflow.progress import Presenter, artifact_line, version_line
 from flows import cluster, compute
 from flows.cache import content_key_policy
+from flows.ddp import launch
 from flows.pipeline import PrepareParams, vocab_key
 from flows.publish import Published, publish
 from flows.run_page import name_run, summarize_run
@@ -55,7 +56,7 @@ def _stage_task(stage: Stage) -> Task:
         try:
             inputs = {name: _here(store, value, params) for name, value in inputs.items()}
             with interrupt.handled():
-                return run_stage(store, stage.name, params, presenter, interrupt.requested, hints, **inputs)
+                return run_stage(store, stage.name, params, presenter, interrupt.requested, hints, launch, **inputs)
         finally:
             presenter.close()
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from artifacts.ddp import DistributedTrainingFailed
 from artifacts.model import METRICS_FILE, WEIGHTS_FILE
+from flows.ddp import DistributedTrainingFailed
 from flows.pipeline import PrepareParams, plain_runner, train
 from tasks.batches import BatchesParams
 from tasks.errors import ParameterError
@@ -69,7 +69,7 @@ def test_a_batch_that_does_not_split_or_too_many_processes_are_refused_before_an
 
 
 def ranks_of(work_root: Path) -> dict[int, int]:
-    """Rank -> pid of the running `artifacts.ddp_rank` processes under this test's folder."""
+    """Rank -> pid of the running `flows.ddp_rank` processes under this test's folder."""
     found = {}
     for proc in Path("/proc").iterdir():
         try:
@@ -77,7 +77,7 @@ def ranks_of(work_root: Path) -> dict[int, int]:
             environ = dict(item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item)
         except OSError:
             continue
-        mine = b"artifacts.ddp_rank" in command and any(str(work_root).encode() in part for part in command)
+        mine = b"flows.ddp_rank" in command and any(str(work_root).encode() in part for part in command)
         if mine and b"RANK" in environ:  # a rank, not torchrun's own agent
             found[int(environ[b"RANK"])] = int(proc.name)
     return found
