@@ -14,7 +14,7 @@ import torch
 
 from artifacts.model import METRICS_FILE, WEIGHTS_FILE
 from flows.ddp import DistributedTrainingFailed
-from flows.pipeline import PrepareParams, plain_runner, train
+from flows.pipeline import PrepareParams, batches, plain_runner, train, train_on
 from tasks.batches import BatchesParams
 from tasks.errors import ParameterError
 from tasks.fetch import resolve_source
@@ -66,6 +66,14 @@ def test_a_batch_that_does_not_split_or_too_many_processes_are_refused_before_an
     assert not (tmp_path / "ingest").exists()  # refused before the first stage
     with pytest.raises(ParameterError, match=f"--nproc 64 but this machine has {os.cpu_count()} CPU cores"):
         trained(tmp_path, lyrics_zip, 64, batch_size=64)
+
+
+def test_training_on_stored_batches_that_do_not_split_is_refused_before_training(tmp_path, lyrics_zip):
+    runner = plain_runner(tmp_path)
+    made = batches(runner, resolve_source(str(lyrics_zip), "jaychou"), sampler=BatchesParams(batch_size=8, epochs=1))
+    with pytest.raises(ParameterError, match="--batch-size 8 does not split among --nproc 3 processes"):
+        train_on(runner, made.stages["batches"].key, TrainParams(nproc=3, device="cpu"))
+    assert not (tmp_path / ".work").exists()  # no training began
 
 
 def ranks_of(work_root: Path) -> dict[int, int]:
