@@ -250,8 +250,7 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
                 "damaged, and its held-out tail is needed for validation; run the batches command again"
             )
         held_out = HeldOut(encoded=build.store.folder("encode", stored.indices_key), start=stored.train_indices)
-    work = build.store.work_folder(build.stage, build.key)
-    work.mkdir(parents=True, exist_ok=True)
+    work = build.store.work_folder(build.stage, build.key)  # made by whoever runs the job
     job = TrainJob(
         params=params,
         batches=batches.path,

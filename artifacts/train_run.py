@@ -37,6 +37,7 @@ def run_job(
     if job.held_out is not None:
         held_out = read_indices_from(job.held_out.encoded, job.held_out.start)  # (val_indices,)
         validation = Validation(held_out, reader.num_steps, reader.batch_size)
+    job.checkpoint.parent.mkdir(parents=True, exist_ok=True)  # once the inputs are known good: no leftover
     trained = train(
         reader.epoch_batches,
         epochs=reader.epochs,

@@ -63,6 +63,7 @@ def launch(
     2-core machine, in gloo, and not explained (PYTHONFAULTHANDLER leaves the aborting rank's stack in ddp.log).
     """
     exchange, nproc = Exchange(work), job.params.nproc
+    work.mkdir(parents=True, exist_ok=True)
     exchange.job.write_text(job.model_dump_json())
     for attempt in (1, 2):
         for stale in (exchange.events, exchange.result, *work.glob("ddp-error-*.txt")):
