@@ -34,16 +34,19 @@ from artifacts.text_counts import COMPILED_MIN_BYTES, compiled_pays, count_text
 from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, split_validation, stored_batches
 from tasks.clean import CleanError, CleanParams, clean_stream
 from tasks.encode import EncodeParams, encode_stream
-from tasks.errors import Interrupted
+from tasks.errors import Interrupted, ParameterError
 from tasks.ingest import IngestParams, expected_bytes, ingest_utf8
 from tasks.sources import Fetched
 from tasks.text_reader import TextReader
-from tasks.train.params import TrainParams, check_prefixes
+from tasks.train.job import HeldOut, TrainJob, TrainResult
+from tasks.train.params import TrainParams
 from tasks.vocab import VocabParams, vocab_from_counts
 
 log = logging.getLogger("charflow.stages")
 
 OnEvent = Callable[[Any], None]
+# Runs a training job on its `params.nproc` processes, in the work folder given (flows.ddp.launch: torchrun).
+Launch = Callable[[TrainJob, Path, OnEvent, Callable[[], bool]], TrainResult]
 
 
 def ignore(event: Any) -> None:
@@ -63,6 +66,9 @@ class Build:
     # What the caller already knows of the result, never part of the key: the vocab stage's "counts" (its
     # text's code point counts, summed from a many-file corpus's members counted apart).
     hints: Mapping[str, Any] = field(default_factory=dict)
+    # How the caller runs a training job on several processes: storage starts no processes of its own.
+    # None: one-process training only.
+    launch: Launch | None = None
 
 
 @dataclass(frozen=True)
@@ -228,72 +234,37 @@ def build_batches(build: Build, indices: ArtifactRef, params: BatchesParams) -> 
 
 
 def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: TrainParams) -> TrainSummary:
-    from artifacts.batch_reader import BatchReader
-    from artifacts.model import write_model
-    from tasks.train.loop import Validation, train
+    from artifacts.train_run import run_job
 
     if params.device == "auto":
         raise ValueError("resolve the device (tasks.train.params.resolve_device) before keying a train stage")
     stored = batches_kind.BatchesSummary.of(batches)
-    reader = BatchReader(batches.path, expected_vocab_key=vocab.key)
-    vocabulary = vocab_kind.read_vocab(vocab.path)
-    check_prefixes(vocabulary, params.prefixes)
-    validation = None
+    held_out = None
     if stored.val_indices:
         if build.store.lookup("encode", stored.indices_key) is None:
             raise StoreError(
                 f"the encode artifact {stored.indices_key[:12]} behind batches {batches.key[:12]} is missing or "
                 "damaged, and its held-out tail is needed for validation; run the batches command again"
             )
-        encoded = build.store.folder("encode", stored.indices_key)
-        held_out = indices_kind.read_indices_from(encoded, stored.train_indices)  # (val_indices,)
-        validation = Validation(held_out, stored.spec.num_steps, stored.spec.batch_size)
-    work = build.store.work_folder(build.stage, build.key)
-    work.mkdir(parents=True, exist_ok=True)
-    metadata = {"stage": build.stage, "vocab_key": vocab.key, "batches_key": batches.key}
-    title = f"{params.model}, {reader.sampler} sampling"
-    if params.nproc > 1:
-        from artifacts.ddp import check_processes, launch
-
-        check_processes(params.nproc, params.device, reader.batch_size)
-        job = {
-            "batches": str(batches.path),
-            "vocab": str(vocab.path),
-            "vocab_key": vocab.key,
-            "params": params.model_dump(mode="json"),
-            "checkpoint": str(work / "checkpoint.pt"),
-            "output": str(build.folder),
-            "metadata": metadata,
-            "title": title,
-            "encoded": str(build.store.folder("encode", stored.indices_key)) if validation else None,
-            "train_indices": stored.train_indices,
-        }
-        result = launch(job, work, params.nproc, build.on_event, build.should_stop)
-        epochs, last, samples = result["epochs"], result["metrics"], result["samples"]
-    else:
-        trained = train(
-            reader.epoch_batches,
-            epochs=reader.epochs,
-            carry_state=reader.sampler.carries_state,
-            vocab=vocabulary,
-            params=params,
-            checkpoint=work / "checkpoint.pt",
-            on_event=build.on_event,
-            validation=validation,
-            should_stop=build.should_stop,
-        )
-        write_model(build.folder, trained, metadata, title=title)
-        epochs, last, samples = trained.state.epoch, trained.state.metrics[-1], trained.state.samples
-    return TrainSummary(
+        held_out = HeldOut(encoded=build.store.folder("encode", stored.indices_key), start=stored.train_indices)
+    work = build.store.work_folder(build.stage, build.key)  # made by whoever runs the job
+    job = TrainJob(
+        params=params,
+        batches=batches.path,
         vocab_key=vocab.key,
-        vocab_size=len(vocabulary),
-        batches_key=batches.key,
-        sampler=reader.sampler.name,
-        epochs=epochs,
-        perplexity=last["perplexity"],
-        val_perplexity=last["val_perplexity"],
-        samples=samples[-len(params.prefixes) :] if params.prefixes else [],
+        vocab=vocab.path,
+        held_out=held_out,
+        checkpoint=work / "checkpoint.pt",
+        output=build.folder,
+        metadata={"stage": build.stage, "vocab_key": vocab.key, "batches_key": batches.key},
     )
+    if params.nproc == 1:
+        result = run_job(job, on_event=build.on_event, should_stop=build.should_stop)
+    elif build.launch is None:
+        raise ParameterError(f"--nproc {params.nproc} needs a launcher of processes; this caller has none")
+    else:
+        result = build.launch(job, work, build.on_event, build.should_stop)
+    return TrainSummary(vocab_key=vocab.key, batches_key=batches.key, **result.model_dump())
 
 
 def _stages(*stages: Stage) -> dict[str, Stage]:
@@ -383,11 +354,13 @@ STAGES = _stages(
         summary=TrainSummary,
         code=(
             "tasks.train.loop",
+            "tasks.train.job",
             "artifacts.batch_reader",
             "artifacts.indices",
             "artifacts.model",
-            "artifacts.ddp",  # the multi-process path: its launcher (the job it writes) and what each rank runs
-            "artifacts.ddp_rank",
+            "artifacts.train_run",  # the run of a job: the one process's, every torchrun rank's
+            "flows.ddp",  # the multi-process path: its launcher and what each rank runs
+            "flows.ddp_rank",
             "artifacts.stages:build_train",
         ),
         libraries=(*_ARRAYS, "torch", "matplotlib"),
@@ -443,10 +416,11 @@ def run_stage(
     on_event: OnEvent = ignore,
     should_stop: Callable[[], bool] = lambda: False,
     hints: Mapping[str, Any] | None = None,
+    launch: Launch | None = None,
     **inputs: Any,
 ) -> ArtifactRef:
     """The stored artifact of stage `name` on these inputs and parameters, built now if it is not there
-    (`hints`: see `Build`)."""
+    (`hints`, `launch`: see `Build`)."""
     stage = STAGES[name]
     key = stage.key(inputs, params)
     keyed, digests = keyed_params(params), stage.digests(inputs)
@@ -454,7 +428,7 @@ def run_stage(
     def build(folder: Path) -> Summary:
         explain_miss(store, stage, keyed, digests, on_event)
         summary = stage.build(
-            Build(folder, store, name, key, on_event, should_stop, hints or {}), **inputs, params=params
+            Build(folder, store, name, key, on_event, should_stop, hints or {}, launch), **inputs, params=params
         )
         if not isinstance(summary, stage.summary):
             raise TypeError(f"stage {name} built a {type(summary).__name__}, not a {stage.summary.__name__}")

@@ -21,6 +21,7 @@ from artifacts.stages import STAGES, OnEvent, ignore, run_stage
 from artifacts.store import ArtifactRef, Store
 from artifacts.text import TextSummary
 from artifacts.vocab import read_vocab
+from flows.ddp import check_processes, launch
 from tasks.batches import BatchesParams, SamplerError, check_fits, split_validation
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
@@ -171,8 +172,6 @@ def train(
 ) -> Prepared:
     training = resolve_device(training)
     if training.nproc > 1:  # before any work: the global batch must split among the processes
-        from artifacts.ddp import check_processes
-
         check_processes(training.nproc, training.device, sampler.batch_size)
     made = batches(runner, located, params, sampler, Needs(sampler, training.prefixes))
     trained = runner.stage("train", training, batches=made.stages["batches"], vocab=made.stages["vocab"])
@@ -184,6 +183,8 @@ def train_on(runner: Runner, batches_ref: str, training: TrainParams = TrainPara
     """Train on an existing batches artifact, named any way `charflow inspect` takes."""
     training = resolve_device(training)
     stored = runner.find(batches_ref, "batches")
+    if training.nproc > 1:  # before training: the stored global batch must split among the processes
+        check_processes(training.nproc, training.device, BatchesSummary.of(stored).spec.batch_size)
     vocab = runner.find(BatchesSummary.of(stored).vocab_key, "vocab")
     Needs(prefixes=training.prefixes).after_vocab(vocab)
     trained = runner.stage("train", training, batches=stored, vocab=vocab)
@@ -208,7 +209,7 @@ class PlainRunner:
         return fetch(located.source, self.downloads, located.sha256, patterns)
 
     def stage(self, name: str, params: BaseModel, hints: dict[str, Any] | None = None, **inputs: Any) -> ArtifactRef:
-        return run_stage(self.store, name, params, self.on_event, self.should_stop, hints, **inputs)
+        return run_stage(self.store, name, params, self.on_event, self.should_stop, hints, launch, **inputs)
 
     def count_members(self, fetched: Fetched, params: PrepareParams) -> Callable[[], Any]:
         return lambda: None  # one process: the vocab stage counts its text with all its threads

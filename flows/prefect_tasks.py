@@ -17,6 +17,7 @@ from artifacts.stages import STAGES, Stage, run_stage
 from artifacts.store import ArtifactRef, Store
 from flows import cluster, compute, home, interrupt
 from flows.cache import content_key_policy
+from flows.ddp import launch
 from flows.pipeline import PrepareParams, vocab_key
 from flows.progress import Presenter, artifact_line, version_line
 from flows.publish import Published, publish
@@ -55,7 +56,7 @@ def _stage_task(stage: Stage) -> Task:
         try:
             inputs = {name: _here(store, value, params) for name, value in inputs.items()}
             with interrupt.handled():
-                return run_stage(store, stage.name, params, presenter, interrupt.requested, hints, **inputs)
+                return run_stage(store, stage.name, params, presenter, interrupt.requested, hints, launch, **inputs)
         finally:
             presenter.close()
 

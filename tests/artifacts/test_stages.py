@@ -13,9 +13,12 @@ from pydantic import BaseModel
 
 from artifacts import stages
 from artifacts.fingerprint import PROJECT_PACKAGES, module_closure
+from artifacts.model import WEIGHTS_FILE
 from artifacts.stages import STAGES, run_stage
+from artifacts.train_run import run_job
 from flows.pipeline import batches, plain_runner
 from tasks.batches import BatchesParams
+from tasks.errors import ParameterError
 from tasks.fetch import resolve_source
 from tasks.train.events import EpochEnd, Resumed
 from tasks.train.params import TrainParams
@@ -70,6 +73,31 @@ def test_checkpoint_every_is_not_keyed_and_a_killed_run_resumes_under_other_sett
     assert resumed.key in keys and not resumed.cache_hit
     whole = run_stage(runner.store, "train", TINY.model_copy(update={"seed": 0}), **inputs)
     assert whole.cache_hit and whole.summary == resumed.summary
+
+
+def test_training_on_several_processes_is_the_launch_its_caller_gives_and_none_without_one(small):
+    runner, made, vocab, _ = small
+    inputs = {"batches": made, "vocab": vocab}
+    two = TINY.model_copy(update={"nproc": 2, "seed": 3})
+    with pytest.raises(ParameterError, match="--nproc 2 needs a launcher of processes; this caller has none"):
+        run_stage(runner.store, "train", two, **inputs)
+    jobs = []
+
+    def launch(job, work, on_event, should_stop):
+        jobs.append((job, work))
+        return run_job(job, on_event=on_event, should_stop=should_stop)  # one process stands in for torchrun
+
+    ref = run_stage(runner.store, "train", two, launch=launch, **inputs)
+    [(job, work)] = jobs
+    assert job.params == two
+    assert job.batches == made.path
+    assert job.vocab_key == vocab.key
+    assert job.held_out is None  # these batches keep no validation split
+    assert job.checkpoint == work / "checkpoint.pt"
+    assert job.metadata == {"stage": "train", "vocab_key": vocab.key, "batches_key": made.key}
+    assert ref.summary["batches_key"] == made.key
+    assert ref.summary["epochs"] == 4
+    assert (ref.path / WEIGHTS_FILE).is_file()
 
 
 def test_other_library_versions_are_named_once(small, monkeypatch, caplog):

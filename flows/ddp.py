@@ -1,17 +1,16 @@
 """The train stage on several processes: the train task launches `torchrun --standalone`, and each rank runs
-`main` here, training on its rows of every global batch with DistributedDataParallel (gloo on the CPU, NCCL
-on GPUs). The first rank writes the checkpoints, the events and the model's files; the task returns the
-model artifact as ever.
+`flows.ddp_rank` on the training job, on its rows of every global batch with DistributedDataParallel (gloo on
+the CPU, NCCL on GPUs). The first rank writes the checkpoints, the events and the model's files; the task
+returns the model artifact as ever.
 
-    python -m torch.distributed.run --standalone --nproc-per-node N -m artifacts.ddp_rank JOB.json
+    python -m torch.distributed.run --standalone --nproc-per-node N -m flows.ddp_rank WORK/ddp-job.json
 
-This module launches and reports; `artifacts.ddp_rank` is what each rank runs. Both are part of the train key
-(the launcher writes the job the ranks run).
+This module launches and reports; `flows.ddp_rank` is what each rank runs. Both are part of the train key.
+No Prefect: the stage's build is handed `launch` by its runner.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -21,10 +20,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from flows.ddp_rank import Exchange
 from tasks.errors import CharflowError, Interrupted, ParameterError
-from tasks.train.events import EpochEnd, Event, Resumed
+from tasks.train.events import Event, event_from_json
+from tasks.train.job import TrainJob, TrainResult
 
 POLL_SECONDS = 0.2
 log = logging.getLogger("charflow.ddp")
@@ -53,39 +53,35 @@ def check_processes(nproc: int, device: str, batch_size: int) -> None:
 
 
 def launch(
-    job: dict[str, Any],
-    work: Path,
-    nproc: int,
-    on_event: Callable[[Event], None],
-    should_stop: Callable[[], bool],
-) -> dict[str, Any]:
-    """Run torchrun on `job` and relay the first rank's events as they come; its result, or one clear error.
+    job: TrainJob, work: Path, on_event: Callable[[Event], None], should_stop: Callable[[], bool]
+) -> TrainResult:
+    """Run torchrun on `job` (on its `nproc` processes) and relay the first rank's events as they come; its
+    result, or one clear error.
 
     A rank that aborts inside the C++ runtime (SIGABRT, no Python error) is run again once, from the checkpoint:
     resuming gives the numbers of an uninterrupted run. It was seen twice in some thirty test runs on this
     2-core machine, in gloo, and not explained (PYTHONFAULTHANDLER leaves the aborting rank's stack in ddp.log).
     """
-    job_file, events, result = work / "ddp-job.json", work / "ddp-events.jsonl", work / "ddp-result.json"
-    job_file.write_text(json.dumps({**job, "events": str(events), "result": str(result), "work": str(work)}))
+    exchange, nproc = Exchange(work), job.params.nproc
+    work.mkdir(parents=True, exist_ok=True)
+    exchange.job.write_text(job.model_dump_json())
     for attempt in (1, 2):
-        for stale in (events, result, *work.glob("ddp-error-*.txt")):
+        for stale in (exchange.events, exchange.result, *work.glob("ddp-error-*.txt")):
             stale.unlink(missing_ok=True)
-        code = _run_torchrun(job_file, events, work, nproc, on_event, should_stop, Path(job["checkpoint"]))
+        code = _run_torchrun(exchange, nproc, on_event, should_stop, job.checkpoint)
         if code == 0:
-            return json.loads(result.read_text())
-        aborted = "exitcode  : -6" in (work / "ddp.log").read_text(errors="replace")
+            return TrainResult.model_validate_json(exchange.result.read_text())
+        aborted = "exitcode  : -6" in exchange.log.read_text(errors="replace")
         if attempt == 1 and aborted and not list(work.glob("ddp-error-*.txt")):
-            shutil.copy(work / "ddp.log", work / "ddp-aborted.log")
+            shutil.copy(exchange.log, work / "ddp-aborted.log")
             log.warning("a rank aborted (SIGABRT) in training on %d processes: resuming once (%s)", nproc, work)
             continue
-        raise DistributedTrainingFailed(_failure(work, nproc) + _kept(Path(job["checkpoint"])))
+        raise DistributedTrainingFailed(_failure(exchange, nproc) + _kept(job.checkpoint))
     raise AssertionError("unreachable")
 
 
 def _run_torchrun(
-    job_file: Path,
-    events: Path,
-    work: Path,
+    exchange: Exchange,
     nproc: int,
     on_event: Callable[[Event], None],
     should_stop: Callable[[], bool],
@@ -93,20 +89,20 @@ def _run_torchrun(
 ) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a rank that crashes in C++ leaves its Python stack in the log
-    with (work / "ddp.log").open("w") as out:
+    with exchange.log.open("w") as out:
         proc = subprocess.Popen(
-            [*command, "-m", "artifacts.ddp_rank", str(job_file)], stdout=out, stderr=subprocess.STDOUT, env=env
+            [*command, "-m", "flows.ddp_rank", str(exchange.job)], stdout=out, stderr=subprocess.STDOUT, env=env
         )
         relayed = 0
         try:
             while proc.poll() is None:
-                relayed = _relay(events, relayed, on_event)
+                relayed = _relay(exchange.events, relayed, on_event)
                 if should_stop():
                     proc.terminate()
                     proc.wait()
                     raise Interrupted(f"training on {nproc} processes stopped{_kept(checkpoint)}")
                 time.sleep(POLL_SECONDS)
-            _relay(events, relayed, on_event)
+            _relay(exchange.events, relayed, on_event)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -120,11 +116,7 @@ def _relay(events: Path, done: int, on_event: Callable[[Event], None]) -> int:
     text = events.read_text()  # once: a second read could end a line the first one saw half of
     complete = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
     for line in complete[done:]:
-        item = json.loads(line)
-        if item["event"] == "resumed":
-            on_event(Resumed(item["epoch"], Path(item["checkpoint"])))
-        else:
-            on_event(EpochEnd(item["epoch"], item["epochs"], item["metrics"], item["samples"]))
+        on_event(event_from_json(line))
     return len(complete)
 
 
@@ -134,11 +126,11 @@ def _kept(checkpoint: Path) -> str:
     return "; no checkpoint was saved yet, so a rerun starts over"
 
 
-def _failure(work: Path, nproc: int) -> str:
+def _failure(exchange: Exchange, nproc: int) -> str:
     """What ended the run: a rank's own one-line error, else the rank torchrun reports and how it ended."""
-    for error in sorted(work.glob("ddp-error-*.txt")):
+    for error in sorted(exchange.work.glob("ddp-error-*.txt")):
         return f"rank {error.stem.rsplit('-', 1)[1]} of {nproc}: {error.read_text().strip()}"
-    log = (work / "ddp.log").read_text(errors="replace")
+    log = exchange.log.read_text(errors="replace")
     # torchrun's report names the first rank to fail under "Root Cause"; the others it stopped come before.
     root_cause = log[log.find("Root Cause") :] if "Root Cause" in log else log
     found = re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", root_cause, re.S)
@@ -146,4 +138,4 @@ def _failure(work: Path, nproc: int) -> str:
         rank, code = found.group(1), int(found.group(2))
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         return f"training on {nproc} processes failed: rank {rank} {how}; the other ranks were stopped"
-    return f"training on {nproc} processes failed; torchrun's log: {work / 'ddp.log'}"
+    return f"training on {nproc} processes failed; torchrun's log: {exchange.log}"

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from artifacts.ddp import DistributedTrainingFailed
 from artifacts.model import METRICS_FILE, WEIGHTS_FILE
-from flows.pipeline import PrepareParams, plain_runner, train
+from flows.ddp import DistributedTrainingFailed
+from flows.pipeline import PrepareParams, batches, plain_runner, train, train_on
 from tasks.batches import BatchesParams
 from tasks.errors import ParameterError
 from tasks.fetch import resolve_source
@@ -68,8 +68,16 @@ def test_a_batch_that_does_not_split_or_too_many_processes_are_refused_before_an
         trained(tmp_path, lyrics_zip, 64, batch_size=64)
 
 
+def test_training_on_stored_batches_that_do_not_split_is_refused_before_training(tmp_path, lyrics_zip):
+    runner = plain_runner(tmp_path)
+    made = batches(runner, resolve_source(str(lyrics_zip), "jaychou"), sampler=BatchesParams(batch_size=8, epochs=1))
+    with pytest.raises(ParameterError, match="--batch-size 8 does not split among --nproc 3 processes"):
+        train_on(runner, made.stages["batches"].key, TrainParams(nproc=3, device="cpu"))
+    assert not (tmp_path / ".work").exists()  # no training began
+
+
 def ranks_of(work_root: Path) -> dict[int, int]:
-    """Rank -> pid of the running `artifacts.ddp_rank` processes under this test's folder."""
+    """Rank -> pid of the running `flows.ddp_rank` processes under this test's folder."""
     found = {}
     for proc in Path("/proc").iterdir():
         try:
@@ -77,7 +85,7 @@ def ranks_of(work_root: Path) -> dict[int, int]:
             environ = dict(item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item)
         except OSError:
             continue
-        mine = b"artifacts.ddp_rank" in command and any(str(work_root).encode() in part for part in command)
+        mine = b"flows.ddp_rank" in command and any(str(work_root).encode() in part for part in command)
         if mine and b"RANK" in environ:  # a rank, not torchrun's own agent
             found[int(environ[b"RANK"])] = int(proc.name)
     return found
