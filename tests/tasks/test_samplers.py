@@ -32,7 +32,7 @@ from tasks.batches import (
     plan_epoch,
     plan_shards,
 )
-from tasks.samplers import SAMPLERS, ConsecutiveSampler, EpochPlan, RandomSampler, Sampler, register, sampler_for
+from tasks.samplers import SAMPLERS, ConsecutiveSampler, EpochPlan, RandomSampler, register, sampler_for
 from tasks.train.loop import train
 from tasks.train.params import TrainParams
 from tasks.vocab import Vocab
@@ -49,28 +49,13 @@ class InOrder(EpochPlan):
         return self.offset + np.arange(first, min(first + self.batch_size, self.rows), dtype=np.int64) * self.num_steps
 
 
-class SequentialSampler(Sampler):
+class SequentialSampler(RandomSampler):
     """The random sampler's windows in the corpus's order: a deterministic baseline, every epoch the same
-    batches (but for a random offset), a shorter last batch kept on request."""
+    batches (but for a random offset), a shorter last batch kept on request. It counts and fits as the random
+    sampler does; only its plan is its own."""
 
     name = "sequential"
-    carries_state = False
-    splits_rows = False
-    allows_partial_last_batch = True
     shuffles = False
-
-    @property
-    def largest_random_offset(self) -> int:
-        return self.spec.num_steps - 1
-
-    def counts(self, n: int, offset: int = 0) -> tuple[int, int]:
-        windows = max(n - offset - 1, 0) // self.spec.num_steps
-        B = self.spec.batch_size
-        return windows, windows // B if self.spec.drop_last else -(-windows // B)
-
-    def rows(self, n: int, offset: int = 0) -> int:
-        windows, batches = self.counts(n, offset)
-        return min(batches * self.spec.batch_size, windows)
 
     def check_fits(self, n: int) -> None:
         windows, batches = self.counts(n, self.max_offset)
