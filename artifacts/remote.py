@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from artifacts.manifest import MANIFEST_NAME, Manifest
+from artifacts.manifest import MANIFEST_NAME, FileEntry, Manifest
 from tasks.errors import CharflowError
 
 BLOBS = "blobs"
@@ -43,6 +43,32 @@ def redact(url: str) -> str:
         return url
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return parts._replace(netloc=netloc).geturl()
+
+
+def adopted(remote: RemoteStore, manifest: Manifest, created: bool) -> Manifest:
+    """The published manifest: ours where our conditional create made it, else the one that won."""
+    if created:
+        return manifest
+    winner = remote.manifest(manifest.stage, manifest.key)
+    if winner is None:
+        raise RemoteError(f"{manifest.stage}/{manifest.key[:12]}: the manifest vanished from {remote.url}")
+    return winner
+
+
+def missing_blob(url: str, manifest: Manifest, sha256: str) -> RemoteError:
+    return RemoteError(
+        f"{url}: blob {sha256[:12]} of {manifest.stage}/{manifest.key[:12]} is missing though its manifest names "
+        "it; remove the manifest and publish again"
+    )
+
+
+def check_digest(url: str, holder: str, manifest: Manifest, entry: FileEntry, digest: str) -> None:
+    """A downloaded file is the blob its manifest names, or the error says which store holds a damaged copy."""
+    if digest != entry.sha256:
+        raise RemoteError(
+            f"{url}: blob {entry.sha256[:12]} of {manifest.stage}/{manifest.key[:12]}/{entry.name} does not match "
+            f"its digest; {holder} holds a damaged copy: remove it and publish again"
+        )
 
 
 class RemoteStore(Protocol):

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from artifacts.manifest import MANIFEST_NAME, Manifest
-from artifacts.remote import RemoteError, blob_path, manifest_path, redact
+from artifacts.remote import RemoteError, adopted, blob_path, check_digest, manifest_path, missing_blob, redact
 
 CHUNK = 8 << 20
 
@@ -101,14 +101,10 @@ class FolderRemote:
                 if not blob.exists():
                     self._create(blob, folder / entry.name)  # False: another writer put the same bytes
             body = manifest.model_dump_json(indent=2).encode("utf-8")
-            if self._create(self.root / manifest_path(manifest.stage, manifest.key), body):
-                return manifest
+            created = self._create(self.root / manifest_path(manifest.stage, manifest.key), body)
         except OSError as exc:
             raise self._failed(f"publishing {manifest.stage}/{manifest.key[:12]}", exc) from None
-        winner = self.manifest(manifest.stage, manifest.key)
-        if winner is None:
-            raise RemoteError(f"{manifest.stage}/{manifest.key[:12]}: the manifest vanished from {self.url}")
-        return winner
+        return adopted(self, manifest, created)
 
     def download(self, manifest: Manifest, folder: Path) -> None:
         """The artifact's files into `folder`, each checked against its digest as it arrives."""
@@ -117,10 +113,7 @@ class FolderRemote:
             try:
                 blob = (self.root / blob_path(entry.sha256)).open("rb")
             except FileNotFoundError as exc:
-                raise RemoteError(
-                    f"{self.url}: blob {entry.sha256[:12]} of {manifest.stage}/{manifest.key[:12]} is missing though "
-                    "its manifest names it; remove the manifest and publish again"
-                ) from exc
+                raise missing_blob(self.url, manifest, entry.sha256) from exc
             except OSError as exc:
                 raise self._failed(f"downloading {manifest.stage}/{manifest.key[:12]}/{entry.name}", exc) from None
             try:
@@ -130,9 +123,5 @@ class FolderRemote:
                         out.write(chunk)
             except OSError as exc:
                 raise self._failed(f"downloading {manifest.stage}/{manifest.key[:12]}/{entry.name}", exc) from None
-            if digest.hexdigest() != entry.sha256:
-                raise RemoteError(
-                    f"{self.url}: blob {entry.sha256[:12]} of {manifest.stage}/{manifest.key[:12]}/{entry.name} does "
-                    "not match its digest; the shared folder holds a damaged copy: remove it and publish again"
-                )
+            check_digest(self.url, "the shared folder", manifest, entry, digest.hexdigest())
         (folder / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from artifacts.manifest import MANIFEST_NAME, Manifest
-from artifacts.remote import BLOBS, RemoteError, blob_path, manifest_path, redact
+from artifacts.remote import BLOBS, RemoteError, adopted, blob_path, check_digest, manifest_path, missing_blob, redact
 
 
 @dataclass
@@ -131,17 +131,14 @@ class S3Remote:
             path = manifest_path(manifest.stage, manifest.key)
             try:
                 obstore.put(self.store, path, manifest.model_dump_json(indent=2).encode("utf-8"), mode="create")
-                return manifest
+                created = True
             except (AlreadyExistsError, PreconditionError):
-                pass
+                created = False
         except RemoteError:
             raise
         except Exception as exc:
             raise self._failed(f"publishing {manifest.stage}/{manifest.key[:12]}", exc) from None
-        winner = self.manifest(manifest.stage, manifest.key)
-        if winner is None:
-            raise RemoteError(f"{manifest.stage}/{manifest.key[:12]}: the manifest vanished from {self.url}")
-        return winner
+        return adopted(self, manifest, created)
 
     def download(self, manifest: Manifest, folder: Path) -> None:
         """The artifact's files into `folder`, each checked against its digest as it arrives."""
@@ -155,15 +152,8 @@ class S3Remote:
                         digest.update(chunk)
                         out.write(chunk)
             except FileNotFoundError as exc:
-                raise RemoteError(
-                    f"{self.url}: blob {entry.sha256[:12]} of {manifest.stage}/{manifest.key[:12]} is missing though "
-                    "its manifest names it; remove the manifest and publish again"
-                ) from exc
+                raise missing_blob(self.url, manifest, entry.sha256) from exc
             except Exception as exc:
                 raise self._failed(f"downloading {manifest.stage}/{manifest.key[:12]}/{entry.name}", exc) from None
-            if digest.hexdigest() != entry.sha256:
-                raise RemoteError(
-                    f"{self.url}: blob {entry.sha256[:12]} of {manifest.stage}/{manifest.key[:12]}/{entry.name} does "
-                    "not match its digest; the object store holds a damaged copy: remove it and publish again"
-                )
+            check_digest(self.url, "the object store", manifest, entry, digest.hexdigest())
         (folder / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
