@@ -112,6 +112,26 @@ def collected_of(entries: list[Entry]) -> set[str]:
     return keys
 
 
+class EntryQueries:
+    """What a catalog answers from its own `entries()`, by the rules above: the public methods the two
+    catalogs share (and nothing private)."""
+
+    def entries(self) -> list[Entry]:
+        raise NotImplementedError
+
+    def versions(self, corpus: str | None = None) -> list[CorpusVersion]:
+        return versions_of(self.entries(), corpus)
+
+    def complete(self, corpus: str) -> list[int]:
+        return complete_of(self.entries(), corpus)
+
+    def outputs(self, corpus: str, version: int) -> list[dict[str, str]]:
+        return outputs_of(self.entries(), corpus, version)
+
+    def collected(self) -> set[str]:
+        return collected_of(self.entries())
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -154,7 +174,7 @@ def collected_entry(keys: list[str]) -> Entry:
     return {"event": "collected", "keys": sorted(keys), "created": _now()}
 
 
-class JsonlCatalog:
+class JsonlCatalog(EntryQueries):
     """The entries as an append-only JSON-lines file under a file lock: writers exclusive, readers shared.
 
     A crash mid-append leaves a torn last line: it is ignored (and said so) when reading, and cut off by the
@@ -237,18 +257,6 @@ class JsonlCatalog:
     def entries(self) -> list[Entry]:
         with self._locked(shared=True):
             return self._read()[0]
-
-    def versions(self, corpus: str | None = None) -> list[CorpusVersion]:
-        return versions_of(self.entries(), corpus)
-
-    def complete(self, corpus: str) -> list[int]:
-        return complete_of(self.entries(), corpus)
-
-    def outputs(self, corpus: str, version: int) -> list[dict[str, str]]:
-        return outputs_of(self.entries(), corpus, version)
-
-    def collected(self) -> set[str]:
-        return collected_of(self.entries())
 
     def register(self, corpus: str, sha256: str, size: int, source: str, ingest_key: str) -> CorpusVersion:
         with self._locked():

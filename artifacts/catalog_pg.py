@@ -19,13 +19,10 @@ from artifacts.catalog import (
     CatalogError,
     CorpusVersion,
     Entry,
+    EntryQueries,
     collected_entry,
-    collected_of,
-    complete_of,
     outputs_entry,
-    outputs_of,
     registration,
-    versions_of,
 )
 from artifacts.remote import redact
 
@@ -47,7 +44,7 @@ MIGRATIONS = (
 )
 
 
-class PostgresCatalog:
+class PostgresCatalog(EntryQueries):
     """The catalog's entries in a PostgreSQL table: reads, registration and records work as on the local file."""
 
     def __init__(self, url: str):
@@ -132,18 +129,6 @@ class PostgresCatalog:
     def entries(self) -> list[Entry]:
         """Committed entries only: a writer's transaction is seen whole or not at all."""
         return self._rows(self._connection())
-
-    def versions(self, corpus: str | None = None) -> list[CorpusVersion]:
-        return versions_of(self.entries(), corpus)
-
-    def complete(self, corpus: str) -> list[int]:
-        return complete_of(self.entries(), corpus)
-
-    def outputs(self, corpus: str, version: int) -> list[dict[str, str]]:
-        return outputs_of(self.entries(), corpus, version)
-
-    def collected(self) -> set[str]:
-        return collected_of(self.entries())
 
     def register(self, corpus: str, sha256: str, size: int, source: str, ingest_key: str) -> CorpusVersion:
         with self._writing() as conn:
