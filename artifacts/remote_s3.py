@@ -7,6 +7,7 @@ S3 filesystem has none). An `http://` endpoint needs its client option `allow_ht
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -124,10 +125,8 @@ class S3Remote:
         try:
             for entry in manifest.files:
                 if not self._has_blob(entry.sha256):
-                    try:
+                    with contextlib.suppress(AlreadyExistsError, PreconditionError):  # another writer uploaded it
                         obstore.put(self.store, blob_path(entry.sha256), folder / entry.name, mode="create")
-                    except (AlreadyExistsError, PreconditionError):
-                        pass  # another writer uploaded the same bytes
             path = manifest_path(manifest.stage, manifest.key)
             try:
                 obstore.put(self.store, path, manifest.model_dump_json(indent=2).encode("utf-8"), mode="create")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -324,10 +325,8 @@ class Store:
 
 
 def _touch(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.utime(folder)
-    except OSError:
-        pass
 
 
 def _mb(size: int) -> str:
