@@ -13,11 +13,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from artifacts.manifest import MANIFEST_NAME, Manifest
 from artifacts.remote import BLOBS, RemoteError, blob_path, manifest_path, redact
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3Config
 
 
 @dataclass
@@ -48,9 +51,10 @@ class S3Remote:
             )
             if os.environ.get(variable)
         }
-        options = {"allow_http": True} if endpoint.startswith("http://") else {}
+        options: ClientConfig = {"allow_http": True} if endpoint.startswith("http://") else {}
         prefix = parts.path.strip("/") or None
-        store = S3Store(parts.netloc, prefix=prefix, client_options=options, **config)
+        # The names above are S3Config's keys.
+        store = S3Store(parts.netloc, prefix=prefix, config=cast("S3Config", config), client_options=options)
         return cls(url=url, store=store, endpoint=endpoint or "AWS's default endpoint")
 
     def _failed(self, what: str, exc: Exception) -> RemoteError:

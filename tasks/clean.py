@@ -340,21 +340,27 @@ def clean_utf8(chunks: Iterable[bytes], table: bytes, max_chars: int | None) -> 
 
 
 @dataclass(frozen=True)
-class Cleaned:
-    """The cleaned text's chunks: UTF-8 (bytes or uint8 arrays) when cleaning mapped bytes, else strings."""
+class CleanedText:
+    """The cleaned text's chunks as strings: the chunked clean of decoded text."""
 
-    chunks: Iterator[str] | Iterator[bytes] | Iterator[np.ndarray]
-    utf8: bool
+    chunks: Iterator[str]
 
 
-def clean_stream(text: TextReader, params: CleanParams) -> Cleaned:
+@dataclass(frozen=True)
+class CleanedUtf8:
+    """The cleaned text's chunks as UTF-8 (bytes or uint8 arrays): cleaning that mapped bytes."""
+
+    chunks: Iterator[bytes] | Iterator[np.ndarray]
+
+
+def clean_stream(text: TextReader, params: CleanParams) -> CleanedText | CleanedUtf8:
     """`clean` over a stored text by the fastest exact path: a byte map of its UTF-8 when cleaning is one (in
     compiled loops for a large text kept whole), else the chunked clean of its decoded chunks."""
     table = ascii_translation(params)
     if table is None:
-        return Cleaned(clean_chunks(text.strings(), params), utf8=False)
+        return CleanedText(clean_chunks(text.strings(), params))
     if params.max_chars is None and text.compiled_pays:
         from tasks.utf8 import map_bytes  # numba: 0.35 s to load
 
-        return Cleaned(map_bytes(text.arrays(), table), utf8=True)
-    return Cleaned(clean_utf8((chunk.tobytes() for chunk in text.arrays()), table, params.max_chars), utf8=True)
+        return CleanedUtf8(map_bytes(text.arrays(), table))
+    return CleanedUtf8(clean_utf8((chunk.tobytes() for chunk in text.arrays()), table, params.max_chars))
