@@ -128,7 +128,7 @@ def test_the_runs_own_page_names_tags_parameters_and_links_every_stage(two_versi
     assert params["hidden"] == 16
     assert params["optimizer"] == "adam"
     # defaults
-    assert params["clean"]["max_chars"] == 10000
+    assert params["max_chars"] == 10000
     assert params["lr"] == 0.01
     assert params["precision"] == "fp32"
     (summary,) = [a for a in artifacts if a.key == "songs-run-summary"]
