@@ -91,9 +91,9 @@ class BatchReader(IterableDataset):
     def _gather(self, plan: EpochPlan, batch: int, rows: slice) -> Pair:
         """One batch from the token stream: its rows' windows, copied into tensors of the reader's dtype."""
         starts = plan.starts_of(batch)[rows]  # (rows,)
-        x, y = windows(self._windows(), starts)  # (rows, T) views of a (rows, T + 1) gather
-        x = torch.from_numpy(np.ascontiguousarray(x, dtype=self._numpy_dtype))
-        y = torch.from_numpy(np.ascontiguousarray(y, dtype=self._numpy_dtype))
+        x_rows, y_rows = windows(self._windows(), starts)  # (rows, T) views of a (rows, T + 1) gather
+        x = torch.from_numpy(np.ascontiguousarray(x_rows, dtype=self._numpy_dtype))
+        y = torch.from_numpy(np.ascontiguousarray(y_rows, dtype=self._numpy_dtype))
         if self.pin_memory:
             x, y = x.pin_memory(), y.pin_memory()
         return x, y
@@ -121,8 +121,8 @@ class BatchReader(IterableDataset):
         wanted_global = [offset + b for b in wanted]
 
         def load(shard: Shard, groups: list[int]) -> list[Pair]:
-            x, y = read_batch_rows(self.folder / shard.file, groups, self._numpy_dtype)
-            x, y = torch.from_numpy(x), torch.from_numpy(y)  # (rows, T) each
+            x_rows, y_rows = read_batch_rows(self.folder / shard.file, groups, self._numpy_dtype)
+            x, y = torch.from_numpy(x_rows), torch.from_numpy(y_rows)  # (rows, T) each
             if self.pin_memory:
                 x, y = x.pin_memory(), y.pin_memory()
             sizes = [self.batch_size] * len(groups)

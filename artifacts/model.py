@@ -21,9 +21,8 @@ from artifacts.manifest import Summary, read_manifest
 from artifacts.parquet import write_rows
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from tasks.train.loop import Trained
+    from tasks.train.model import CharModel
     from tasks.vocab import Vocab
 
 WEIGHTS_FILE = "weights.pt"
@@ -76,7 +75,7 @@ def write_model(folder: Path, trained: Trained, metadata: dict[str, Any], title:
     perplexity_curve(state.metrics, folder / CURVE_FILE, title)
 
 
-def load_model(folder: Path, vocab: Vocab, device: str = "auto") -> tuple[nn.Module, Any]:
+def load_model(folder: Path, vocab: Vocab, device: str = "auto") -> tuple[CharModel, Any]:
     """The trained model in eval mode on `device` ("auto": CUDA where present), and the torch device."""
     import torch
 

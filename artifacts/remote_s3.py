@@ -7,16 +7,20 @@ S3 filesystem has none). An `http://` endpoint needs its client option `allow_ht
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from artifacts.manifest import MANIFEST_NAME, Manifest
 from artifacts.remote import BLOBS, RemoteError, adopted, blob_path, check_digest, manifest_path, missing_blob, redact
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3Config
 
 
 @dataclass
@@ -47,9 +51,10 @@ class S3Remote:
             )
             if os.environ.get(variable)
         }
-        options = {"allow_http": True} if endpoint.startswith("http://") else {}
+        options: ClientConfig = {"allow_http": True} if endpoint.startswith("http://") else {}
         prefix = parts.path.strip("/") or None
-        store = S3Store(parts.netloc, prefix=prefix, client_options=options, **config)
+        # The names above are S3Config's keys.
+        store = S3Store(parts.netloc, prefix=prefix, config=cast("S3Config", config), client_options=options)
         return cls(url=url, store=store, endpoint=endpoint or "AWS's default endpoint")
 
     def _failed(self, what: str, exc: Exception) -> RemoteError:
@@ -124,10 +129,8 @@ class S3Remote:
         try:
             for entry in manifest.files:
                 if not self._has_blob(entry.sha256):
-                    try:
+                    with contextlib.suppress(AlreadyExistsError, PreconditionError):  # another writer uploaded it
                         obstore.put(self.store, blob_path(entry.sha256), folder / entry.name, mode="create")
-                    except (AlreadyExistsError, PreconditionError):
-                        pass  # another writer uploaded the same bytes
             path = manifest_path(manifest.stage, manifest.key)
             try:
                 obstore.put(self.store, path, manifest.model_dump_json(indent=2).encode("utf-8"), mode="create")

@@ -43,10 +43,10 @@ def share(local_store: Store, local_catalog: Catalog, shared_store: Store, share
         )
         numbers[(version.corpus, version.version)] = shared.version
         report["versions"].append({"corpus": version.corpus, "local": version.version, "shared": shared.version})
-    for entry in local_catalog.entries():
-        if entry.get("event") == "outputs":
-            number = numbers[(entry["corpus"], entry["version"])]
-            shared_catalog.record_outputs(entry["corpus"], number, entry["outputs"])
+    for event in local_catalog.entries():
+        if event.get("event") == "outputs":
+            number = numbers[(event["corpus"], event["version"])]
+            shared_catalog.record_outputs(event["corpus"], number, event["outputs"])
     shared_catalog.record_collected(sorted(local_catalog.collected()))
     scratch = Path(tempfile.mkdtemp(prefix="charflow-share-check-"))
     try:
@@ -54,7 +54,9 @@ def share(local_store: Store, local_catalog: Catalog, shared_store: Store, share
             if entry.key in report["published"] or entry.key in report["already_there"]:
                 folder = scratch / entry.key
                 folder.mkdir()
-                remote.download(remote.manifest(entry.stage, entry.key), folder)  # checks every digest
+                there = remote.manifest(entry.stage, entry.key)
+                assert there is not None  # published or found there above
+                remote.download(there, folder)  # checks every digest
                 shutil.rmtree(folder)
                 report["verified"] += 1
     finally:

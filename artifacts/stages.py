@@ -32,7 +32,7 @@ from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
 from artifacts.text_counts import COMPILED_MIN_BYTES, compiled_pays, count_text
 from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, split_validation, stored_batches
-from tasks.clean import CleanError, CleanParams, clean_stream
+from tasks.clean import CleanedUtf8, CleanError, CleanParams, clean_stream
 from tasks.encode import EncodeParams, encode_stream
 from tasks.errors import Interrupted, ParameterError
 from tasks.ingest import IngestParams, expected_bytes, ingest_utf8
@@ -138,8 +138,11 @@ def text_reader(text: ArtifactRef) -> TextReader:
 
 def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_kind.TextSummary:
     cleaned = clean_stream(text_reader(text), params)
-    write = text_kind.write_text_utf8 if cleaned.utf8 else text_kind.write_text
-    chars = write(build.folder, cleaned.chunks, {"stage": build.stage, "input": text.key})
+    metadata = {"stage": build.stage, "input": text.key}
+    if isinstance(cleaned, CleanedUtf8):
+        chars = text_kind.write_text_utf8(build.folder, cleaned.chunks, metadata)
+    else:
+        chars = text_kind.write_text(build.folder, cleaned.chunks, metadata)
     if chars == 0:
         raise CleanError("cleaning left no text (the replacements removed every character); change --replace")
     return text_kind.TextSummary(chars=chars)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -244,7 +245,8 @@ class Store:
         """
         if manifest := self.lookup(stage, key):
             if self.remote is not None and self.remote.manifest(stage, key) is None:
-                manifest = self._share(manifest)  # built here while the remote was away (or before it was set)
+                # Built here while the remote was away (or before it was set).
+                manifest = self._share(self.remote, manifest)
             return self.ref(manifest, cache_hit=True)
         staging = self._staging(stage, key)
         try:
@@ -265,7 +267,7 @@ class Store:
             _write_durably(staging / MANIFEST_NAME, manifest.model_dump_json(indent=2))
             published = self._publish(staging, manifest)
             if self.remote is not None:
-                published = self._share(published)
+                published = self._share(self.remote, published)
             return self.ref(published, cache_hit=False)
         except OSError as exc:
             # pyarrow's write errors carry the message but no errno.
@@ -297,16 +299,16 @@ class Store:
             self._quarantine(final)
         raise StoreError(f"could not publish {manifest.stage}/{manifest.key}: the folder keeps reappearing damaged")
 
-    def _share(self, manifest: Manifest) -> Manifest:
+    def _share(self, remote: RemoteStore, manifest: Manifest) -> Manifest:
         """Publish the local artifact on the remote; where another machine's manifest won, take its copy."""
-        winner = self.remote.publish(self.folder(manifest.stage, manifest.key), manifest)
+        winner = remote.publish(self.folder(manifest.stage, manifest.key), manifest)
         if winner == manifest:
             return manifest
         log.info("%s/%s was published by another machine first: taking its copy", manifest.stage, manifest.key[:12])
         shutil.rmtree(self.folder(manifest.stage, manifest.key), ignore_errors=True)
         fetched = self._fetch(manifest.stage, manifest.key)
         if fetched is None:
-            raise StoreError(f"{manifest.stage}/{manifest.key[:12]} vanished from {self.remote.url}")
+            raise StoreError(f"{manifest.stage}/{manifest.key[:12]} vanished from {remote.url}")
         return fetched
 
     def _quarantine(self, folder: Path) -> None:
@@ -324,10 +326,8 @@ class Store:
 
 
 def _touch(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.utime(folder)
-    except OSError:
-        pass
 
 
 def _mb(size: int) -> str:

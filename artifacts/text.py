@@ -100,7 +100,7 @@ def _table(first: int, texts: list[pa.LargeStringArray]) -> pa.Table:
     return pa.Table.from_arrays([chunk, pa.chunked_array(texts, pa.large_string())], schema=TEXT_SCHEMA)
 
 
-def utf8_chars(data: bytes) -> int:
+def utf8_chars(data: bytes | np.ndarray) -> int:
     """Characters in valid UTF-8: the bytes that do not continue a character (ten times Arrow's utf8_length)."""
     return int(np.count_nonzero(np.frombuffer(data, dtype=np.int8) >= -0x40))  # continuation bytes: 0x80-0xBF
 

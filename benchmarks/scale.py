@@ -115,9 +115,11 @@ print(json.dumps({"seconds": seconds, "out": out}))
 def run(job: dict) -> dict:
     """The job in a fresh process, its memory sampled from here."""
     command = [sys.executable, "-c", WORKER, json.dumps(job)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as worker:
-        with PeakAnonymous(every=0.02, pid=worker.pid) as peak:  # 20 ms: the sampler shares the 2 cores
-            out, err = worker.communicate()
+    with (
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as worker,
+        PeakAnonymous(every=0.02, pid=worker.pid) as peak,  # 20 ms: the sampler shares the 2 cores
+    ):
+        out, err = worker.communicate()
     if worker.returncode:
         raise SystemExit(f"{job['stage']} failed:\n{err[-3000:]}")
     return {**json.loads(out.strip().splitlines()[-1]), "rss_mb": peak.mb, "helper_mb": peak.children_mb}

@@ -290,10 +290,12 @@ def quiet_prefect_console() -> None:
 
     for name in ["", *logging.Logger.manager.loggerDict]:
         for handler in getattr(logging.getLogger(name), "handlers", []):
-            prefects = type(handler).__module__.startswith("prefect")
-            if prefects and isinstance(handler, logging.StreamHandler):
-                if not any(isinstance(f, QuietConsole) for f in handler.filters):
-                    handler.addFilter(QuietConsole())
+            if (
+                type(handler).__module__.startswith("prefect")
+                and isinstance(handler, logging.StreamHandler)
+                and not any(isinstance(f, QuietConsole) for f in handler.filters)
+            ):
+                handler.addFilter(QuietConsole())
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ be longer) is the one case `max_match` must be raised for without being told.
 
 from __future__ import annotations
 
+import importlib
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,10 @@ from tasks.text_reader import TextReader
 
 if TYPE_CHECKING:
     import numpy as np
+
+# re's own parser and opcodes (private modules without stubs): they know every construct a pattern may hold.
+_parser: Any = importlib.import_module("re._parser")
+_constants: Any = importlib.import_module("re._constants")
 
 BOOK_MAX_CHARS = 10_000
 MAX_MATCH = 1 << 20  # characters: the longest match (or unbroken run) a step may hold back
@@ -92,38 +97,44 @@ def why_not_chunkable(pattern: str) -> None:
     """Refuse a pattern whose matches depend on text a chunk does not hold: what lies before the restart
     point (lookbehind), the ends of the whole text (`^`, `$`, `\\A`, `\\Z` without MULTILINE), or an earlier
     group (backreferences). A bad pattern is refused with `re`'s own message."""
-    from re import _constants as constants
-    from re import _parser as parser
-
     try:
-        parsed = parser.parse(pattern)
+        parsed = _parser.parse(pattern)
     except re.error as exc:
         raise ValueError(f"regex {pattern!r} does not compile: {exc}") from None
-    multiline = bool(parsed.state.flags & re.MULTILINE)
-
-    def walk(items: Any) -> None:
-        for op, av in items:
-            if op in (constants.ASSERT, constants.ASSERT_NOT) and av[0] < 0:
-                refuse("looks behind")
-            if op in (constants.GROUPREF, constants.GROUPREF_EXISTS):
-                refuse("refers back to a group")
-            if op is constants.AT:
-                if av in (constants.AT_BEGINNING_STRING, constants.AT_END_STRING):
-                    refuse("anchors at the ends of the whole text (\\A, \\Z)")
-                if av in (constants.AT_BEGINNING, constants.AT_END) and not multiline:
-                    refuse("anchors with ^ or $ without MULTILINE ((?m))")
-            for value in av if isinstance(av, list | tuple) else [av]:
-                if isinstance(value, parser.SubPattern):
-                    walk(value)
-                elif isinstance(value, list):
-                    for item in value:
-                        if isinstance(item, parser.SubPattern):
-                            walk(item)
-
-    def refuse(reason: str) -> None:
+    reason = next(_refusals(parsed, multiline=bool(parsed.state.flags & re.MULTILINE)), None)
+    if reason is not None:
         raise ValueError(f"regex {pattern!r} cannot be applied chunk by chunk: it {reason}")
 
-    walk(parsed)
+
+def _refusals(items: Any, multiline: bool) -> Iterator[str]:
+    """Why each construct of a parsed pattern cannot be applied chunk by chunk, in the pattern's order."""
+    for op, av in items:
+        reason = _refusal(op, av, multiline)
+        if reason is not None:
+            yield reason
+        for subpattern in _subpatterns(av):
+            yield from _refusals(subpattern, multiline)
+
+
+def _refusal(op: Any, av: Any, multiline: bool) -> str | None:
+    if op in (_constants.ASSERT, _constants.ASSERT_NOT) and av[0] < 0:
+        return "looks behind"
+    if op in (_constants.GROUPREF, _constants.GROUPREF_EXISTS):
+        return "refers back to a group"
+    if op is _constants.AT and av in (_constants.AT_BEGINNING_STRING, _constants.AT_END_STRING):
+        return "anchors at the ends of the whole text (\\A, \\Z)"
+    if op is _constants.AT and av in (_constants.AT_BEGINNING, _constants.AT_END) and not multiline:
+        return "anchors with ^ or $ without MULTILINE ((?m))"
+    return None
+
+
+def _subpatterns(av: Any) -> Iterator[Any]:
+    """The nested patterns of an operation's argument (a group's body, each branch of an alternation)."""
+    for value in av if isinstance(av, list | tuple) else [av]:
+        if isinstance(value, _parser.SubPattern):
+            yield value
+        elif isinstance(value, list):
+            yield from (item for item in value if isinstance(item, _parser.SubPattern))
 
 
 def clean(text: str, params: CleanParams) -> str:
@@ -329,21 +340,27 @@ def clean_utf8(chunks: Iterable[bytes], table: bytes, max_chars: int | None) -> 
 
 
 @dataclass(frozen=True)
-class Cleaned:
-    """The cleaned text's chunks: UTF-8 (bytes or uint8 arrays) when cleaning mapped bytes, else strings."""
+class CleanedText:
+    """The cleaned text's chunks as strings: the chunked clean of decoded text."""
 
-    chunks: Iterator[str] | Iterator[bytes] | Iterator[np.ndarray]
-    utf8: bool
+    chunks: Iterator[str]
 
 
-def clean_stream(text: TextReader, params: CleanParams) -> Cleaned:
+@dataclass(frozen=True)
+class CleanedUtf8:
+    """The cleaned text's chunks as UTF-8 (bytes or uint8 arrays): cleaning that mapped bytes."""
+
+    chunks: Iterator[bytes] | Iterator[np.ndarray]
+
+
+def clean_stream(text: TextReader, params: CleanParams) -> CleanedText | CleanedUtf8:
     """`clean` over a stored text by the fastest exact path: a byte map of its UTF-8 when cleaning is one (in
     compiled loops for a large text kept whole), else the chunked clean of its decoded chunks."""
     table = ascii_translation(params)
     if table is None:
-        return Cleaned(clean_chunks(text.strings(), params), utf8=False)
+        return CleanedText(clean_chunks(text.strings(), params))
     if params.max_chars is None and text.compiled_pays:
         from tasks.utf8 import map_bytes  # numba: 0.35 s to load
 
-        return Cleaned(map_bytes(text.arrays(), table), utf8=True)
-    return Cleaned(clean_utf8((chunk.tobytes() for chunk in text.arrays()), table, params.max_chars), utf8=True)
+        return CleanedUtf8(map_bytes(text.arrays(), table))
+    return CleanedUtf8(clean_utf8((chunk.tobytes() for chunk in text.arrays()), table, params.max_chars))

@@ -113,14 +113,14 @@ def member_streams(fetched: Fetched, params: IngestParams) -> Iterator[tuple[str
     changed = IngestError(f"{fetched.source}: the source changed while it was being read; run again.")
     if fetched.kind == "directory":
         files = text_files(path, params.patterns)
-        digest = hashlib.sha256()
+        listing = hashlib.sha256()
         for file in files:
             name = file.relative_to(path).as_posix()
             own = hashlib.sha256()
             with _read_ahead(file, own) as blocks:
                 yield name, blocks
-            digest.update(name.encode() + b"\0" + own.hexdigest().encode() + b"\n")
-        if digest.hexdigest() != fetched.sha256:
+            listing.update(name.encode() + b"\0" + own.hexdigest().encode() + b"\n")
+        if listing.hexdigest() != fetched.sha256:
             raise changed
         return
     unchanged = fetched.identity is not None and file_identity(path) == fetched.identity
@@ -188,8 +188,8 @@ def _char_start(data: bytes) -> int:
     return len(data)
 
 
-def utf8_array(data: bytes) -> pa.LargeStringArray:
-    """UTF-8 bytes as a one-string Arrow array, without a copy or a check."""
+def utf8_array(data: bytes | np.ndarray) -> pa.LargeStringArray:
+    """UTF-8 bytes (or a uint8 array) as a one-string Arrow array, without a copy or a check."""
     offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
     return pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data))
 

@@ -58,9 +58,9 @@ def _member_blocks(fetched: Fetched, params: IngestParams, name: str, digest) ->
             yield blocks
         return
     # The archive as fetched: unchanged since (same file), or the same digest.
-    if fetched.identity is None or file_identity(path) != fetched.identity:
-        if sha256_file(path) != fetched.sha256:
-            raise IngestError(f"{fetched.source}: the source changed while it was being read; run again.")
+    unchanged = fetched.identity is not None and file_identity(path) == fetched.identity
+    if not unchanged and sha256_file(path) != fetched.sha256:
+        raise IngestError(f"{fetched.source}: the source changed while it was being read; run again.")
     with _open_zip(path) as archive:
         info = next(i for i in _wanted_zip_members(path, archive, params) if i.filename == name)
         with archive.open(info) as fh:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 
-def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+def prefetch(items: Iterator[Any], depth: int = 2) -> Generator[Any, None, None]:
     """Produce `items` in a background thread (Parquet decoding releases the GIL)."""
     buffer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()

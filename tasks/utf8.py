@@ -33,7 +33,7 @@ class Utf8Error(CharflowError, ValueError):
 
 
 @njit(inline="always", boundscheck=False)
-def _next_code_point(data: np.ndarray, i: int) -> tuple[int, int]:
+def _next_code_point(data: np.ndarray, i: int) -> tuple[np.int64 | int, int]:
     """(code point, where the next starts) of the sequence at `i`, which must fit in `data`; -1 past U+10FFFF."""
     lead = np.int64(data[i])
     if lead < 0x80:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from tasks.encode import EncodeError, decode, encode
+from tasks.train.model import CharModel
 from tasks.vocab import Vocab
 
 
 @torch.no_grad()
-def predict(model: nn.Module, prefix: list[int], chars: int, device: torch.device) -> list[int]:
+def predict(model: CharModel, prefix: list[int], chars: int, device: torch.device) -> list[int]:
     """Feed the prefix from a zero state, then each argmax back in: len(prefix) + chars indices."""
     state = model.init_state(1, device)
     out = [prefix[0]]
@@ -21,7 +21,7 @@ def predict(model: nn.Module, prefix: list[int], chars: int, device: torch.devic
     return out
 
 
-def continue_text(model: nn.Module, vocab: Vocab, prefix: str, chars: int, device: torch.device) -> str:
+def continue_text(model: CharModel, vocab: Vocab, prefix: str, chars: int, device: torch.device) -> str:
     """The prefix and `chars` characters after it; a prefix the vocabulary cannot encode is refused by name."""
     try:
         ids = encode(prefix, vocab).tolist()

@@ -23,7 +23,7 @@ from tasks.errors import CharflowError, Interrupted
 from tasks.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from tasks.train.events import EpochEnd, Event, Resumed
 from tasks.train.generate import continue_text
-from tasks.train.model import build_model
+from tasks.train.model import CharModel, build_model
 from tasks.train.params import TrainParams, resolve_device
 from tasks.train.step import TrainStep
 from tasks.vocab import Vocab
@@ -56,7 +56,7 @@ class Validation:
 
 
 class Trained(NamedTuple):
-    model: nn.Module
+    model: CharModel
     optimizer: torch.optim.Optimizer
     state: TrainState
 
@@ -104,7 +104,7 @@ def train(
         state = load_checkpoint(checkpoint, model, optimizer)
         saved = state.epoch
         on_event(Resumed(state.epoch, checkpoint))
-    net = model
+    net: nn.Module = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -196,7 +196,7 @@ def kept(saved: int | None, checkpoint: Path | None) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, validation: Validation, device: torch.device) -> float:
+def evaluate(model: CharModel, validation: Validation, device: torch.device) -> float:
     """Perplexity on held-out indices, read as parallel streams with the state carried, every position scored."""
     indices, steps = validation.indices, validation.num_steps
     streams = max(1, min(validation.streams, (len(indices) - 1) // (8 * steps)))

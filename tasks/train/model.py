@@ -95,14 +95,21 @@ def output_logits(
     return logits[..., :vocab] if pad else logits
 
 
-def build_model(vocab_size: int, params: ModelParams) -> nn.Module:
+# The models `build_model` makes: what training, evaluation and generation call `init_state` on.
+CharModel = ScratchRNN | TorchRNN
+
+
+def build_model(vocab_size: int, params: ModelParams) -> CharModel:
     if params.model == "scratch":
         return ScratchRNN(vocab_size, params.hidden)
     return TorchRNN(vocab_size, params)
 
 
 def detach(state: State) -> State:
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+    if isinstance(state, tuple):
+        h, c = state
+        return h.detach(), c.detach()
+    return state.detach()
 
 
 def hidden_rows(state: State) -> int:

@@ -9,13 +9,15 @@ other shape (a partial last batch) and the CPU take the eager step.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.train.model import State, detach, hidden_rows
+from tasks.train.model import CharModel, State, detach, hidden_rows
 from tasks.train.params import TrainParams
 
 # Eager steps of the full shape before the capture: cuBLAS, cuDNN and the optimizer's state are created
@@ -23,7 +25,7 @@ from tasks.train.params import TrainParams
 WARMUP_STEPS = 3
 
 
-def clip_by_global_norm(weights: list[torch.Tensor], clip: float | None) -> torch.Tensor:
+def clip_by_global_norm(weights: Sequence[torch.Tensor], clip: float | None) -> torch.Tensor:
     """g <- g * min(1, clip / ||g||) over all parameters together; returns ||g|| before clipping, on the device."""
     grads = [w.grad for w in weights if w.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # one kernel on CUDA
@@ -60,7 +62,8 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, params: TrainParams, carry_state: bool):
         self.model, self.optimizer, self.params, self.carry_state = model, optimizer, params, carry_state
-        self.core = getattr(model, "module", model)  # under DDP, the wrapped model: it makes the states
+        # Under DDP, the wrapped model: it makes the states.
+        self.core = cast("CharModel", getattr(model, "module", model))
         self.device = torch.device(params.device)
         self.weights = list(model.parameters())
         self.loss_sum = torch.zeros((), device=self.device)
@@ -80,18 +83,19 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One batch: x and y are (batch, num_steps) indices, on any device."""
-        fresh = self.hidden is None or not self.carry_state or hidden_rows(self.hidden) != x.shape[0]
+        carried = self._carried(x.shape[0])
         if self.graph is not None and tuple(x.shape) == self.shape:
-            self.replay(x, y, fresh)
+            self.replay(x, y, carried)
             return
         x = x.to(self.device, non_blocking=True)  # (batch, num_steps)
         y = y.to(self.device, non_blocking=True).long()  # (batch, num_steps)
-        hidden = self.core.init_state(x.shape[0], self.device) if fresh else detach(self.hidden)
+        hidden = self.core.init_state(x.shape[0], self.device) if carried is None else detach(carried)
         if not self.use_graph or (self.shape is not None and tuple(x.shape) != self.shape):
             self.hidden = self.eager(x, y, hidden)
             return
         # The first full-shape batches warm up on the capture's stream, then the graph is captured.
         self.shape = tuple(x.shape)
+        assert self.stream is not None  # made with use_graph
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream), warnings.catch_warnings():
             # A capturable optimizer warns when stepped uncaptured, as these few steps are by design.
@@ -101,6 +105,12 @@ class TrainStep:
         self.warmup -= 1
         if self.warmup == 0:
             self.capture(x.shape[0])
+
+    def _carried(self, rows: int) -> State | None:
+        """The state the last batch left, where this batch of `rows` goes on from it; None: start from zero."""
+        if self.hidden is None or not self.carry_state or hidden_rows(self.hidden) != rows:
+            return None
+        return self.hidden
 
     def eager(self, x: torch.Tensor, y: torch.Tensor, hidden: State) -> State:
         with autocast(self.device, self.params.precision):
@@ -115,6 +125,7 @@ class TrainStep:
 
     def capture(self, batch: int) -> None:
         """Record the whole step on static buffers: x, y and the hidden state in, the state written back."""
+        assert self.shape is not None  # set by the warm-up steps
         self.static_x = torch.zeros(self.shape, dtype=torch.long, device=self.device)  # (batch, num_steps)
         self.static_y = torch.zeros(self.shape, dtype=torch.long, device=self.device)  # (batch, num_steps)
         self.static_hidden = self.core.init_state(batch, device=self.device)
@@ -128,12 +139,13 @@ class TrainStep:
             copy_state(self.static_hidden, detach(hidden))
         self.hidden = self.static_hidden
 
-    def replay(self, x: torch.Tensor, y: torch.Tensor, fresh: bool) -> None:
+    def replay(self, x: torch.Tensor, y: torch.Tensor, carried: State | None) -> None:
+        assert self.graph is not None  # captured
         self.static_x.copy_(x, non_blocking=True)
         self.static_y.copy_(y, non_blocking=True)
-        if fresh:
+        if carried is None:
             zero_state(self.static_hidden)
-        elif self.hidden is not self.static_hidden:
-            copy_state(self.static_hidden, detach(self.hidden))
+        elif carried is not self.static_hidden:
+            copy_state(self.static_hidden, detach(carried))
         self.graph.replay()
         self.hidden = self.static_hidden

@@ -67,10 +67,13 @@ def test_stored_batches_read_back_exactly(store, sampler, materialize):
     want = expected(corpus, params)
     assert len(got) == len(want)
     for (x, y), (_, _, wx, wy) in zip(got, want, strict=True):
-        assert x.dtype == torch.int32 and x.shape == (4, 7)
-        assert np.array_equal(x.numpy(), wx) and np.array_equal(y.numpy(), wy)
+        assert x.dtype == torch.int32
+        assert x.shape == (4, 7)
+        assert np.array_equal(x.numpy(), wx)
+        assert np.array_equal(y.numpy(), wy)
     summary = BatchesSummary.of(ref)
-    assert summary.vocab_key == VOCAB_KEY and summary.spec == params
+    assert summary.vocab_key == VOCAB_KEY
+    assert summary.spec == params
     assert summary.epochs_stored == (1 if sampler == "consecutive" else 5)
     files = sorted(p.name for p in Path(ref.path).iterdir() if not p.name.startswith("_"))
     assert files == ([s.file for s in summary.shards] if materialize else ["tokens.npy"])
@@ -84,7 +87,8 @@ def test_shards_are_bounded_and_hold_one_batch_per_row_group(store):
     manifest = read_manifest(folder)
     files = sorted(folder.glob("batches-*.parquet"))
     shards = BatchesSummary.of(ref).shards
-    assert [f.name for f in files] == [s.file for s in shards] and len(files) > 10
+    assert [f.name for f in files] == [s.file for s in shards]
+    assert len(files) > 10
     for path, shard in zip(files, shards, strict=True):
         parquet = pq.ParquetFile(path)
         assert parquet.metadata.num_rows == shard.rows <= 23
@@ -94,7 +98,8 @@ def test_shards_are_bounded_and_hold_one_batch_per_row_group(store):
         groups = table.group_by(["epoch", "batch"]).aggregate([("row", "count")])
         assert all(count == 5 for count in groups.column("row_count").to_pylist())
         meta = read_metadata(path)
-        assert meta["spec"]["batch_size"] == 5 and meta["vocab_key"] == VOCAB_KEY
+        assert meta["spec"]["batch_size"] == 5
+        assert meta["vocab_key"] == VOCAB_KEY
         assert meta["shard"] == shard.model_dump()
     assert sum(s.rows for s in shards) == manifest.summary["rows"]
     x = pq.read_table(files[0]).column("x")
@@ -210,9 +215,11 @@ def test_the_token_stream_yields_exactly_the_batches_a_materialized_artifact_hol
     assert stream.key != rows.key
     got = list(zip(BatchReader(stream.path).positions(), BatchReader(stream.path), strict=True))
     want = list(zip(BatchReader(rows.path).positions(), BatchReader(rows.path), strict=True))
-    assert [p for p, _ in got] == [p for p, _ in want] and got
+    assert [p for p, _ in got] == [p for p, _ in want]
+    assert got
     for (_, (x, y)), (_, (wx, wy)) in zip(got, want, strict=True):
-        assert torch.equal(x, wx) and torch.equal(y, wy)
+        assert torch.equal(x, wx)
+        assert torch.equal(y, wy)
     if spec["sampler"] == "consecutive" and not spec.get("random_offset"):
         assert [x.tolist() for _, (x, _) in got[:2]] == [  # the book's vectors
             [[0, 1, 2, 3, 4, 5], [15, 16, 17, 18, 19, 20]],
@@ -235,7 +242,8 @@ def test_random_batches_split_by_rows_give_every_rank_a_part_of_every_batch(stor
     ref = make_batches(store, np.arange(900) % 20, batch_size=6, num_steps=5, epochs=2, materialize=materialize)
     whole = [(x.clone(), y.clone()) for x, y in BatchReader(ref.path)]
     parts = [list(BatchReader(ref.path, rank=r, world_size=3, split_rows=True)) for r in range(3)]
-    assert len(whole) > 2 and all(len(p) == len(whole) for p in parts)
+    assert len(whole) > 2
+    assert all(len(p) == len(whole) for p in parts)
     for step, (x, y) in enumerate(whole):
         assert torch.equal(torch.cat([p[step][0] for p in parts]), x)
         assert torch.equal(torch.cat([p[step][1] for p in parts]), y)

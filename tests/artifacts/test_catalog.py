@@ -97,7 +97,9 @@ def test_a_torn_last_line_is_ignored_then_repaired(tmp_path, caplog):
     assert "line 2 was cut short by a crash: ignored" in caplog.text
     assert catalog.register("songs", "b" * 64, 11, "songs.txt", "k2").version == 2
     lines = catalog.path.read_bytes().splitlines(keepends=True)
-    assert lines[0] == intact and len(lines) == 2 and all(json.loads(line) for line in lines)
+    assert lines[0] == intact
+    assert len(lines) == 2
+    assert all(json.loads(line) for line in lines)
 
 
 def test_a_complete_last_entry_without_its_newline_is_kept(tmp_path):

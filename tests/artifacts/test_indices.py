@@ -18,10 +18,12 @@ def test_indices_round_trip_in_bounded_row_groups(tmp_path, monkeypatch):
         assert write_indices(tmp_path / str(n), chunking, {"vocab_key": "v"}) == 4_500
         assert (tmp_path / str(n) / INDICES_FILE).read_bytes() == (tmp_path / INDICES_FILE).read_bytes()
     got = read_indices(tmp_path)
-    assert got.dtype == np.int32 and np.array_equal(got, data)
+    assert got.dtype == np.int32
+    assert np.array_equal(got, data)
     meta = pq.ParquetFile(tmp_path / INDICES_FILE).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1_000, 1_000, 1_000, 1_000, 500]
     assert "BYTE_STREAM_SPLIT" in meta.row_group(0).column(0).encodings
     for start in (0, 999, 1_000, 2_600, 4_499, 4_500):
         tail = read_indices_from(tmp_path, start)
-        assert tail.dtype == np.int32 and np.array_equal(tail, data[start:]), start
+        assert tail.dtype == np.int32, start
+        assert np.array_equal(tail, data[start:]), start

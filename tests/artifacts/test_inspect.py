@@ -20,7 +20,8 @@ def test_lineage_and_show_of_a_batches_artifact(store):
     assert [c["stage"] for c in chain] == ["batches", "encode", "clean", "vocab", "ingest", "source"]
     shown = inspect.show(runner.store, entry)
     rows = shown["view"]["first_rows"]
-    assert shown["schemas"] == {} and [r["row"] for r in rows] == [0, 1, 2]  # the token stream: no Parquet
+    assert shown["schemas"] == {}  # the token stream: no Parquet
+    assert [r["row"] for r in rows] == [0, 1, 2]
     assert all(len(r["x"]) == len(r["y"]) == 8 and r["x"][1:] == r["y"][:-1] for r in rows)
 
 
@@ -32,7 +33,8 @@ def test_show_decodes_any_batch_of_either_form(store):
     for epoch, batch in [(0, 0), (2, 5)]:
         a = inspect.show(runner.store, inspect.entry(stream), (epoch, batch))["view"]["first_rows"]
         b = inspect.show(runner.store, inspect.entry(rows), (epoch, batch))["view"]["first_rows"]
-        assert a == b and {(r["epoch"], r["batch"]) for r in a} == {(epoch, batch)}
+        assert a == b
+        assert {(r["epoch"], r["batch"]) for r in a} == {(epoch, batch)}
     schema = inspect.show(runner.store, inspect.entry(rows))["schemas"]["batches-00000.parquet"]
     assert "x: fixed_size_list<element: int32>[8]" in schema
     last = BatchesSummary.of(stream).batches_per_epoch[2] - 1

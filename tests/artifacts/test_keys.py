@@ -30,15 +30,19 @@ def test_canonical_json_is_order_free():
 
 def test_how_often_to_checkpoint_is_not_keyed():
     keyed = keyed_params(TrainParams(device="cpu", checkpoint_every=3))
-    assert "checkpoint_every" not in keyed and keyed == keyed_params(TrainParams(device="cpu"))
-    assert keyed["lr"] == 100 and keyed["prefixes"] == ["分开", "不分开"]
+    assert "checkpoint_every" not in keyed
+    assert keyed == keyed_params(TrainParams(device="cpu"))
+    assert keyed["lr"] == 100
+    assert keyed["prefixes"] == ["分开", "不分开"]
     assert keyed_params(None) == {}
 
 
 def test_library_versions_are_read_without_importing():
     versions = library_versions(["torch", "numpy"])
-    assert versions["torch"] == metadata.version("torch") and versions["numpy"] == metadata.version("numpy")
-    assert versions["python"] == f"{sys.version_info.major}.{sys.version_info.minor}" and versions["unicodedata"]
+    assert versions["torch"] == metadata.version("torch")
+    assert versions["numpy"] == metadata.version("numpy")
+    assert versions["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert versions["unicodedata"]
     script = "import sys; from artifacts.keys import library_versions as v; v(['torch']); print('torch' in sys.modules)"
     assert (
         subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout == "False\n"

@@ -12,7 +12,8 @@ def test_files_are_described_and_every_kind_of_damage_named(tmp_path):
     (tmp_path / "c.png").write_bytes(b"picture")
     entries = [describe_file(tmp_path / name) for name in ("a.parquet", "b.pt", "c.png")]
     assert [(e.name, e.rows) for e in entries] == [("a.parquet", 3), ("b.pt", None), ("c.png", None)]
-    assert entries[1].sha256 == file_sha256(tmp_path / "b.pt") and entries[1].size == 7
+    assert entries[1].sha256 == file_sha256(tmp_path / "b.pt")
+    assert entries[1].size == 7
 
     class Manifest:
         files = entries

@@ -46,7 +46,8 @@ def test_the_model_artifact(trained):
     weights = torch.load(ref.file(WEIGHTS_FILE), weights_only=True)
     assert set(weights) >= {"embedding.weight", "output.weight"}
     png = ref.file(CURVE_FILE).read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (600, 400)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (600, 400)
     summary = TrainSummary.of(ref)
     assert (summary.vocab_key, summary.batches_key, summary.epochs, summary.sampler) == (
         vocab.key,
@@ -64,7 +65,8 @@ def test_a_model_loads_back_on_the_cpu_and_continues_a_prefix(trained):
     _, vocab, _, ref = trained
     vocabulary = read_vocab(vocab.path)
     model, device = load_model(ref.path, vocabulary, device="cpu")
-    assert device.type == "cpu" and not model.training
+    assert device.type == "cpu"
+    assert not model.training
     text = continue_text(model, vocabulary, "分开", 10, device)
     assert text == TrainSummary.of(ref).samples[0].text  # the sample taken after the last epoch, greedily
 
@@ -110,7 +112,9 @@ def test_perplexity_curve_draws_training_and_validation(tmp_path):
     rows = [{"epoch": e, "perplexity": 100 / e, "val_perplexity": 120 / e} for e in range(1, 6)]
     perplexity_curve(rows, tmp_path / "both.png", title="rnn")
     perplexity_curve([{**r, "val_perplexity": None} for r in rows], tmp_path / "train.png", title="rnn")
-    assert colour_pixels(tmp_path / "both.png", blue) > 100 and colour_pixels(tmp_path / "both.png", orange) > 100
-    assert colour_pixels(tmp_path / "train.png", blue) > 100 and colour_pixels(tmp_path / "train.png", orange) == 0
+    assert colour_pixels(tmp_path / "both.png", blue) > 100
+    assert colour_pixels(tmp_path / "both.png", orange) > 100
+    assert colour_pixels(tmp_path / "train.png", blue) > 100
+    assert colour_pixels(tmp_path / "train.png", orange) == 0
     perplexity_curve(rows, tmp_path / "again.png", title="rnn")
     assert (tmp_path / "again.png").read_bytes() == (tmp_path / "both.png").read_bytes()

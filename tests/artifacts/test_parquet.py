@@ -26,7 +26,8 @@ def test_every_artifact_kind_reads_with_pandas_pyarrow_and_duckdb(two_versions):
     path = {stage: ref.path for stage, ref in two_versions["second"].stages.items()}
     assert pq.read_schema(path["clean"] / TEXT_FILE).remove_metadata() == TEXT_SCHEMA
     text = pd.read_parquet(path["clean"] / TEXT_FILE)
-    assert list(text.columns) == ["chunk", "text"] and text["text"].str.cat().startswith("想要有直升机")
+    assert list(text.columns) == ["chunk", "text"]
+    assert text["text"].str.cat().startswith("想要有直升机")
     assert pq.read_schema(path["vocab"] / VOCAB_FILE).remove_metadata() == VOCAB_SCHEMA
     assert {k: str(v) for k, v in pd.read_parquet(path["vocab"] / VOCAB_FILE).dtypes.items()} == {
         "index": "int32",
@@ -36,7 +37,8 @@ def test_every_artifact_kind_reads_with_pandas_pyarrow_and_duckdb(two_versions):
     }
     assert pq.read_schema(path["encode"] / INDICES_FILE).remove_metadata() == INDICES_SCHEMA
     indices = pd.read_parquet(path["encode"] / INDICES_FILE)
-    assert list(indices.columns) == ["index"] and str(indices["index"].dtype) == "int32"
+    assert list(indices.columns) == ["index"]
+    assert str(indices["index"].dtype) == "int32"
     metrics = pd.read_parquet(path["train"] / METRICS_FILE)
     assert list(metrics.columns) == ["epoch", "perplexity", "val_perplexity", "tokens_per_s", "grad_norm", "seconds"]
     assert pq.read_table(path["train"] / SAMPLES_FILE).schema.remove_metadata() == SAMPLES_SCHEMA
@@ -53,7 +55,8 @@ def test_the_token_stream_and_an_epochs_windows_read_without_charflow(two_versio
     starts = plan_epoch(len(tokens), BatchesParams(**spec), epoch=0).starts  # (rows,) in (batch, row) order
     x, y = windows[starts, :-1], windows[starts, 1:]  # (rows, num_steps) each
     first = next(iter(BatchReader(folder)))[0]
-    assert np.array_equal(x[: spec["batch_size"]], first.numpy()) and np.array_equal(x[:, 1:], y[:, :-1])
+    assert np.array_equal(x[: spec["batch_size"]], first.numpy())
+    assert np.array_equal(x[:, 1:], y[:, :-1])
     stream = duckdb.from_df(pd.DataFrame({"index": tokens}))
     assert stream.aggregate("count(*), max(index)").fetchall() == [(len(tokens), int(tokens.max()))]
 
@@ -72,7 +75,8 @@ def test_materialized_batches_read_as_one_parquet_dataset(book_prepared):
 def test_files_carry_their_lineage_in_metadata(two_versions):
     stages = two_versions["second"].stages
     metadata = read_metadata(stages["encode"].path / INDICES_FILE)
-    assert metadata["vocab_key"] == stages["vocab"].key and metadata["text_key"] == stages["clean"].key
+    assert metadata["vocab_key"] == stages["vocab"].key
+    assert metadata["text_key"] == stages["clean"].key
     assert read_metadata(stages["train"].path / METRICS_FILE)["batches_key"] == stages["batches"].key
 
 
@@ -85,7 +89,8 @@ def test_a_file_is_hashed_while_it_is_written(tmp_path, monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr(manifest, "file_sha256", lambda path: pytest.fail(f"{path} was read again"))
         entry = manifest.describe_file(tmp_path / TEXT_FILE)  # the digest the follower computed
-    assert entry.sha256 == expected and entry.size == (tmp_path / TEXT_FILE).stat().st_size
+    assert entry.sha256 == expected
+    assert entry.size == (tmp_path / TEXT_FILE).stat().st_size
     write_text(tmp_path, ["first words"], {})
     pq.write_table(pa.table({"chunk": [0], "text": ["other words"]}), tmp_path / TEXT_FILE)  # after its writer
     assert manifest.describe_file(tmp_path / TEXT_FILE).sha256 == manifest.file_sha256(tmp_path / TEXT_FILE)

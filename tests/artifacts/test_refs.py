@@ -41,7 +41,7 @@ def test_every_syntax_names_the_same_artifact(store):
 
 
 @pytest.mark.parametrize(
-    "ref,stage,message",
+    ("ref", "stage", "message"),
     [
         ("ffffffff", None, "'ffffffff' names no artifact; candidates:"),
         ("", None, "names no artifact"),
@@ -65,7 +65,8 @@ def test_an_ambiguous_prefix_is_refused(tmp_path):
         )
     with pytest.raises(RefError, match="'ab' is ambiguous; candidates: ") as err:
         find(runner, "ab")
-    assert "vocab/ab0000000000" in str(err.value) and "vocab/ab1111111111" in str(err.value)
+    assert "vocab/ab0000000000" in str(err.value)
+    assert "vocab/ab1111111111" in str(err.value)
     assert find(runner, "ab1").key == "ab" + "1" * 62
 
 

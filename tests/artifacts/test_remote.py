@@ -150,7 +150,8 @@ def test_kill_9_mid_upload_leaves_no_visible_artifact_and_the_rerun_completes(sh
     )
     deadline = time.monotonic() + 120
     while not marker.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "the upload never started"
+        assert proc.poll() is None, "the upload never started"
+        assert time.monotonic() < deadline, "the upload never started"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

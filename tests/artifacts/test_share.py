@@ -23,16 +23,19 @@ def test_a_local_home_moves_to_the_shared_backends(shared_backends, tmp_path, ly
     assert shared.returncode == 0, shared.stderr[-3000:]
     report = json.loads(shared.stdout)
     assert sorted(report["published"]) == sorted(ref.key for ref in local.stages.values())
-    assert report["verified"] == 4 and report["damaged"] == []
+    assert report["verified"] == 4
+    assert report["damaged"] == []
     assert report["versions"] == [{"corpus": "jaychou", "local": 1, "shared": 2}]
 
     again = json.loads(run_cli("share", "--json", home=home).stdout)  # idempotent
-    assert again["published"] == [] and len(again["already_there"]) == 4
+    assert again["published"] == []
+    assert len(again["already_there"]) == 4
     assert again["versions"] == [{"corpus": "jaychou", "local": 1, "shared": 2}]
 
     elsewhere = prepare(machine(tmp_path / "new-machine"), source)
     assert all(ref.cache_hit for ref in elsewhere.stages.values())
-    assert elsewhere.version == 2 and backends.open_catalog(tmp_path).complete("jaychou") == [2]
+    assert elsewhere.version == 2
+    assert backends.open_catalog(tmp_path).complete("jaychou") == [2]
 
 
 def test_share_without_shared_backends_says_what_to_set(tmp_path, monkeypatch):

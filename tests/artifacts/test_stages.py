@@ -29,9 +29,11 @@ TINY = TrainParams(model="rnn", hidden=8, optimizer="adam", lr=0.01, pred_period
 def test_every_stage_is_one_entry_whose_name_is_its_identity():
     assert list(STAGES) == ["ingest", "clean", "vocab", "encode", "batches", "train"]
     for name, stage in STAGES.items():
-        assert stage.name == name and issubclass(stage.params, BaseModel)
+        assert stage.name == name
+        assert issubclass(stage.params, BaseModel)
         assert f"artifacts.stages:{stage.build.__name__}" in stage.code
-    assert "torch" in STAGES["train"].libraries_now and "torch" not in STAGES["batches"].libraries_now
+    assert "torch" in STAGES["train"].libraries_now
+    assert "torch" not in STAGES["batches"].libraries_now
     assert "matplotlib" in STAGES["vocab"].libraries_now  # frequency.png is part of the artifact
 
 
@@ -68,11 +70,14 @@ def test_checkpoint_every_is_not_keyed_and_a_killed_run_resumes_under_other_sett
         run_stage(runner.store, "train", TINY.model_copy(update={"checkpoint_every": 1}), kill_after_two, **inputs)
     events = []
     resumed = run_stage(runner.store, "train", TINY.model_copy(update={"checkpoint_every": 5}), events.append, **inputs)
-    assert isinstance(events[0], Resumed) and events[0].epoch == 2
+    assert isinstance(events[0], Resumed)
+    assert events[0].epoch == 2
     assert [e.epoch for e in events[1:]] == [3, 4]
-    assert resumed.key in keys and not resumed.cache_hit
+    assert resumed.key in keys
+    assert not resumed.cache_hit
     whole = run_stage(runner.store, "train", TINY.model_copy(update={"seed": 0}), **inputs)
-    assert whole.cache_hit and whole.summary == resumed.summary
+    assert whole.cache_hit
+    assert whole.summary == resumed.summary
 
 
 def test_training_on_several_processes_is_the_launch_its_caller_gives_and_none_without_one(small):
@@ -112,7 +117,8 @@ def test_other_library_versions_are_named_once(small, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="charflow.stages"):
         new = run_stage(runner.store, "batches", spec, indices=indices)
         run_stage(runner.store, "batches", spec.model_copy(update={"seed": 8}), indices=indices)
-    assert new.key != old.key and not new.cache_hit
+    assert new.key != old.key
+    assert not new.cache_hit
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1  # two misses for the same reason, one word
     assert warned[0].startswith(f"numpy {np.__version__} is installed, but batches artifact {old.key[:12]} was made")

@@ -39,11 +39,14 @@ def test_manifest_records_everything(tmp_path):
         {"a": 1},
         {"src": "abc"},
     )
-    assert manifest.code == "c0de" and manifest.libraries == {"lib": "1"} and manifest.created
+    assert manifest.code == "c0de"
+    assert manifest.libraries == {"lib": "1"}
+    assert manifest.created
     [entry] = manifest.files
     assert (entry.name, entry.rows) == ("data.parquet", 3)
     assert entry.size == (Path(ref.path) / "data.parquet").stat().st_size
-    assert not ref.cache_hit and ref.summary == {"rows": 3}
+    assert not ref.cache_hit
+    assert ref.summary == {"rows": 3}
     assert list((tmp_path / ".staging").iterdir()) == []
 
 
@@ -115,7 +118,8 @@ def test_entries_list_what_has_a_readable_manifest_newest_first(tmp_path):
     (tmp_path / "demo" / "junk").mkdir()
     entries = store.entries(["demo", "absent"])
     assert [e.key for e in entries] == [second.key, first.key]
-    assert entries[0].rows == 3 and entries[0].ref() == second.model_copy(update={"cache_hit": True})
+    assert entries[0].rows == 3
+    assert entries[0].ref() == second.model_copy(update={"cache_hit": True})
     assert len(store.folders(["demo"])) == 3
 
 
@@ -136,7 +140,8 @@ def test_a_disk_that_fills_mid_write_publishes_nothing(tmp_path):
 
     with pytest.raises(DiskFull, match="filled up while writing the demo artifact .No space left on device.; nothing"):
         materialize(store, build=fills_up)
-    assert not (tmp_path / "demo").exists() and list((tmp_path / ".staging").iterdir()) == []
+    assert not (tmp_path / "demo").exists()
+    assert list((tmp_path / ".staging").iterdir()) == []
 
 
 def test_a_killed_builds_staging_is_recognised_and_cleared_by_the_next_build(tmp_path):

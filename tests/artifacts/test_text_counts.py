@@ -23,7 +23,8 @@ def text(tmp_path):
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 def test_counts_from_threads_equal_the_decoded_texts(text, threads):
     expected = count_code_points(iter_text(text))
-    assert expected[ord("😀")] == 3 and expected[ord("直")] == 2
+    assert expected[ord("😀")] == 3
+    assert expected[ord("直")] == 2
     np.testing.assert_array_equal(count_text(text, threads=threads, compiled_min_bytes=0), expected)
     np.testing.assert_array_equal(count_text(text, threads=threads), expected)  # small: decoded as strings
 
@@ -32,7 +33,8 @@ def test_the_split_covers_every_row_group_once_in_order(text):
     for parts in (1, 2, 3, 8):
         ranges = split_groups(text, parts)
         assert [g for r in ranges for g in r] == list(range(len(ROWS)))
-        assert all(len(r) for r in ranges) and len(ranges) == min(parts, len(ROWS))
+        assert all(len(r) for r in ranges)
+        assert len(ranges) == min(parts, len(ROWS))
     # Row groups of 105, 90, 95, 101 and 96 bytes: the first part stops before it passes half of 487.
     assert split_groups(text, 2) == [range(0, 2), range(2, 5)]
 

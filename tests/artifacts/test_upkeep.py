@@ -48,7 +48,8 @@ def test_gc_keeps_the_latest_complete_version_and_whatever_a_model_needs(store):
     found = upkeep.gc(runner.store, runner.catalog, delete=True, grace=0)
     assert found["artifacts"] == []
     why = {k["key"]: k["why"] for k in found["kept"]}
-    assert why[second.stages["vocab"].key] == "songs v2" and why[model.key] == "a model"
+    assert why[second.stages["vocab"].key] == "songs v2"
+    assert why[model.key] == "a model"
     assert why[first.stages["batches"].key] == f"input of train {model.key[:12]}"
     assert upkeep.verify(runner.store, runner.catalog)["ok"]
 
@@ -79,6 +80,9 @@ def test_gc_removes_abandoned_builds_and_checkpoints_only_when_asked(store):
         (folder / "part").write_bytes(b"x" * 10)
     found = upkeep.gc(runner.store, runner.catalog, delete=True)
     assert [x["path"] for x in found["leftovers"]] == [str(abandoned)]
-    assert not abandoned.exists() and live.exists() and checkpoint.exists()
+    assert not abandoned.exists()
+    assert live.exists()
+    assert checkpoint.exists()
     upkeep.gc(runner.store, runner.catalog, delete=True, checkpoints=True)
-    assert not checkpoint.exists() and live.exists()
+    assert not checkpoint.exists()
+    assert live.exists()

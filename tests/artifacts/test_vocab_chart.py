@@ -14,6 +14,7 @@ def test_frequency_chart_renders_without_missing_glyphs(book_text, tmp_path):
         frequency_chart(vocab, tmp_path / "a.png")
     assert not [w for w in caught if "missing from font" in str(w.message)]
     png = (tmp_path / "a.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1000, 400)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (1000, 400)
     frequency_chart(vocab, tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes() == png

@@ -29,7 +29,7 @@ def cli(capsys):
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    ("args", "message"),
     [
         (["prepare", "x", "--max-chars", "0"], "invalid parameters: max_chars=0: Input should be greater than 0"),
         (["prepare", "x", "--max-chars", "lots"], "expected a number of characters or 'none', got 'lots'"),
@@ -48,16 +48,17 @@ def cli(capsys):
 )
 def test_bad_arguments_are_one_line_and_exit_2_before_any_work(cli, home, args, message):
     code, out, err = cli(*args)
-    assert code == 2 and message in err and out == ""
+    assert code == 2
+    assert message in err
+    assert out == ""
     assert not (home / "store").exists()
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_on_a_cpu_machine_is_refused_at_the_edge(cli, home):
     code, _, err = cli("run", "x", "--device", "cuda")
-    assert (
-        code == 2 and err == "charflow: error: device='cuda' but no CUDA device is visible; use --device cpu or auto\n"
-    )
+    assert code == 2
+    assert err == "charflow: error: device='cuda' but no CUDA device is visible; use --device cpu or auto\n"
 
 
 def test_options_come_from_the_models_with_their_defaults(cli):
@@ -105,7 +106,9 @@ def test_failures_inside_the_flow_are_one_line_and_change_nothing(cli, home, lyr
         ),
     ]:
         code, _, err = cli("batches", *args)
-        assert code == 1 and err.splitlines()[-1].startswith("charflow: error: ") and message in err.splitlines()[-1]
+        assert code == 1
+        assert err.splitlines()[-1].startswith("charflow: error: ")
+        assert message in err.splitlines()[-1]
     assert snapshot(home / "store") == before
 
 
@@ -177,7 +180,8 @@ def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, pref
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     assert list(out["stages"]) == [*STAGES, "batches", "train"]
-    assert out["model"]["key"] == out["stages"]["train"]["key"] and out["perplexity"] > 1
+    assert out["model"]["key"] == out["stages"]["train"]["key"]
+    assert out["perplexity"] > 1
     # Every reference `inspect` takes: here corpus@version/stage.
     again = run_cli(
         "train", "--batches", "songs@latest/batches", *args[2:], "--json", home=tmp_path, api_url=prefect_server
@@ -188,7 +192,8 @@ def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, pref
     for ref in (out["model"]["key"][:12], "songs@latest/train"):
         generated = run_cli("generate", ref, "--prefix", "不分开", "--chars", "8", home=tmp_path)
         assert generated.returncode == 0, generated.stderr
-        assert generated.stdout.startswith("不分开") and len(generated.stdout.rstrip("\n")) == 11
+        assert generated.stdout.startswith("不分开")
+        assert len(generated.stdout.rstrip("\n")) == 11
     missing = run_cli("train", "--batches", "ffffff", home=tmp_path, api_url=prefect_server)
     last = missing.stderr.splitlines()[-1]
     assert missing.returncode == 1
@@ -216,7 +221,8 @@ def test_default_corpus_on_the_embedded_server(tmp_path, lyrics_zip):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "corpus jaychou v1 (new version" in result.stdout
-    assert "size=1027" in result.stdout and "rows=10000" in result.stdout
+    assert "size=1027" in result.stdout
+    assert "rows=10000" in result.stdout
     assert (env_home / ".charflow" / "store" / "catalog.jsonl").is_file()
     assert (env_home / ".charflow" / "prefect" / "prefect.db").is_file()
 
@@ -231,7 +237,8 @@ def test_reingest_prepares_what_is_new_and_then_nothing(tmp_path, lyrics_text, p
     assert made.returncode == 0, made.stderr[-3000:]
     lines = made.stdout.splitlines()
     assert lines[0].split() == ["first", "new", "v1", str(corpora / "first.txt")]
-    assert lines[1].startswith("  ingest ") and lines[1].count(",") == 3  # ingest, clean, vocab, encode keys
+    assert lines[1].startswith("  ingest ")
+    assert lines[1].count(",") == 3  # ingest, clean, vocab, encode keys
     assert lines[2].split() == ["second", "new", "v1", str(corpora / "second.txt")]
     assert lines[-1] == "2 corpora looked at"
     (corpora / "second.txt").write_text(lyrics_text[5000:9001])

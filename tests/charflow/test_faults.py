@@ -95,7 +95,8 @@ def processes_of(home: Path) -> list[str]:
 def one_clear_line(code: int, err: str, expected_code: int, message: str) -> None:
     last = err.strip().splitlines()[-1]
     assert code == expected_code, err[-3000:]
-    assert last.startswith("charflow: error: ") and message in last, last
+    assert last.startswith("charflow: error: "), last
+    assert message in last, last
     assert "Traceback" not in err, err[-3000:]
 
 
@@ -209,7 +210,8 @@ def test_gc_after_a_killed_newer_version_keeps_the_last_complete_one(tmp_path, l
     kept = {k["key"] for k in json.loads(out)["kept"]}
     assert {r["key"] for r in outputs(first).values()} <= kept
     code, out, err = charflow(home, "inspect", "show", "songs@latest/encode", "--json")
-    assert code == 0 and json.loads(out)["manifest"]["key"] == outputs(first)["encode"]["key"]
+    assert code == 0
+    assert json.loads(out)["manifest"]["key"] == outputs(first)["encode"]["key"]
     verify_clean(home)
 
 
@@ -224,10 +226,12 @@ def test_verify_sees_a_lost_artifact_and_leftovers(tmp_path, lyrics_zip, prefect
     (home / "store" / ".work" / "train-0123").mkdir(parents=True)
     code, out, _ = charflow(home, "inspect", "verify", "--json")
     found = json.loads(out)
-    assert code == 1 and [m["key"] for m in found["missing"]] == [lost["key"]]
+    assert code == 1
+    assert [m["key"] for m in found["missing"]] == [lost["key"]]
     assert [x["kind"] for x in found["leftovers"]] == ["checkpoint"]
     code, out, err = charflow(home, "prepare", lyrics_zip, "--json", api_url=prefect_server)
-    assert code == 0 and outputs(out)["vocab"]["cache_hit"] is False, err
+    assert code == 0, err
+    assert outputs(out)["vocab"]["cache_hit"] is False
     code, out, _ = charflow(home, "inspect", "gc", "--yes", "--checkpoints", "--json")
     verify_clean(home)
 
@@ -238,7 +242,8 @@ def test_a_torn_catalog_line_is_survived_and_repaired(tmp_path, lyrics_zip, pref
     catalog = home / "store" / "catalog.jsonl"
     catalog.write_bytes(catalog.read_bytes() + b'{"corpus": "jaychou_lyrics", "event": "outp')
     code, out, err = charflow(home, "inspect", "ls", "--json")
-    assert code == 0 and list(json.loads(out)["corpora"]) == ["jaychou_lyrics"]
+    assert code == 0
+    assert list(json.loads(out)["corpora"]) == ["jaychou_lyrics"]
     assert "line 3 was cut short by a crash: ignored" in err
     code, _, err = charflow(home, "prepare", lyrics_zip, "--max-chars", 5000, api_url=prefect_server)
     assert code == 0, err
@@ -267,7 +272,7 @@ def mounted(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "case,code,message",
+    ("case", "code", "message"),
     [
         ("empty corpus", 1, "no text at all (0 characters); pass a corpus with some text in it"),
         ("missing file", 1, "no such file or directory"),
@@ -301,7 +306,8 @@ def test_bad_input_and_a_bad_machine_are_one_clear_line(
     if case in ("num_steps too large", "empty corpus"):
         assert snapshot(home / "store") == {}  # not an artifact, not a catalog line
     if case == "prefix outside the vocabulary":
-        assert not (home / "store" / "batches").exists() and not (home / "store" / "train").exists()
+        assert not (home / "store" / "batches").exists()
+        assert not (home / "store" / "train").exists()
     assert processes_of(home) == []
 
 
@@ -323,7 +329,8 @@ def test_a_moved_home_keeps_its_store(tmp_path, lyrics_zip, prefect_server):
     first.rename(moved)
     code, again, err = charflow(moved, "prepare", lyrics_zip, "--json", api_url=prefect_server)
     assert code == 0, err[-3000:]
-    assert f"CHARFLOW_HOME moved from {first} to {moved}" in err and "Traceback" not in err
+    assert f"CHARFLOW_HOME moved from {first} to {moved}" in err
+    assert "Traceback" not in err
     assert {s: r["key"] for s, r in outputs(again).items()} == {s: r["key"] for s, r in outputs(out).items()}
     assert all(r["cache_hit"] for r in outputs(again).values())
 
@@ -346,7 +353,8 @@ def test_a_full_disk_is_refused_up_front_or_stopped_cleanly(tmp_path, lyrics_zip
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
     code, _, err = finish(process, home)
     one_clear_line(code, err, 1, "filled up while writing the batches artifact")
-    assert not (home / "store" / "batches").exists() and not list(staging.iterdir())
+    assert not (home / "store" / "batches").exists()
+    assert not list(staging.iterdir())
     filler.unlink()
     code, _, err = charflow(
         home, "batches", lyrics_zip, "--epochs", 400, "--materialize", api_url=prefect_server, env=env

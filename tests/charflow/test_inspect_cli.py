@@ -34,7 +34,9 @@ def test_ls_lists_versions_and_artifacts(inspect):
     created = [a["created"] for a in listed["artifacts"]]
     assert created == sorted(created, reverse=True)
     code, out, _ = inspect("ls")
-    assert code == 0 and "corpus songs" in out and "artifacts, newest first" in out
+    assert code == 0
+    assert "corpus songs" in out
+    assert "artifacts, newest first" in out
 
 
 def test_show_decodes_every_kind(inspect, two_versions):
@@ -43,17 +45,22 @@ def test_show_decodes_every_kind(inspect, two_versions):
     assert clean["view"]["first_characters"].startswith("想要有直升机 想要和你飞到宇宙去")
     assert "text: large_string" in clean["schemas"]["text.parquet"]
     vocab = inspect_json(inspect, "show", "songs@2/vocab")
-    assert vocab["view"]["most_frequent"][0]["token"] == " " and vocab["manifest"]["key"] == second["vocab"].key
+    assert vocab["view"]["most_frequent"][0]["token"] == " "
+    assert vocab["manifest"]["key"] == second["vocab"].key
     encode = inspect_json(inspect, "show", second["encode"].key[:10])
     assert encode["view"]["decoded"].startswith("想要有直升机")
     batches = inspect_json(inspect, "show", "songs@latest/batches")
     row = batches["view"]["first_rows"][0]
-    assert len(row["x"]) == len(row["y"]) == 8 and row["x"][1:] == row["y"][:-1]
+    assert len(row["x"]) == len(row["y"]) == 8
+    assert row["x"][1:] == row["y"][:-1]
     model = inspect_json(inspect, "show", "songs@latest/train")
     assert [m["epoch"] for m in model["view"]["metrics"]] == [1, 2]
     assert {s["prefix"] for s in model["view"]["samples"]} == {"分开", "不分开"}
     code, out, err = inspect("show", str(second["train"].path))
-    assert code == 0 and err == "" and second["train"].key in out and "metrics.parquet" in out
+    assert code == 0
+    assert err == ""
+    assert second["train"].key in out
+    assert "metrics.parquet" in out
 
 
 def test_lineage_reaches_the_source(inspect, two_versions):
@@ -62,7 +69,9 @@ def test_lineage_reaches_the_source(inspect, two_versions):
     assert chain[-1]["key"] == two_versions["second"].sha256
     assert next(c for c in chain if c["stage"] == "clean")["params"]["max_chars"] == 10_000
     code, out, _ = inspect("lineage", "songs@latest/train")
-    assert code == 0 and "lineage" in out and "max_chars" in out
+    assert code == 0
+    assert "lineage" in out
+    assert "max_chars" in out
 
 
 def test_diff_of_two_vocabularies(inspect, lyrics_text):
@@ -71,13 +80,17 @@ def test_diff_of_two_vocabularies(inspect, lyrics_text):
     assert found["vocab"]["added"] == sorted(set("☃☃☃ snow") - first)
     assert found["vocab"]["removed"] == []
     assert found["vocab"]["largest_count_changes"][0] == {"token": "☃", "change": 3}
-    assert found["params"] == {} and list(found["inputs"]) == ["text"]
+    assert found["params"] == {}
+    assert list(found["inputs"]) == ["text"]
     code, out, _ = inspect("diff", "songs@1/vocab", "songs@2/vocab")
-    assert code == 0 and "added: " in out and "☃" in out and "+3" in out
+    assert code == 0
+    assert "added: " in out
+    assert "☃" in out
+    assert "+3" in out
 
 
 @pytest.mark.parametrize(
-    "args,code,message",
+    ("args", "code", "message"),
     [
         (["show", "ffffffff"], 1, "'ffffffff' names no artifact; candidates:"),
         (["show", ""], 1, "names no artifact"),
@@ -88,7 +101,10 @@ def test_diff_of_two_vocabularies(inspect, lyrics_text):
 )
 def test_bad_references_are_one_line_with_the_candidates(inspect, args, code, message):
     got, out, err = inspect(*args)
-    assert got == code and message in err and err.startswith("charflow: error: ") and err.count("\n") == 1
+    assert got == code
+    assert message in err
+    assert err.startswith("charflow: error: ")
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args", [["show"], ["diff", "songs@1/vocab"], ["lineage", "a", "b"], ["frobnicate"]])

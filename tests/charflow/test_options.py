@@ -23,7 +23,8 @@ def parser_for(*models):
 @pytest.mark.parametrize("model", [CleanParams, BatchesParams, TrainParams])
 def test_no_option_given_is_the_models_own_defaults(model):
     args = parser_for(model).parse_args([])
-    assert options.given(args, model) == {} and options.build(args, model) == model()
+    assert options.given(args, model) == {}
+    assert options.build(args, model) == model()
 
 
 def test_every_spelling_maps_onto_its_field():
@@ -33,9 +34,13 @@ def test_every_spelling_maps_onto_its_field():
         + ["--clip", "none", "--model", "gru", "--lr", "0.5", "--random-offset", "--checkpoint-every", "3"]
     )
     clean, spec, training = (options.build(args, m) for m in (CleanParams, BatchesParams, TrainParams))
-    assert clean.max_chars is None and clean.replacements == (Replacement(old="\r\n", new="\n"),)
-    assert spec.drop_last is False and spec.random_offset is True
-    assert training.prefixes == ("a", "bc") and training.clip is None and training.model == "gru"
+    assert clean.max_chars is None
+    assert clean.replacements == (Replacement(old="\r\n", new="\n"),)
+    assert spec.drop_last is False
+    assert spec.random_offset is True
+    assert training.prefixes == ("a", "bc")
+    assert training.clip is None
+    assert training.model == "gru"
     assert (training.lr, training.checkpoint_every) == (0.5, 3)
     seeded = parser.parse_args(["--seed", "4"])
     assert options.build(seeded, BatchesParams).seed == options.build(seeded, TrainParams).seed == 4
@@ -46,7 +51,8 @@ def test_choices_come_from_the_models_literals():
     with pytest.raises(SystemExit):
         parser_for(TrainParams).parse_args(["--optimizer", "rmsprop"])
     help_text = parser_for(TrainParams).format_help()
-    assert "{sgd,adam}" in help_text and "{scratch,rnn,gru,lstm}" in help_text
+    assert "{sgd,adam}" in help_text
+    assert "{scratch,rnn,gru,lstm}" in help_text
 
 
 def test_rule_escapes_are_exactly_four_and_other_characters_stay_themselves():

@@ -84,7 +84,8 @@ def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "Completed" in result.stdout
     models = list((served["home"] / "store" / "train").iterdir())
-    assert len(models) == 1 and (models[0] / "weights.pt").is_file()
+    assert len(models) == 1
+    assert (models[0] / "weights.pt").is_file()
     # charflow's own lines in the run's logs (what the UI's Logs tab shows): keys, cache, version, epochs.
     logs = subprocess.run(
         [*PREFECT, "flow-run", "logs", run_id], env=served["env"], capture_output=True, text=True, timeout=60
@@ -130,17 +131,21 @@ def test_a_browser_shows_the_runs_artifacts_chart_and_chinese(served):
     shots = served["root"] / "screenshots"
     shots.mkdir(exist_ok=True)
     page = render(chromium, f"{base}/runs/flow-run/{chart['flow_run_id']}", shots / "run.png")
-    assert "Completed" in page and "Task runs" in page, page[-2000:]  # (the task runs' names are on a canvas)
+    assert "Completed" in page, page[-2000:]
+    assert "Task runs" in page, page[-2000:]  # (the task runs' names are on a canvas)
     assert re.search(r"train jaychou_lyrics v1 · train [0-9a-f]{12}", page), page[-2000:]  # the run's name
     summary = artifact_versions(served, "jaychou-lyrics-run-summary")[0]
     assert summary["flow_run_id"] == chart["flow_run_id"]
     page = render(chromium, f"{base}/artifacts/artifact/{summary['id']}", shots / "summary.png")
     links = re.findall(rf'<a [^>]*href="{re.escape(base)}/artifacts/artifact/([0-9a-f-]{{36}})"', page)
-    assert chart["id"] in links and top["id"] in links and len(links) == 6 + 5, page[-2000:]
+    assert chart["id"] in links, page[-2000:]
+    assert top["id"] in links, page[-2000:]
+    assert len(links) == 6 + 5, page[-2000:]
     page = render(chromium, f"{base}/artifacts/artifact/{chart['id']}", shots / "chart.png")
     assert re.search(r'<img[^>]+src="data:image/png;base64,', page), page[-2000:]
     page = render(chromium, f"{base}/artifacts/artifact/{top['id']}", shots / "vocab.png")
-    assert re.search(r"[\u4e00-\u9fff]", page) and "␣" in page, page[-2000:]
+    assert re.search(r"[\u4e00-\u9fff]", page), page[-2000:]
+    assert "␣" in page, page[-2000:]
     assert all((shots / f"{name}.png").stat().st_size > 10_000 for name in ("run", "summary", "chart", "vocab"))
 
 
@@ -156,7 +161,8 @@ def test_reingest_processes_only_what_is_new(served, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     rows = summary_rows(served)
     assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [("first", "unchanged", 1), ("second", "new", 1)]
-    assert rows[0]["keys"] == "" and "ingest" in rows[1]["keys"]
+    assert rows[0]["keys"] == ""
+    assert "ingest" in rows[1]["keys"]
     (corpora / "first.txt").write_text("one corpus, changed", encoding="utf-8")
     result, _ = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
     assert [(r["corpus"], r["status"], r["version"]) for r in summary_rows(served)] == [
@@ -196,7 +202,8 @@ def test_an_invalid_parameter_fails_the_run_and_writes_nothing(served):
     store = served["home"] / "store"
     before = snapshot(store)
     result, run_id = deployment_run(served, "train/default", "batch_size=-1", "epochs=2")
-    assert result.returncode == 1 and "Failed" in result.stdout
+    assert result.returncode == 1
+    assert "Failed" in result.stdout
     assert "batch_size must be a positive integer, got -1" in state_message(served, run_id)
     result, run_id = deployment_run(served, "prepare/default", f"source={served['root']}/missing.txt")
     assert result.returncode == 1
@@ -209,7 +216,8 @@ def test_an_invalid_parameter_fails_the_run_and_writes_nothing(served):
     assert "available on the deployment: 'source', 'name', 'sha256', 'errors'," in refused
     # A value outside a parameter's choices is refused before a run even exists.
     result, run_id = deployment_run(served, "train/default", "sampler=shuffled")
-    assert result.returncode != 0 and run_id is None
+    assert result.returncode != 0
+    assert run_id is None
     assert "shuffled" in result.stdout + result.stderr
     assert snapshot(store) == before
 
@@ -219,7 +227,8 @@ def test_the_ui_is_told_the_api_of_the_port_served(served):
     api_url = served["env"]["PREFECT_API_URL"]
     with urllib.request.urlopen(api_url.removesuffix("/api") + "/ui-settings", timeout=30) as response:
         settings = json.loads(response.read())
-    assert settings["api_url"] == api_url and not api_url.endswith(":4200/api")
+    assert settings["api_url"] == api_url
+    assert not api_url.endswith(":4200/api")
 
 
 def test_the_daily_reingest_without_a_corpora_folder_has_nothing_to_do(served):
@@ -228,7 +237,8 @@ def test_the_daily_reingest_without_a_corpora_folder_has_nothing_to_do(served):
     if (checkout / "corpora").exists():
         pytest.skip(f"{checkout}/corpora exists: the daily run would ingest it")
     result, run_id = deployment_run(served, "reingest/daily")
-    assert result.returncode == 0 and "Completed" in result.stdout, result.stdout[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Completed" in result.stdout, result.stdout[-3000:]
     assert summary_rows(served) == []
     described = artifact_versions(served, "reingest-summary")[0]["description"]
     assert "nothing to ingest: there is no ./corpora folder" in described

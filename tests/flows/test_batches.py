@@ -12,10 +12,12 @@ def test_batches_flow_on_the_lyrics(home, lyrics_zip):
     made = batches(source=str(lyrics_zip), epochs=3)
     ref = made.stages["batches"]
     assert ref.summary["batches_per_epoch"] == [8, 8, 8]
-    assert ref.summary["rows"] == 3 * 8 * 32 and ref.summary["tokens"] == 3 * 8 * 32 * 35
+    assert ref.summary["rows"] == 3 * 8 * 32
+    assert ref.summary["tokens"] == 3 * 8 * 32 * 35
     assert ref.summary["vocab_key"] == made.stages["vocab"].key
     reader = BatchReader(ref.path, expected_vocab_key=made.stages["vocab"].key)
-    assert len(reader) == 24 and all(x.shape == (32, 35) for x, _ in reader)
+    assert len(reader) == 24
+    assert all(x.shape == (32, 35) for x, _ in reader)
     again = batches(source=str(lyrics_zip), epochs=3)
     assert all(r.cache_hit for r in again.stages.values())
     reseeded = batches(source=str(lyrics_zip), epochs=3, seed=1)

@@ -79,7 +79,8 @@ def test_the_train_flow_on_two_workers_gives_the_local_runners_artifacts(on_clus
         assert any(s.lookup(stage, here.key) for s in worker_stores(on_cluster)), stage
         assert here.path == home / "store" / stage / here.key  # and the reference names this machine's copy
     assert made.stages["train"].summary["perplexity"] == local.stages["train"].summary["perplexity"]
-    assert made.corpus == "jaychou_lyrics" and made.version == 1
+    assert made.corpus == "jaychou_lyrics"
+    assert made.version == 1
 
 
 def test_reingest_prepares_its_corpora_at_once_on_the_cluster(on_cluster, lyrics_zip, tmp_path):

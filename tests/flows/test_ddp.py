@@ -56,8 +56,10 @@ def test_two_processes_give_the_parameters_of_one(tmp_path, lyrics_zip, sampler)
     for name, weight in alone.items():
         assert torch.allclose(together[name], weight, rtol=1e-5, atol=1e-6), name
     curves = [pq.read_table(r.path / METRICS_FILE).column("perplexity").to_pylist() for r in (one, two)]
-    assert len(curves[0]) == 3 and curves[1] == pytest.approx(curves[0], rel=1e-5)
-    assert two.summary["samples"] and two.summary["epochs"] == 3
+    assert len(curves[0]) == 3
+    assert curves[1] == pytest.approx(curves[0], rel=1e-5)
+    assert two.summary["samples"]
+    assert two.summary["epochs"] == 3
 
 
 def test_a_batch_that_does_not_split_or_too_many_processes_are_refused_before_any_work(tmp_path, lyrics_zip):
@@ -111,10 +113,14 @@ def test_a_killed_rank_stops_the_others_keeps_the_checkpoint_and_the_rerun_resum
         trained(root, lyrics_zip, 2, epochs=40)
     killer.join()
     message = str(failed.value)
-    assert killed and "rank 1 was killed by signal 9" in message, message
-    assert "the last checkpoint is kept at" in message and "a rerun with the same --nproc resumes from it" in message
+    assert killed, message
+    assert "rank 1 was killed by signal 9" in message, message
+    assert "the last checkpoint is kept at" in message
+    assert "a rerun with the same --nproc resumes from it" in message
     assert not list(root.glob("train/*"))  # nothing published
     events = []
     made = trained(root, lyrics_zip, 2, epochs=40, on_event=events.append)
     resumed = [e for e in events if isinstance(e, Resumed)]
-    assert resumed and resumed[0].epoch >= 1 and made.summary["epochs"] == 40
+    assert resumed
+    assert resumed[0].epoch >= 1
+    assert made.summary["epochs"] == 40

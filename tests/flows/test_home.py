@@ -14,12 +14,15 @@ def test_a_moved_home_resets_only_prefects_records(tmp_path, capsys):
     (home / "store").mkdir()
     (home / HOME_MARKER).write_text(str(tmp_path / "elsewhere"))
     check_home(home)
-    assert not (home / "prefect" / "cache-keys").exists() and (home / "prefect" / "prefect.db").exists()
-    assert (home / "store").is_dir() and (home / HOME_MARKER).read_text() == str(home)
+    assert not (home / "prefect" / "cache-keys").exists()
+    assert (home / "prefect" / "prefect.db").exists()
+    assert (home / "store").is_dir()
+    assert (home / HOME_MARKER).read_text() == str(home)
     assert f"CHARFLOW_HOME moved from {tmp_path / 'elsewhere'} to {home}" in capsys.readouterr().err
     (home / "prefect" / "cache-keys").mkdir()
     check_home(home)
-    assert (home / "prefect" / "cache-keys").exists() and capsys.readouterr().err == ""
+    assert (home / "prefect" / "cache-keys").exists()
+    assert capsys.readouterr().err == ""
 
 
 def test_a_home_without_room_or_write_access_is_refused(tmp_path, monkeypatch):

@@ -56,18 +56,22 @@ def test_a_killed_holders_lock_is_taken_over_with_a_warning(tmp_path, holder, ca
     manager = FlockLockManager(tmp_path)
     with caplog.at_level(logging.WARNING, logger="charflow.locks"):
         assert manager.acquire_lock(KEY, "holder-b", acquire_timeout=1)
-    assert manager.is_lock_holder(KEY, "holder-b") and not manager.is_lock_holder(KEY, "holder-a")
-    assert f"left by process {holder.pid} on " in caplog.text and "taken over" in caplog.text
+    assert manager.is_lock_holder(KEY, "holder-b")
+    assert not manager.is_lock_holder(KEY, "holder-a")
+    assert f"left by process {holder.pid} on " in caplog.text
+    assert "taken over" in caplog.text
     assert json.loads((tmp_path / f"{KEY}.lock").read_text())["pid"] == os.getpid()
     manager.release_lock(KEY, "holder-b")
-    assert not manager.is_locked(KEY) and not (tmp_path / f"{KEY}.lock").exists()
+    assert not manager.is_locked(KEY)
+    assert not (tmp_path / f"{KEY}.lock").exists()
 
 
 def test_a_live_holder_is_waited_for_by_name_then_refused(tmp_path, holder, monkeypatch, caplog):
     monkeypatch.setenv("CHARFLOW_LOCK_WAIT", "1")
     with caplog.at_level(logging.WARNING, logger="charflow.locks"), pytest.raises(LockTimeout) as err:
         FlockLockManager(tmp_path).acquire_lock(KEY, "holder-b")
-    assert f"still locked by process {holder.pid} on " in str(err.value) and "CHARFLOW_LOCK_WAIT" in str(err.value)
+    assert f"still locked by process {holder.pid} on " in str(err.value)
+    assert "CHARFLOW_LOCK_WAIT" in str(err.value)
     assert f"waiting for kkkkkkkkkkkk: process {holder.pid}" in caplog.text
     assert FlockLockManager(tmp_path).wait_for_lock(KEY, timeout=0.3) is False
 
@@ -92,13 +96,15 @@ def test_one_holder_at_a_time_among_processes_contending_for_a_dead_holders_lock
     lines = log.read_text().splitlines()
     assert len(lines) == 4 * 15 * 2
     for entry, leave in zip(lines[::2], lines[1::2], strict=True):  # never two inside at once
-        assert entry.startswith("in ") and leave == "out " + entry[3:]
+        assert entry.startswith("in ")
+        assert leave == "out " + entry[3:]
 
 
 def test_a_lock_held_in_this_process_is_held_for_other_holders(tmp_path):
     manager = FlockLockManager(tmp_path)
     assert manager.acquire_lock(KEY, "holder-a")
-    assert manager.is_locked(KEY) and manager.acquire_lock(KEY, "holder-b", acquire_timeout=0.3) is False
+    assert manager.is_locked(KEY)
+    assert manager.acquire_lock(KEY, "holder-b", acquire_timeout=0.3) is False
     with pytest.raises(ValueError, match="No lock held by holder-b"):
         manager.release_lock(KEY, "holder-b")
     manager.release_lock(KEY, "holder-a")
@@ -137,6 +143,7 @@ def test_a_lock_across_machines_is_freed_when_its_holder_is_killed(postgres_url,
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert here.acquire_lock(key, "this machine", acquire_timeout=10)  # the server freed it with the session
-    assert here.is_lock_holder(key, "this machine") and not here.is_lock_holder(key, "other")
+    assert here.is_lock_holder(key, "this machine")
+    assert not here.is_lock_holder(key, "other")
     here.release_lock(key, "this machine")
     assert not here.is_locked(key)

@@ -33,16 +33,16 @@ def test_the_books_numbers(book_prepared):
     assert refs["vocab"].summary["size"] == BOOK_VOCAB_SIZE == 1_027
     assert refs["encode"].summary["rows"] == 10_000
     indices = read_indices(refs["encode"].path)
-    assert indices.dtype == np.int32 and decode(indices, read_vocab(refs["vocab"].path)) == read_text(
-        refs["clean"].path
-    )
+    assert indices.dtype == np.int32
+    assert decode(indices, read_vocab(refs["vocab"].path)) == read_text(refs["clean"].path)
 
 
 def test_a_rerun_is_all_cache_hits_and_a_change_reruns_downstream(book_prepared, lyrics_zip):
     runner, first = book_prepared
     source = resolve_source(str(lyrics_zip), "jaychou")
     again = prepare(runner, source)
-    assert all(ref.cache_hit for ref in again.stages.values()) and (again.version, again.new_version) == (1, False)
+    assert all(ref.cache_hit for ref in again.stages.values())
+    assert (again.version, again.new_version) == (1, False)
     shorter = prepare(runner, source, PrepareParams(clean=CleanParams(max_chars=5_000)))
     assert {s: r.cache_hit for s, r in shorter.stages.items()} == {
         "ingest": True,
@@ -64,7 +64,8 @@ def test_training_on_stored_batches_by_corpus_reference(book_prepared):
     made = batches(runner, resolve_source(prepared.stages["ingest"].summary["source"], "jaychou"), sampler=spec)
     tiny = TrainParams(model="rnn", hidden=8, optimizer="adam", lr=0.01, prefixes=(), device="auto")
     refs = train_on(runner, "jaychou@latest/batches", tiny)
-    assert refs["batches"].key == made.stages["batches"].key and refs["vocab"].key == prepared.stages["vocab"].key
+    assert refs["batches"].key == made.stages["batches"].key
+    assert refs["vocab"].key == prepared.stages["vocab"].key
     assert refs["train"].summary["epochs"] == 1
     assert refs["train"].summary["samples"] == []
 

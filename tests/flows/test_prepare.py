@@ -39,10 +39,12 @@ def test_the_books_numbers(home, lyrics_zip):
     cleaned = read_text(refs["clean"].path)
     assert cleaned[:20] == "想要有直升机 想要和你飞到宇宙去 想要和"
     indices = read_indices(refs["encode"].path)
-    assert indices.dtype == np.int32 and indices.shape == (10_000,)
+    assert indices.dtype == np.int32
+    assert indices.shape == (10_000,)
     assert decode(indices, read_vocab(refs["vocab"].path)) == cleaned
     metadata = read_metadata(refs["encode"].file(INDICES_FILE))
-    assert metadata["vocab_key"] == refs["vocab"].key and metadata["vocab_size"] == 1_027
+    assert metadata["vocab_key"] == refs["vocab"].key
+    assert metadata["vocab_size"] == 1_027
     assert all(not hit for hit in hits(prepared).values())
 
 
@@ -55,7 +57,7 @@ def test_a_rerun_is_cached_in_prefect(home, lyrics_zip):
 
 
 @pytest.mark.parametrize(
-    "change,recomputed",
+    ("change", "recomputed"),
     [
         ({"max_chars": 5_000}, ["clean", "vocab", "encode"]),
         ({"order": "frequency"}, ["vocab", "encode"]),

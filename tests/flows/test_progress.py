@@ -23,7 +23,8 @@ def test_in_a_terminal_it_draws_a_bar_and_logs_nothing():
     for _ in range(5):
         progress.advance()
     progress.close()
-    assert lines == [] and progress.done == 5
+    assert lines == []
+    assert progress.done == 5
 
 
 def epoch(n, total=4, samples=()):
@@ -57,7 +58,8 @@ def test_other_library_versions_are_a_warning_that_names_them():
     Presenter(lines.append, terminal=False, warn=warnings.append)(
         OtherLibraries("vocab", "ab" * 32, "numpy", "2.4", "2.3")
     )
-    assert lines == [] and warnings == [
+    assert lines == []
+    assert warnings == [
         "numpy 2.4 is installed, but vocab artifact abababababab was made with numpy 2.3: it is rebuilt, as library "
         "versions are part of the content key. Install the pinned versions (scripts/setup.sh) to reuse the store."
     ]

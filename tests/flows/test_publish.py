@@ -35,8 +35,10 @@ def test_ui_artifacts_are_published(two_versions):
     summary, top = beside("vocab", "vocab-top-symbols")
     table = json.loads(top.data) if isinstance(top.data, str) else top.data
     assert table[0]["token"] == "␣"  # the space, visible
-    assert "vocab.parquet" in summary.data and "| parameter | value |" in summary.data
-    assert "| order | codepoint |" in summary.data and "None" not in summary.data  # bare strings, no None
+    assert "vocab.parquet" in summary.data
+    assert "| parameter | value |" in summary.data
+    assert "| order | codepoint |" in summary.data
+    assert "None" not in summary.data  # bare strings, no None
     encoded, _ = beside("encode", "encode-summary")
     assert re.search(r'^"first_indices": \[\d+, \d+, ', encoded.data, re.M)  # one line, not sixty
     for stage, chart, png in (
@@ -45,7 +47,8 @@ def test_ui_artifacts_are_published(two_versions):
     ):
         _, shown = beside(stage, chart)
         inline = re.search(r"!\[[^]]+\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", shown.data)
-        assert inline and base64.b64decode(inline.group(1)) == (stages[stage].path / png).read_bytes()
+        assert inline
+        assert base64.b64decode(inline.group(1)) == (stages[stage].path / png).read_bytes()
     _, metrics = beside("train", "training-metrics")
     rows = json.loads(metrics.data) if isinstance(metrics.data, str) else metrics.data
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -61,11 +64,13 @@ def test_ui_artifacts_are_published(two_versions):
 
 
 def test_a_corpus_name_in_prefects_key_alphabet():
-    assert corpus_prefix("songs") == "songs-" and corpus_prefix("jaychou_lyrics") == "jaychou-lyrics-"
+    assert corpus_prefix("songs") == "songs-"
+    assert corpus_prefix("jaychou_lyrics") == "jaychou-lyrics-"
     assert corpus_prefix(None) == ""
     # More than _ changed: two names could meet ("Jay Chou", "jay-chou"), so a hash of the name tells them apart.
     assert re.fullmatch(r"jay-chou-[0-9a-f]{6}-", corpus_prefix("Jay Chou"))
-    assert corpus_prefix("Jay Chou") != corpus_prefix("JAY CHOU") and corpus_prefix("jay-chou") == "jay-chou-"
+    assert corpus_prefix("Jay Chou") != corpus_prefix("JAY CHOU")
+    assert corpus_prefix("jay-chou") == "jay-chou-"
     assert re.fullmatch(r"corpus-[0-9a-f]{6}-", corpus_prefix("周杰伦"))
 
 
@@ -85,11 +90,12 @@ def test_whitespace_parameters_and_samples_read_plainly():
     ]
     long = {f"k{i}": "x" * 400 for i in range(6)}
     lines = sample_json(long, "0123456789abcdef").splitlines()
-    assert len(lines) == 4 and lines[-1] == "… 3 more, cut here: `charflow inspect show 0123456789ab` shows all"
+    assert len(lines) == 4
+    assert lines[-1] == "… 3 more, cut here: `charflow inspect show 0123456789ab` shows all"
 
 
 @pytest.mark.parametrize(
-    "rows,expected",
+    ("rows", "expected"),
     [
         ([], ""),
         ([{"a": 1, "b": "x|y"}], "| a | b |\n| --- | --- |\n| 1 | x\\|y |"),
@@ -114,14 +120,23 @@ def test_the_runs_own_page_names_tags_parameters_and_links_every_stage(two_versi
         )
     assert {"corpus:songs", "version:2"} <= set(run.tags)
     params = run.parameters
-    assert params["name"] == "songs" and params["device"] == "cpu" and params["sampler"] == "random"
-    assert params["epochs"] == 2 and params["hidden"] == 16 and params["optimizer"] == "adam"  # as passed
-    assert params["clean"]["max_chars"] == 10000 and params["lr"] == 0.01 and params["precision"] == "fp32"  # defaults
+    assert params["name"] == "songs"
+    assert params["device"] == "cpu"
+    assert params["sampler"] == "random"
+    # as passed
+    assert params["epochs"] == 2
+    assert params["hidden"] == 16
+    assert params["optimizer"] == "adam"
+    # defaults
+    assert params["max_chars"] == 10000
+    assert params["lr"] == 0.01
+    assert params["precision"] == "fp32"
     (summary,) = [a for a in artifacts if a.key == "songs-run-summary"]
     assert summary.data.startswith("## train songs v2\n")
     linked = set(re.findall(r"/artifacts/artifact/([0-9a-f-]{36})\)", summary.data))
     # Every keyed artifact of the run (Prefect adds a keyless one of its own, for a persisted result).
     others = {str(a.id) for a in artifacts if a.key and a.key != "songs-run-summary"}
-    assert linked == others and len(linked) == len(stages) + 5  # a summary per stage, 2 vocab and 3 train extras
+    assert linked == others
+    assert len(linked) == len(stages) + 5  # a summary per stage, 2 vocab and 3 train extras
     for stage, ref in stages.items():
         assert f"| {stage} | `{ref.key[:12]}` |" in summary.data

@@ -16,6 +16,8 @@ def test_train_then_train_batches_by_corpus_reference(home, lyrics_text, tmp_pat
     assert list(made.stages) == ["ingest", "clean", "vocab", "encode", "batches", "train"]
     assert made.stages["train"].summary["epochs"] == 2
     refs = train_batches(batches="tiny@latest/batches", **TINY)
-    assert refs["train"].key == made.stages["train"].key and refs["train"].cache_hit
+    assert refs["train"].key == made.stages["train"].key
+    assert refs["train"].cache_hit
     other = train_batches(batches=made.stages["batches"].key[:8], **{**TINY, "lr": 0.02})
-    assert not other["train"].cache_hit and other["train"].key != made.stages["train"].key
+    assert not other["train"].cache_hit
+    assert other["train"].key != made.stages["train"].key

@@ -36,11 +36,13 @@ def test_consecutive_book_vectors():
 
 def test_random_book_vectors():
     got = batches(BOOK, sampler="random", batch_size=2, num_steps=6)
-    assert len(got) == 2 and all(len(x) == 2 for x, _ in got)
+    assert len(got) == 2
+    assert all(len(x) == 2 for x, _ in got)
     rows = [(x, y) for xs, ys in got for x, y in zip(xs, ys, strict=True)]
     assert sorted(x[0] for x, _ in rows) == [0, 6, 12, 18]
     for x, y in rows:
-        assert x == list(range(x[0], x[0] + 6)) and y == [v + 1 for v in x]
+        assert x == list(range(x[0], x[0] + 6))
+        assert y == [v + 1 for v in x]
 
 
 def test_ids_stay_integers():
@@ -73,12 +75,13 @@ def test_random_offset_moves_window_boundaries():
     for sampler in ("random", "consecutive"):
         spec = SamplerSpec(sampler=sampler, batch_size=4, num_steps=10, random_offset=True, seed=1)
         offsets = {plan_epoch(len(corpus), spec, e).offset for e in range(30)}
-        assert len(offsets) > 3 and max(offsets) <= spec.max_offset
+        assert len(offsets) > 3
+        assert max(offsets) <= spec.max_offset
         assert plan_epoch(len(corpus), spec, 5).offset == plan_epoch(len(corpus), spec, 5).offset
 
 
 @pytest.mark.parametrize(
-    "n,spec,message",
+    ("n", "spec", "message"),
     [
         (5, {"num_steps": 6, "batch_size": 1}, "a corpus of 5 indices is too short for one window of num_steps=6"),
         (30, {"num_steps": 6, "batch_size": 5}, "4 windows of num_steps=6 in 30 indices are fewer than batch_size=5"),
@@ -96,7 +99,7 @@ def test_specs_that_do_not_fit_are_refused_with_numbers(n, spec, message):
 
 
 @pytest.mark.parametrize(
-    "spec,message",
+    ("spec", "message"),
     [
         ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
         ({"num_steps": -3}, "num_steps must be a positive integer, got -3"),
@@ -117,7 +120,8 @@ def test_shards_hold_whole_batches():
     params = BatchesParams(batch_size=4, num_steps=5, epochs=3, max_shard_rows=10)
     per_epoch, shards = plan_shards(100, params)
     assert per_epoch == [4, 4, 4]
-    assert [s["batches"] for s in shards] == [2] * 6 and all(s["rows"] <= 10 for s in shards)
+    assert [s["batches"] for s in shards] == [2] * 6
+    assert all(s["rows"] <= 10 for s in shards)
     assert BatchesParams(sampler="consecutive", epochs=250).stored_epochs == 1
 
 
@@ -154,7 +158,8 @@ def test_sampler_properties(n, spec, drop_last, epoch):
     rows = np.concatenate([x for x, _ in got])
     targets = np.concatenate([y for _, y in got])
     for start, x, y in zip(starts, rows, targets, strict=True):
-        assert np.array_equal(x, corpus[start : start + T]) and np.array_equal(y, corpus[start + 1 : start + T + 1])
+        assert np.array_equal(x, corpus[start : start + T])
+        assert np.array_equal(y, corpus[start + 1 : start + T + 1])
     if spec.sampler == "random":
         window_starts = plan.offset + np.arange(units) * T
         assert len(set(starts.tolist())) == len(starts)
@@ -191,6 +196,8 @@ def test_golden_random_starts():
     assert plan_epoch(100, spec, 0).starts.tolist() == first
     assert plan_epoch(100, spec, 1).starts.tolist() == second
     shifted = plan_epoch(100, spec.model_copy(update={"random_offset": True}), 0)
-    assert shifted.offset == 4 and shifted.starts.tolist() == [s + 4 for s in first]
+    assert shifted.offset == 4
+    assert shifted.starts.tolist() == [s + 4 for s in first]
     x, y = next(iter_batches(np.arange(100), spec, 0))
-    assert x[:, 0].tolist() == first[:3] and y[:, -1].tolist() == [s + 5 for s in first[:3]]
+    assert x[:, 0].tolist() == first[:3]
+    assert y[:, -1].tolist() == [s + 5 for s in first[:3]]

@@ -47,7 +47,7 @@ def test_normalize_and_lowercase():
 
 
 @pytest.mark.parametrize(
-    "bad,field",
+    ("bad", "field"),
     [
         ({"max_chars": 0}, "max_chars"),
         ({"max_chars": -5}, "max_chars"),
@@ -74,7 +74,7 @@ def test_the_english_editions_preprocessing():
 
 
 @pytest.mark.parametrize(
-    "pattern,reason",
+    ("pattern", "reason"),
     [
         ("(?<=a)b", "looks behind"),
         ("(?<!a)b", "looks behind"),

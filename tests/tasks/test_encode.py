@@ -10,7 +10,8 @@ from tasks.vocab import UNK, VocabParams, build_vocab
 def test_round_trip_on_the_lyrics(book_text):
     vocab = build_vocab(book_text, VocabParams())
     indices = encode(book_text, vocab)
-    assert indices.dtype == np.int32 and len(indices) == 10_000
+    assert indices.dtype == np.int32
+    assert len(indices) == 10_000
     assert decode(indices, vocab) == book_text
     assert [vocab.tokens[i] for i in indices[:20]] == list(book_text[:20])
 

@@ -37,7 +37,8 @@ def test_sha256_mismatch_shows_both_digests(lyrics_zip, tmp_path):
     wrong = "0" * 64
     with pytest.raises(IngestError) as err:
         fetch(str(lyrics_zip), tmp_path, wrong)
-    assert wrong in str(err.value) and DEFAULT_SHA256 in str(err.value)
+    assert wrong in str(err.value)
+    assert DEFAULT_SHA256 in str(err.value)
 
 
 def test_missing_source_is_named(tmp_path):
@@ -90,7 +91,7 @@ def test_url_not_found(tmp_path, http_root):
 
 
 @pytest.mark.parametrize(
-    "source,name",
+    ("source", "name"),
     [
         ("a/jaychou_lyrics.txt.zip", "jaychou_lyrics"),
         ("x/poems.txt", "poems"),
@@ -174,11 +175,13 @@ def test_a_url_is_revalidated_with_a_conditional_request(tmp_path):
         Counting.codes = []
         first = fetch(url, tmp_path / "downloads")
         again = fetch(url, tmp_path / "downloads")
-        assert (first.path, first.sha256) == (again.path, again.sha256) and Counting.codes == [200, 304]
+        assert (first.path, first.sha256) == (again.path, again.sha256)
+        assert Counting.codes == [200, 304]
         (root / "c.txt").write_text("hello, again")
         os.utime(root / "c.txt", (time.time() + 10, time.time() + 10))
         changed = fetch(url, tmp_path / "downloads")
-        assert changed.sha256 == hashlib.sha256(b"hello, again").hexdigest() and Counting.codes[-1] == 200
+        assert changed.sha256 == hashlib.sha256(b"hello, again").hexdigest()
+        assert Counting.codes[-1] == 200
     finally:
         server.shutdown()
         server.server_close()

@@ -39,7 +39,9 @@ def test_invalid_utf8_names_file_and_offset(tmp_path):
     with pytest.raises(IngestError) as err:
         ingest_source(path, tmp_path)
     message = str(err.value)
-    assert "bad.txt" in message and "byte offset 5" in message and "--decode-errors replace" in message
+    assert "bad.txt" in message
+    assert "byte offset 5" in message
+    assert "--decode-errors replace" in message
     _, text = ingest_source(path, tmp_path, IngestParams(errors="replace"))
     assert text == "好ok\ufffd rest"
 
@@ -59,7 +61,8 @@ def test_directory_reads_text_files_sorted(tmp_path):
     (folder / "sub" / "c.txt").write_text("third")
     (folder / "skip.bin").write_bytes(b"\xff")
     fetched, text = ingest_source(folder, tmp_path)
-    assert fetched.kind == "directory" and fetched.name == "corpus"
+    assert fetched.kind == "directory"
+    assert fetched.name == "corpus"
     assert text == "first\nsecond\nthird"
 
 

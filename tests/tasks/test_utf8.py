@@ -21,7 +21,8 @@ def test_the_books_counts_and_indices(book_text):
     counts = count_utf8(chunks)
     np.testing.assert_array_equal(counts, count_code_points([book_text]))
     vocab = vocab_from_counts(counts, VocabParams())
-    assert len(vocab) == BOOK_VOCAB_SIZE and counts.sum() == 10_000
+    assert len(vocab) == BOOK_VOCAB_SIZE
+    assert counts.sum() == 10_000
     indices = np.concatenate(list(encode_utf8(chunks, vocab)))
     assert indices.dtype == np.int32
     np.testing.assert_array_equal(indices, encode(book_text, vocab))
@@ -52,7 +53,7 @@ def test_unknown_characters_are_unk_or_the_decoded_texts_error():
 
 
 @pytest.mark.parametrize(
-    "data, offset",
+    ("data", "offset"),
     [
         (b"ab\xe5\xa5", 2),  # cut short at the end
         (b"\xe5", 0),

@@ -31,7 +31,7 @@ def test_reserved_tokens_and_min_count():
 
 
 @pytest.mark.parametrize(
-    "bad,message",
+    ("bad", "message"),
     [
         ({"min_count": 2}, "add --reserved '<unk>'"),
         ({"min_count": 0}, "min_count"),
@@ -51,6 +51,8 @@ def test_code_points_beyond_the_basic_plane():
 
     assert code_points("a好").dtype == np.uint16
     wide = code_points("a\U0001f600好")
-    assert wide.dtype == np.uint32 and wide.tolist() == [0x61, 0x1F600, 0x597D]
+    assert wide.dtype == np.uint32
+    assert wide.tolist() == [0x61, 0x1F600, 0x597D]
     vocab = build_vocab(["a\U0001f600", "好a"], VocabParams())
-    assert vocab.tokens == ["a", "好", "\U0001f600"] and vocab.counts.tolist() == [2, 1, 1]
+    assert vocab.tokens == ["a", "好", "\U0001f600"]
+    assert vocab.counts.tolist() == [2, 1, 1]

@@ -1,5 +1,7 @@
 """Checkpoints: written atomically, loaded without pickle, restoring the model, optimizer and RNG."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,7 +24,8 @@ def test_a_checkpoint_restores_everything_a_run_needs(tmp_path):
     expected_next = torch.rand(1)
     other, other_optimizer = model_and_optimizer(1)
     loaded = load_checkpoint(tmp_path / "c.pt", other, other_optimizer)
-    assert loaded == state and torch.rand(1) == expected_next
+    assert loaded == state
+    assert torch.rand(1) == expected_next
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True))
     assert other_optimizer.state_dict()["state"][0]["step"] == 1
 
@@ -32,7 +35,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "c.pt", model, optimizer, TrainState(epoch=1))
 
     def torn(obj, path):
-        open(path, "wb").write(b"half a checkpoint")
+        Path(path).write_bytes(b"half a checkpoint")
         raise OSError("No space left on device")
 
     monkeypatch.setattr(torch, "save", torn)

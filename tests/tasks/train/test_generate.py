@@ -32,7 +32,9 @@ def test_a_real_model_is_deterministic_and_keeps_the_prefix():
     torch.manual_seed(0)
     model = build_model(6, ModelParams(model="gru", hidden=8)).eval()
     text = continue_text(model, VOCAB, "cab", 10, torch.device("cpu"))
-    assert text.startswith("cab") and len(text) == 13 and set(text) <= set("abcdef")
+    assert text.startswith("cab")
+    assert len(text) == 13
+    assert set(text) <= set("abcdef")
     assert continue_text(model, VOCAB, "cab", 10, torch.device("cpu")) == text
 
 

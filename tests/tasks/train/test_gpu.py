@@ -43,7 +43,7 @@ def losses_per_step(model_name, cuda_graph, batches, carry=True, device="cuda", 
 
 
 @pytest.mark.parametrize(
-    "model_name,params",
+    ("model_name", "params"),
     [
         ("scratch", {}),
         ("rnn", {"optimizer": "adam", "lr": 1e-3}),
@@ -55,7 +55,8 @@ def test_the_graph_step_gives_the_eager_steps_losses(model_name, params):
     batches = book_batches(10)
     eager, eager_weights = losses_per_step(model_name, False, batches, **params)
     graph, graph_weights = losses_per_step(model_name, True, batches, **params)
-    assert len(graph) == 10 and WARMUP_STEPS < 10  # most steps are replays
+    assert len(graph) == 10
+    assert WARMUP_STEPS < 10  # most steps are replays
     assert graph == pytest.approx(eager, rel=1e-6)
     for g, e in zip(graph_weights, eager_weights, strict=True):
         assert torch.allclose(g, e, rtol=1e-5, atol=1e-7)
@@ -122,7 +123,8 @@ def test_a_model_trained_on_the_gpu_generates_on_the_cpu():
     on_cpu.load_state_dict({k: v.cpu() for k, v in trained.state_dict().items()})
     cpu_text = continue_text(on_cpu.eval(), TOY_VOCAB, "ab", 8, torch.device("cpu"))
     gpu_text = continue_text(trained.eval(), TOY_VOCAB, "ab", 8, torch.device("cuda"))
-    assert cpu_text == gpu_text and len(cpu_text) == 10
+    assert cpu_text == gpu_text
+    assert len(cpu_text) == 10
 
 
 def test_a_whole_run_with_graphs_matches_eager_runs_epoch_by_epoch():

@@ -85,7 +85,8 @@ def test_clipping_really_clips_every_model(name):
     assert before > 1
     returned = clip_by_global_norm(weights, 0.01)
     after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in weights]))
-    assert torch.isclose(returned, before) and after <= 0.01 * (1 + 1e-4)
+    assert torch.isclose(returned, before)
+    assert after <= 0.01 * (1 + 1e-4)
 
 
 @pytest.mark.parametrize("model", ["scratch", "lstm"])
@@ -100,13 +101,15 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path, model):
     assert events[0] == Resumed(2, tmp_path / "checkpoint.pt")
     assert [e.epoch for e in events[1:]] == [3, 4]
     assert deterministic(resumed.metrics) == deterministic(whole.metrics)
-    assert resumed.samples == whole.samples and len(whole.samples) == 2
+    assert resumed.samples == whole.samples
+    assert len(whole.samples) == 2
 
 
 def test_checkpoints_load_without_pickle(tmp_path):
     run(tmp_path)
     data = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert data["epoch"] == 4 and len(data["metrics"]) == 4
+    assert data["epoch"] == 4
+    assert len(data["metrics"]) == 4
 
 
 def test_a_diverging_loss_stops_with_the_last_good_checkpoint(tmp_path):
@@ -115,7 +118,8 @@ def test_a_diverging_loss_stops_with_the_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"the loss became \S+ in epoch 2 .*lower the learning rate") as err:
         run(tmp_path, epochs=3, batches=one, model="scratch", optimizer="sgd", lr=1e30, clip=None)
     kept = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert kept["epoch"] == 1 and len(kept["metrics"]) == 1
+    assert kept["epoch"] == 1
+    assert len(kept["metrics"]) == 1
     assert f"last good checkpoint (epoch 1) is kept at {tmp_path / 'checkpoint.pt'}" in str(err.value)
 
 
@@ -229,7 +233,8 @@ def test_events_carry_each_epochs_metrics_and_samples_only_when_due():
     assert all(isinstance(e, EpochEnd) for e in events)
     assert [len(e.samples) for e in events] == [0, 0, 1, 1]  # every 3rd epoch, and the last
     assert [e.metrics for e in events] == state.metrics
-    assert events[2].samples[0]["text"].startswith("ab") and len(events[2].samples[0]["text"]) == 5
+    assert events[2].samples[0]["text"].startswith("ab")
+    assert len(events[2].samples[0]["text"]) == 5
 
 
 def test_golden_perplexities_of_a_tiny_cpu_run():
@@ -306,4 +311,5 @@ def test_a_stop_request_ends_training_at_a_batch_naming_what_a_rerun_resumes_fro
 def test_bf16_autocast_trains_on_the_cpu_too_with_other_numbers():
     fp32 = [m["perplexity"] for m in run(epochs=2, model="scratch").state.metrics]
     bf16 = [m["perplexity"] for m in run(epochs=2, model="scratch", precision="bf16").state.metrics]
-    assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=1e-3)
+    assert bf16 != fp32
+    assert bf16 == pytest.approx(fp32, rel=1e-3)

@@ -22,7 +22,8 @@ def test_a_step_of_our_rnn_is_both_forms_of_the_books_equation():
     one_hot = F.one_hot(x[:, 0], V).float()  # (batch, vocab)
     separate = torch.tanh(one_hot @ model.W_xh + h_prev @ model.W_hh + model.b_h)
     stacked = torch.tanh(torch.cat([one_hot, h_prev], dim=1) @ torch.cat([model.W_xh, model.W_hh], dim=0) + model.b_h)
-    assert torch.allclose(ours, separate, atol=1e-6) and torch.allclose(ours, stacked, atol=1e-6)
+    assert torch.allclose(ours, separate, atol=1e-6)
+    assert torch.allclose(ours, stacked, atol=1e-6)
 
 
 @pytest.mark.parametrize("num_steps", [1, 5, 35, 100])
@@ -30,7 +31,8 @@ def test_parameter_count_does_not_depend_on_num_steps(num_steps):
     model = build_model(V, ModelParams())
     assert sum(p.numel() for p in model.parameters()) == BOOK_SCRATCH_PARAMETERS == 592_643
     logits, state = model(torch.randint(0, V, (2, num_steps)), model.init_state(2, torch.device("cpu")))
-    assert logits.shape == (2, num_steps, V) and state.shape == (2, H)
+    assert logits.shape == (2, num_steps, V)
+    assert state.shape == (2, H)
 
 
 def test_our_loss_is_the_books_loss():
@@ -50,7 +52,7 @@ def test_our_loss_is_the_books_loss():
 
 
 @pytest.mark.parametrize(
-    "name,layers,state_shape",
+    ("name", "layers", "state_shape"),
     [("scratch", 1, (3, 16)), ("rnn", 2, (2, 3, 16)), ("gru", 1, (1, 3, 16)), ("lstm", 2, (2, 3, 16))],
 )
 def test_every_model_maps_ids_to_logits_and_a_state(name, layers, state_shape):
@@ -59,7 +61,8 @@ def test_every_model_maps_ids_to_logits_and_a_state(name, layers, state_shape):
     logits, state = model(torch.randint(0, 50, (3, 7), dtype=torch.int32), state)
     assert logits.shape == (3, 7, 50)
     first = state[0] if isinstance(state, tuple) else state
-    assert first.shape == state_shape and hidden_rows(state) == 3
+    assert first.shape == state_shape
+    assert hidden_rows(state) == 3
     assert isinstance(state, tuple) == (name == "lstm")
     assert all(s.grad_fn is None for s in (detach(state) if isinstance(state, tuple) else (detach(state),)))
 
@@ -74,8 +77,10 @@ def test_output_logits_padded_for_aligned_kernels_are_the_plain_product(transpos
     weight.requires_grad_(), bias.requires_grad_()
     plain = output_logits(hs, weight, bias, transposed)
     padded = output_logits(hs, weight, bias, transposed, align=8)
-    assert V % 8 and plain.shape == padded.shape == (3, 7, V)
+    assert V % 8
+    assert plain.shape == padded.shape == (3, 7, V)
     assert torch.allclose(plain, padded, rtol=1e-5, atol=1e-6)
     grads = [torch.autograd.grad(out.square().sum(), (hs, weight, bias)) for out in (plain, padded)]
     for a, b in zip(*grads, strict=True):
-        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -9,7 +9,7 @@ from tasks.train.params import DeviceUnavailable, TrainParams, resolve_device
 
 
 @pytest.mark.parametrize(
-    "bad,message",
+    ("bad", "message"),
     [
         ({"model": "transformer"}, "'scratch', 'rnn', 'gru' or 'lstm'"),
         ({"optimizer": "rmsprop"}, "'sgd' or 'adam'"),
@@ -37,7 +37,8 @@ def test_the_device_is_resolved_outside_the_model():
 def test_cuda_without_a_gpu_is_a_parameter_error():
     with pytest.raises(DeviceUnavailable, match="no CUDA device is visible; use --device cpu or auto") as err:
         resolve_device(TrainParams(device="cuda"))
-    assert isinstance(err.value, ParameterError) and err.value.exit_code == 2
+    assert isinstance(err.value, ParameterError)
+    assert err.value.exit_code == 2
 
 
 def test_prefixes_are_checked_against_the_vocabulary():
@@ -61,7 +62,8 @@ def test_precision_is_keyed_and_the_cuda_graph_is_not():
     from artifacts.keys import keyed_params
 
     book = keyed_params(TrainParams())
-    assert book["precision"] == "fp32" and "cuda_graph" not in book
+    assert book["precision"] == "fp32"
+    assert "cuda_graph" not in book
     assert keyed_params(TrainParams(precision="bf16")) != book
     assert keyed_params(TrainParams(cuda_graph=False)) == book
     with pytest.raises(ValueError, match="precision"):

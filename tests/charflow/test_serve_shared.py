@@ -46,7 +46,8 @@ def test_a_deployment_on_one_machine_is_a_cache_hit_on_another(served_on_postgre
         text=True,
         timeout=400,
     )
-    assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "Completed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
     # Machine B: its own home, the same URLs, no Prefect server of A's.
     other = {k: v for k, v in shared_env.items()}
     for variable, value in other.items():
@@ -71,4 +72,5 @@ def test_a_deployment_on_one_machine_is_a_cache_hit_on_another(served_on_postgre
     # A machine that holds nothing yet reads lineage through the shared store, and verifies what it fetched.
     assert lineage.returncode == 0, lineage.stderr[-2000:]
     assert [a["stage"] for a in json.loads(lineage.stdout)][:3] == ["vocab", "clean", "ingest"]
-    assert verified.returncode == 0 and json.loads(verified.stdout)["missing"] == [], verified.stdout[-2000:]
+    assert verified.returncode == 0, verified.stdout[-2000:]
+    assert json.loads(verified.stdout)["missing"] == [], verified.stdout[-2000:]
