@@ -15,9 +15,10 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from artifacts.batches import BatchesSummary
+from artifacts.builds import OnEvent, ignore
 from artifacts.catalog import Catalog, CorpusVersion, JsonlCatalog
 from artifacts.refs import resolve
-from artifacts.stages import STAGES, OnEvent, ignore, run_stage
+from artifacts.stages import STAGES, run_stage
 from artifacts.store import ArtifactRef, Store
 from artifacts.text import TextSummary
 from artifacts.vocab import read_vocab

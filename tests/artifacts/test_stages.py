@@ -31,7 +31,7 @@ def test_every_stage_is_one_entry_whose_name_is_its_identity():
     for name, stage in STAGES.items():
         assert stage.name == name
         assert issubclass(stage.params, BaseModel)
-        assert f"artifacts.stages:{stage.build.__name__}" in stage.code
+        assert f"artifacts.builds:{stage.build.__name__}" in stage.code
     assert "torch" in STAGES["train"].libraries_now
     assert "torch" not in STAGES["batches"].libraries_now
     assert "matplotlib" in STAGES["vocab"].libraries_now  # frequency.png is part of the artifact
@@ -177,7 +177,7 @@ def test_clean_vocab_and_encode_make_the_same_bytes_compiled_or_decoded(book_pre
     for name in ("map_bytes", "count_utf8", "encode_utf8"):
         compiled = getattr(tasks.utf8, name)
         monkeypatch.setattr(tasks.utf8, name, lambda *a, f=compiled, n=name: calls.append(n) or f(*a))
-    monkeypatch.setattr(stages, "COMPILED_MIN_BYTES", 0)
+    monkeypatch.setattr("artifacts.builds.COMPILED_MIN_BYTES", 0)
     monkeypatch.setattr("artifacts.text_counts.COMPILED_MIN_BYTES", 0)
     assert files(Store(tmp_path / "compiled")) == decoded
     assert sorted(set(calls)) == ["count_utf8", "encode_utf8", "map_bytes"]  # the compiled loops did run
