@@ -44,6 +44,10 @@ def cli(capsys):
         (["run", "x", "--lr", "0"], "lr=0.0: Input should be greater than 0"),
         (["run", "x", "--clip", "often"], "expected a number or 'none', got 'often'"),
         (["train", "--batches", "abc", "--checkpoint-every", "0"], "checkpoint_every=0: Input should be greater"),
+        (["serve", "--port", "0"], "invalid parameters: port=0: Input should be greater than or equal to 1"),
+        (["serve", "--port", "70000"], "port=70000: Input should be less than or equal to 65535"),
+        (["inspect", "gc", "--keep", "-1"], "invalid parameters: keep=-1: Input should be greater than or equal to 0"),
+        (["inspect", "show", "x", "--batch", "0"], "expected 2 arguments"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2_before_any_work(cli, home, args, message):
