@@ -18,6 +18,7 @@ from flows.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.errors import CharflowError, Interrupted
+from tasks.fetch import check_source
 from tasks.ingest import IngestParams
 from tasks.train.params import GenerateParams, TrainParams, resolve_device
 from tasks.vocab import VocabParams
@@ -298,7 +299,22 @@ def quiet_prefect_console() -> None:
                 handler.addFilter(QuietConsole())
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every parameter model built and a local source looked at: a bad argument is refused before any server
+    starts and before anything is written (the commands build the same models again, in microseconds)."""
+    if args.command not in RUNS_FLOWS:
+        return
+    _prepare_params(args)
+    if args.command in ("batches", "run", "train"):
+        options.build(args, BatchesParams)
+    if args.command in ("run", "train"):
+        _training(args)
+    if getattr(args, "source", None) and not getattr(args, "batches", None):
+        check_source(args.source)
+
+
 def run_command(args: argparse.Namespace) -> int:
+    check_arguments(args)
     folder = home.configure()
     if args.command in RUNS_FLOWS or (args.command == "inspect" and getattr(args, "yes", False)):
         home.check_home(folder)

@@ -32,7 +32,7 @@ class SamplerSpec(BaseModel):
     sampler: SamplerName = Field("random", description="the book's random or consecutive minibatches")
     batch_size: int = Field(32, description="rows per batch")
     num_steps: int = Field(35, description="time steps per row")
-    seed: int = Field(0, description="the sampler's and the model's seed")
+    seed: int = Field(0, ge=0, description="the sampler's and the model's seed")
     epochs: int = Field(250, description="epochs of batches (and of training)")
     drop_last: bool = Field(True, description="drop a partial last batch (random sampling)")
     random_offset: bool = Field(False, description="a seeded start offset per epoch")

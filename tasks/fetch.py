@@ -199,6 +199,12 @@ def on_this_machine(fetched: Fetched, downloads: Path, patterns: tuple[str, ...]
     )
 
 
+def check_source(source: str) -> None:
+    """What can be told of a source before any work: a local path exists (a URL answers when it is fetched)."""
+    if not source.startswith(("http://", "https://")) and not Path(source).expanduser().exists():
+        raise IngestError(f"{source}: no such file or directory. Pass an existing file, folder, .zip or http(s) URL.")
+
+
 def _fetch(
     source: str, downloads: Path, expected_sha256: str | None, patterns: tuple[str, ...], cache: DigestCache
 ) -> Fetched:
@@ -215,9 +221,8 @@ def _fetch(
             size=path.stat().st_size,
             name=corpus_name(source),
         )
+    check_source(source)
     path = Path(source).expanduser()
-    if not path.exists():
-        raise IngestError(f"{source}: no such file or directory. Pass an existing file, folder, .zip or http(s) URL.")
     if path.is_dir():
         files = text_files(path, patterns)
         if not files:

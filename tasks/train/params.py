@@ -37,7 +37,7 @@ class TrainParams(ModelParams):
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="the optimizer")
     lr: float = Field(default=100.0, gt=0, description="learning rate")
     clip: float | None = Field(default=0.01, gt=0, description="global gradient-norm bound, or 'none'")
-    seed: int = Field(0, description="the sampler's and the model's seed")
+    seed: int = Field(0, ge=0, description="the sampler's and the model's seed")
     # "auto" is resolved by `resolve_device` before the run is keyed: the device changes the numbers.
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
     # bf16 autocast is for large models on a GPU; fp32 reproduces the book.

@@ -44,6 +44,8 @@ def cli(capsys):
         (["run", "x", "--lr", "0"], "lr=0.0: Input should be greater than 0"),
         (["run", "x", "--clip", "often"], "expected a number or 'none', got 'often'"),
         (["train", "--batches", "abc", "--checkpoint-every", "0"], "checkpoint_every=0: Input should be greater"),
+        (["batches", "x", "--seed", "-1"], "invalid parameters: seed=-1: Input should be greater than or equal to 0"),
+        (["run", "x", "--seed", "-1"], "invalid parameters: seed=-1: Input should be greater than or equal to 0"),
         (["serve", "--port", "0"], "invalid parameters: port=0: Input should be greater than or equal to 1"),
         (["serve", "--port", "70000"], "port=70000: Input should be less than or equal to 65535"),
         (["inspect", "gc", "--keep", "-1"], "invalid parameters: keep=-1: Input should be greater than or equal to 0"),
@@ -56,6 +58,31 @@ def test_bad_arguments_are_one_line_and_exit_2_before_any_work(cli, home, args, 
     assert message in err
     assert out == ""
     assert not (home / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prepare", "{tmp}/missing.txt"], "missing.txt: no such file or directory. Pass an existing file"),
+        (["batches", "--seed", "-1"], "invalid parameters: seed=-1: Input should be greater than or equal to 0"),
+        (["run", "{tmp}/missing.txt", "--epochs", "2"], "missing.txt: no such file or directory"),
+    ],
+)
+def test_a_refusal_comes_before_any_server_and_writes_nothing(tmp_path, args, message):
+    """A real process with no Prefect server anywhere: the refusal is its one line, and CHARFLOW_HOME is never
+    made (the temporary server and its database would live there)."""
+    home = tmp_path / "never-made"
+    env = {**os.environ, "CHARFLOW_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_HOME", None)
+    argv = [a.format(tmp=tmp_path) for a in args]
+    result = subprocess.run(
+        [sys.executable, "-m", "charflow.cli", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode in (1, 2)
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not home.exists()
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
