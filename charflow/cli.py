@@ -34,15 +34,17 @@ def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _prepare_params(args: argparse.Namespace) -> dict[str, Any]:
+def _prepare_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ingest, clean and vocab options, checked by their models, as every flow takes them: flat."""
     return {
-        "source": args.source,
-        "name": args.name,
-        "sha256": args.sha256,
-        **options.build(args, IngestParams).model_dump(),
-        **options.build(args, CleanParams).model_dump(),
-        **options.build(args, VocabParams).model_dump(),
+        name: value
+        for model in (IngestParams, CleanParams, VocabParams)
+        for name, value in options.build(args, model).model_dump().items()
     }
+
+
+def _prepare_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"source": args.source, "name": args.name, "sha256": args.sha256, **_prepare_settings(args)}
 
 
 def _print_prepared(prepared: Any, as_json: bool) -> None:
@@ -135,14 +137,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_reingest(args: argparse.Namespace) -> int:
-    params = _prepare_params(args)
     from flows.reingest import reingest
 
-    rows = reingest(
-        sources=args.sources or None,
-        train=args.train,
-        **{name: value for name, value in params.items() if name not in ("source", "name", "sha256")},
-    )
+    rows = reingest(sources=args.sources or None, train=args.train, **_prepare_settings(args))
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -251,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     for model, title in ((IngestParams, "ingest"), (CleanParams, "clean"), (VocabParams, "vocab")):
         options.add_model(reingest, model, title)
     reingest.add_argument("--json", action="store_true", help="print the rows as JSON")
-    reingest.set_defaults(func=cmd_reingest, source=None, name=None, sha256=None)
+    reingest.set_defaults(func=cmd_reingest)
     generate = commands.add_parser("generate", help="continue a prefix with a trained model")
     generate.add_argument("model", help="a train artifact: key, key prefix, folder or corpus@version/train")
     options.add_model(generate, GenerateParams, "generate")
@@ -304,7 +301,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     starts and before anything is written (the commands build the same models again, in microseconds)."""
     if args.command not in RUNS_FLOWS:
         return
-    _prepare_params(args)
+    _prepare_settings(args)
     if args.command in ("batches", "run", "train"):
         options.build(args, BatchesParams)
     if args.command in ("run", "train"):

@@ -7,8 +7,8 @@ from typing import Any
 from artifacts.settings import environment
 from flows import pipeline
 from flows.compute import ConfiguredTaskRunner
-from flows.params import flat_flow, pick
-from flows.pipeline import Prepared, PrepareParams
+from flows.params import flat_flow
+from flows.pipeline import Prepared, PrepareParams, pick
 from flows.prefect_tasks import PrefectRunner
 from flows.run_page import resolved_source, show_parameters
 from tasks.batches import BatchesParams

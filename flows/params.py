@@ -1,7 +1,8 @@
 """One parameter shape for every flow: flat, typed keyword parameters generated from the parameter models, so
-that every deployment takes `--param epochs=20` and every default is the model's own. A run submitted with
-the nested shape of earlier releases (`ingest={...}`, `sampler={...}`, `training={...}`) is refused in one
-line that names the flat parameters."""
+that every deployment takes `--param epochs=20` and every default is the model's own. The nested shape of
+earlier releases (`ingest={...}`, `sampler={...}`, `training={...}`) is refused: by `prefect deployment run`
+against the deployment's schema, and here, in one line naming the flat parameters, where a run's parameters
+reach validation (a removed name given through the API stops earlier, in Prefect's own binding)."""
 
 from __future__ import annotations
 
@@ -67,11 +68,6 @@ def _described(models: tuple[type[BaseModel], ...]) -> str:
     return "\n\nArgs:\n" + "\n".join(lines) if lines else ""
 
 
-def pick(model: type[BaseModel], settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that are fields of `model`."""
-    return {name: value for name, value in settings.items() if name in model.model_fields}
-
-
 def nested_given(parameters: dict[str, Any], accepted: typing.Collection[str]) -> list[str]:
     """The parameters given in the nested shape: a name the flow no longer takes, or `sampler` as a mapping."""
     return [
@@ -82,7 +78,7 @@ def nested_given(parameters: dict[str, Any], accepted: typing.Collection[str]) -
 
 
 class FlatFlow(Flow):
-    """A flow whose runs refuse the nested parameter shape in one line, before Prefect binds them."""
+    """A flow whose parameter validation refuses the nested shape in one line naming the flat parameters."""
 
     def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         accepted = inspect.signature(self.fn).parameters

@@ -33,6 +33,11 @@ from tasks.train.params import TrainParams, check_prefixes, resolve_device
 from tasks.vocab import VocabParams
 
 
+def pick(model: type[BaseModel], settings: dict[str, Any]) -> dict[str, Any]:
+    """The flat settings that are fields of `model`."""
+    return {name: value for name, value in settings.items() if name in model.model_fields}
+
+
 class PrepareParams(BaseModel):
     """How a corpus becomes indices: the book's ingest, cleaning and vocabulary by default."""
 
@@ -45,11 +50,11 @@ class PrepareParams(BaseModel):
     @classmethod
     def of(cls, settings: dict[str, Any]) -> PrepareParams:
         """From a flow's flat parameters: each model takes its own fields, and checks them."""
-
-        def of(model: type[BaseModel]) -> Any:
-            return model(**{name: value for name, value in settings.items() if name in model.model_fields})
-
-        return cls(ingest=of(IngestParams), clean=of(CleanParams), vocab=of(VocabParams))
+        return cls(
+            ingest=IngestParams(**pick(IngestParams, settings)),
+            clean=CleanParams(**pick(CleanParams, settings)),
+            vocab=VocabParams(**pick(VocabParams, settings)),
+        )
 
     def flat(self) -> dict[str, Any]:
         """The flat parameters, as a flow takes them."""

@@ -8,7 +8,8 @@ from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
 from flows.batches import batches
-from flows.params import flat_fields, flat_parameters, pick
+from flows.params import flat_fields, flat_parameters
+from flows.pipeline import pick
 from flows.prepare import prepare
 from flows.reingest import reingest
 from flows.train import train, train_batches
