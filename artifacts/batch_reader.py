@@ -19,8 +19,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from artifacts.batches import BatchesSummary, Shard, read_batch_rows, read_tokens
 from artifacts.manifest import read_manifest
 from artifacts.vocab import VocabMismatch
-from tasks.batches import EpochPlan, plan_epoch, window_view, windows
+from tasks.batches import plan_epoch
 from tasks.errors import ParameterError
+from tasks.samplers import EpochPlan, window_view, windows
 from tasks.streams import prefetch
 
 Pair = tuple[torch.Tensor, torch.Tensor]

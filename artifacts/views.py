@@ -14,8 +14,9 @@ from artifacts.store import Entry, Store
 from artifacts.text import iter_text
 from artifacts.vocab import VOCAB_FILE
 from artifacts.vocab import read_tokens as read_vocab_tokens
-from tasks.batches import plan_epoch, window_view, windows
+from tasks.batches import plan_epoch
 from tasks.errors import CharflowError
+from tasks.samplers import window_view, windows
 
 LIMIT = 10
 

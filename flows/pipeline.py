@@ -23,11 +23,12 @@ from artifacts.store import ArtifactRef, Store
 from artifacts.text import TextSummary
 from artifacts.vocab import read_vocab
 from flows.ddp import check_processes, launch
-from tasks.batches import BatchesParams, SamplerError, check_fits, split_validation
+from tasks.batches import BatchesParams, check_fits, split_validation
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
 from tasks.fetch import Located, fetch
 from tasks.ingest import IngestParams
+from tasks.samplers import SamplerError
 from tasks.sources import Fetched
 from tasks.train.params import TrainParams, check_prefixes, resolve_device
 from tasks.vocab import VocabParams

@@ -13,7 +13,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator, model_validator
 
 from tasks.samplers import SAMPLERS, EpochPlan, Sampler, sampler_for, window_view, windows
-from tasks.samplers import SamplerError as SamplerError  # the samplers raise it; callers catch it from here
 
 BOOK_BATCHES_PER_EPOCH = 8  # the lyrics at batch_size 32, num_steps 35, for both samplers
 

@@ -9,7 +9,6 @@ from pydantic import ValidationError
 from tasks.batches import (
     BOOK_BATCHES_PER_EPOCH,
     BatchesParams,
-    SamplerError,
     SamplerSpec,
     batch_counts,
     check_fits,
@@ -18,6 +17,7 @@ from tasks.batches import (
     plan_shards,
 )
 from tasks.encode import encode
+from tasks.samplers import SamplerError
 from tasks.vocab import VocabParams, build_vocab
 
 BOOK = np.arange(30)

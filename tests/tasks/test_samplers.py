@@ -22,7 +22,6 @@ from artifacts.store import Store
 from charflow.cli import build_parser
 from tasks.batches import (
     BatchesParams,
-    SamplerError,
     SamplerName,
     SamplerSpec,
     batch_counts,
@@ -32,7 +31,15 @@ from tasks.batches import (
     plan_epoch,
     plan_shards,
 )
-from tasks.samplers import SAMPLERS, ConsecutiveSampler, EpochPlan, RandomSampler, register, sampler_for
+from tasks.samplers import (
+    SAMPLERS,
+    ConsecutiveSampler,
+    EpochPlan,
+    RandomSampler,
+    SamplerError,
+    register,
+    sampler_for,
+)
 from tasks.train.loop import train
 from tasks.train.params import TrainParams
 from tasks.vocab import Vocab
