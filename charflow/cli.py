@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -20,6 +21,7 @@ from tasks.clean import CleanParams
 from tasks.errors import CharflowError, Interrupted
 from tasks.fetch import check_source
 from tasks.ingest import IngestParams
+from tasks.train.device import without_torch
 from tasks.train.params import GenerateParams, TrainParams, resolve_device
 from tasks.vocab import VocabParams
 
@@ -83,8 +85,9 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 
 def _training(args: argparse.Namespace) -> TrainParams:
-    """Checked at the edge, the device included, before any work (the flow resolves "auto" itself)."""
-    training = options.build(args, TrainParams)
+    """Checked at the edge, the device included, before any work (the flow resolves "auto" itself where
+    that needs torch)."""
+    training = without_torch(options.build(args, TrainParams))
     resolve_device(training)
     return training
 
@@ -120,20 +123,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.batches:
         return cmd_run(args)
     training = _training(args)
-    from artifacts.model import TrainSummary
     from flows.train import train_batches
 
-    refs = train_batches(batches=args.batches, **training.model_dump())
+    _print_trained_on(train_batches(batches=args.batches, **training.model_dump()), args.json)
+    return 0
+
+
+def _print_trained_on(refs: dict[str, Any], as_json: bool) -> None:
+    from artifacts.model import TrainSummary
+
     model = refs["train"]
     summary = TrainSummary.of(model)
-    if args.json:
+    if as_json:
         out = {name: ref.model_dump(mode="json") for name, ref in refs.items()}
         out.update(model=out["train"], perplexity=summary.perplexity)
         print(json.dumps(out, ensure_ascii=False, indent=2))
     else:
         print(f"model {model.key[:12]}  {'cached' if model.cache_hit else 'trained'}  {model.path}")
         print(f"final perplexity {summary.perplexity:.3f} after {summary.epochs} epochs")
-    return 0
 
 
 def cmd_reingest(args: argparse.Namespace) -> int:
@@ -269,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that run flows: they write to the home and need a Prefect API.
 RUNS_FLOWS = {"prepare", "batches", "run", "train", "reingest"}
+ANSWERABLE = RUNS_FLOWS - {"reingest"}
 
 
 class QuietConsole(logging.Filter):
@@ -310,6 +318,41 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_source(args.source)
 
 
+def answer_from_store(args: argparse.Namespace) -> bool:
+    """Print the command's answer when everything it would make is stored and recorded already (no Prefect, no
+    server, no flow run): True; False when it has to run its flow."""
+    from flows.answer import answer, answer_train_on
+
+    if args.command == "train" and args.batches:
+        refs = answer_train_on(args.batches, _training(args).model_dump())
+        if refs is None:
+            return False
+        _print_trained_on(refs, args.json)
+    else:
+        settings = _prepare_settings(args)
+        if args.command != "prepare":
+            settings.update(options.build(args, BatchesParams).model_dump())
+        if args.command in ("run", "train"):
+            settings.update(_training(args).model_dump())
+        command = "train" if args.command == "run" else args.command
+        made = answer(command, args.source, args.name, args.sha256, settings)
+        if made is None:
+            return False
+        (_print_trained if command == "train" else _print_prepared)(made, args.json)
+    print(
+        "charflow: every stage was in the store: answered from it, with no flow run (set PREFECT_API_URL to "
+        "record one on a Prefect server)",
+        file=sys.stderr,
+    )
+    return True
+
+
+def answers_from_store(args: argparse.Namespace) -> bool:
+    """A command that makes artifacts may be answered from the store unless a Prefect server is named (then it
+    is recorded there as a flow run) or this process runs Prefect already (its host's settings stand)."""
+    return args.command in ANSWERABLE and not os.environ.get("PREFECT_API_URL") and "prefect" not in sys.modules
+
+
 def run_command(args: argparse.Namespace) -> int:
     check_arguments(args)
     folder = home.configure()
@@ -323,6 +366,8 @@ def run_command(args: argparse.Namespace) -> int:
         cluster.check()  # a Dask scheduler that does not answer, or workers with no shared store
     if args.command not in RUNS_FLOWS:
         return args.func(args)
+    if answers_from_store(args) and answer_from_store(args):
+        return 0
     from charflow.temporary_server import drain_prefect, prefect_api
 
     interrupt.reset()
