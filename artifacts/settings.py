@@ -50,6 +50,12 @@ class Settings(BaseModel):
     cache_bytes: int = Field(
         20 * 2**30, ge=0, description="with a shared store, the most bytes this machine keeps copies of"
     )
+    server_idle: float = Field(
+        600.0,
+        ge=0,
+        description="seconds the home's Prefect server keeps running with no command and no `charflow serve` "
+        "using it (0: it stops with the last command that used it)",
+    )
     debug: bool = Field(False, description="1: show the traceback of a failure")
 
     @field_validator("data_path", mode="before")

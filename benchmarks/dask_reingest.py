@@ -80,12 +80,12 @@ def main() -> None:
     home.configure()
     results: dict[str, float] = {}
     with ExitStack() as stack:
-        from charflow.temporary_server import temporary_server
+        from charflow.home_server import attached
 
         s3 = stack.enter_context(moto_server(root / "moto.log"))
         postgres = stack.enter_context(postgres_cluster())
         # The Prefect server a `charflow` command starts, before Prefect is imported.
-        os.environ["PREFECT_API_URL"] = stack.enter_context(temporary_server())
+        os.environ["PREFECT_API_URL"] = stack.enter_context(attached()).url
 
         def shared(name: str) -> dict[str, str]:
             create_bucket(s3, name)

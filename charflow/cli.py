@@ -189,6 +189,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(params.port, params.database)
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from charflow import home_server
+
+    if args.action == "stop":
+        stopped = home_server.stop()
+        print(f"stopped the Prefect server at {stopped.url}" if stopped else "no Prefect server runs for this home")
+        return 0
+    status = home_server.status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    elif not status["running"]:
+        print(f"no Prefect server runs for this home ({status['prefect_home']}); the next command starts one")
+    else:
+        use = "in use" if status["in_use"] else f"idle for {status['idle_seconds']} s"
+        print(
+            f"Prefect server at {status['url']} (pid {status['pid']}), {use}; it stops after "
+            f"{status['stops_after_idle_seconds']:g} s unused (CHARFLOW_SERVER_IDLE)"
+        )
+    return 0
+
+
 def cmd_share(args: argparse.Namespace) -> int:
     """Copy this home's store and catalog into the shared backends, then check the copy."""
     from artifacts import backends
@@ -266,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="a Prefect server, the work pool, the deployments and a worker")
     options.add_model(serve, ServeParams, "serve")
     serve.set_defaults(func=cmd_serve)
+    server = commands.add_parser(
+        "server", help="this home's Prefect server (started by the first command that needs one, stopped when idle)"
+    )
+    server.add_argument("action", choices=["status", "stop"], help="status: whether it runs, where; stop: stop it")
+    server.add_argument("--json", action="store_true", help="print the status as JSON")
+    server.set_defaults(func=cmd_server)
     share = commands.add_parser(
         "share", help="copy this home's store and catalog into CHARFLOW_STORE_URL and CHARFLOW_CATALOG_URL"
     )
@@ -368,7 +395,7 @@ def run_command(args: argparse.Namespace) -> int:
         return args.func(args)
     if answers_from_store(args) and answer_from_store(args):
         return 0
-    from charflow.temporary_server import drain_prefect, prefect_api
+    from charflow.home_server import drain_prefect, prefect_api
 
     interrupt.reset()
     with interrupt.handled(), prefect_api():

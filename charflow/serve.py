@@ -1,6 +1,7 @@
-"""`charflow serve`: a Prefect server on 127.0.0.1 (or PREFECT_API_URL's), the work pool, the deployments of
-prefect.yaml and a worker in the foreground; Ctrl-C or SIGTERM stops the worker, then the server. It runs until
-stopped; the server a one-shot command starts for itself, and stops when it ends, is charflow.temporary_server."""
+"""`charflow serve`: the work pool, the deployments of prefect.yaml and a worker in the foreground, on
+PREFECT_API_URL's server or on this home's (charflow.home_server: started on --port unless it runs already,
+shared with the home's commands, kept up while serving). Ctrl-C or SIGTERM stops the worker; the home's server
+stops once idle."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,32 +91,35 @@ def check_database(url: str) -> None:
 
 
 def serve(port: int = 4200, database: str | None = None) -> int:
+    from charflow import home_server
+
     root = project_root()
     env = {**os.environ, "PWD": str(root)}
-    server = None
     api_url = os.environ.get("PREFECT_API_URL")
     database = database or os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
-    if database and not api_url:
-        check_database(database)
-    if not api_url:
-        api_url = f"http://127.0.0.1:{port}/api"
-        # `--port` moves the API but not the URL the UI is told to call (/ui-settings): that comes from these,
-        # or from a PREFECT_API_URL in the user's profile.
-        server_env = {
-            **env,
-            "PREFECT_SERVER_API_HOST": "127.0.0.1",
-            "PREFECT_SERVER_API_PORT": str(port),
-            "PREFECT_UI_API_URL": api_url,
-        }
-        if database:  # PostgreSQL instead of SQLite: several workers, and no "database is locked"
-            server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
-            print(f"charflow serve: Prefect's database is {redact(database)}", flush=True)
-        server = subprocess.Popen(
-            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=server_env,
-            preexec_fn=die_with_this_process(),
-        )
-        env["PREFECT_API_URL"] = api_url
+    with ExitStack() as stack:
+        if not api_url:
+            if database:  # PostgreSQL instead of SQLite: several workers, and no "database is locked"
+                check_database(database)
+                running = home_server.read_record(home_server.prefect_home())
+                if running is not None and home_server.serves_this_home(running, home_server.prefect_home()):
+                    raise ServeError(
+                        f"this home's Prefect server already runs at {running.url}, on its own database; stop it "
+                        "first (charflow server stop) to serve on --database"
+                    )
+                print(f"charflow serve: Prefect's database is {redact(database)}", flush=True)
+            # This home's server (started on --port unless one runs already), in use while serving.
+            record = stack.enter_context(
+                home_server.attached(port, {"PREFECT_SERVER_DATABASE_CONNECTION_URL": database} if database else {})
+            )
+            if not record.url.endswith(f":{port}/api"):
+                print(f"charflow serve: this home's Prefect server runs already, at {record.url}", flush=True)
+            api_url = env["PREFECT_API_URL"] = record.url
+        return _serve_on(api_url, root, env)
+
+
+def _serve_on(api_url: str, root: Path, env: dict[str, str]) -> int:
+    """The work pool, the deployments and a worker on the server at `api_url`, until stopped."""
     worker = None
     stopping = False
 
@@ -125,7 +130,7 @@ def serve(port: int = 4200, database: str | None = None) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        wait_healthy(api_url, server)
+        wait_healthy(api_url, None)
         print(f"charflow serve: Prefect API at {api_url}", flush=True)
         subprocess.run(
             [*PREFECT, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
@@ -145,6 +150,5 @@ def serve(port: int = 4200, database: str | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        # The worker first, so that it does not lose its server mid-run.
+        # The worker before the server (the home's: it stops when idle), so that it does not lose it mid-run.
         _stop(worker, "the worker")
-        _stop(server, "the server")

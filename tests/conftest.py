@@ -18,6 +18,8 @@ os.environ["CHARFLOW_HOME"] = str(_SESSION_HOME)
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Each test's home server stops with the last command that used it, as a one-shot command's used to.
+os.environ["CHARFLOW_SERVER_IDLE"] = "0"
 
 from flows.home import configure  # noqa: E402
 

@@ -11,6 +11,7 @@ def test_an_empty_environment_gives_every_default():
     assert environment({}).home == Path(".charflow").resolve()
     assert environment({}).lock_wait == 1800.0
     assert environment({}).cache_bytes == 20 * 2**30
+    assert environment({}).server_idle == 600.0
 
 
 def test_every_field_is_read_from_its_charflow_variable(tmp_path):
@@ -22,6 +23,7 @@ def test_every_field_is_read_from_its_charflow_variable(tmp_path):
         "CHARFLOW_DASK_ADDRESS": "tcp://127.0.0.1:8786",
         "CHARFLOW_LOCK_WAIT": "2.5",
         "CHARFLOW_CACHE_BYTES": "1024",
+        "CHARFLOW_SERVER_IDLE": "30",
         "CHARFLOW_DEBUG": "1",
     }
     assert sorted(given) == sorted(variable(name) for name in Settings.model_fields)
@@ -33,6 +35,7 @@ def test_every_field_is_read_from_its_charflow_variable(tmp_path):
     assert read.dask_address == "tcp://127.0.0.1:8786"
     assert read.lock_wait == 2.5
     assert read.cache_bytes == 1024
+    assert read.server_idle == 30.0
     assert read.debug is True
 
 

@@ -156,7 +156,7 @@ def test_kill_9_mid_stage_then_the_same_command_completes(tmp_path, lyrics_zip, 
 
 @pytest.fixture(scope="module")
 def clean_training(tmp_path_factory, lyrics_zip):
-    """An undisturbed training run (on a temporary server of its own) to compare against."""
+    """An undisturbed training run (on its home's server) to compare against."""
     home = tmp_path_factory.mktemp("clean-training") / "home"
     args = ["run", lyrics_zip, "--epochs", 100, "--checkpoint-every", 5, *TINY_TRAIN, "--json"]
     code, out, err = charflow(home, *args)
@@ -177,7 +177,7 @@ def test_a_signal_stops_training_at_a_batch_and_the_rerun_resumes_to_the_same_nu
     last = err.strip().splitlines()[-1]
     assert int(last.split("training stopped in epoch ")[1].split()[0]) < 100  # stopped, not run to the end
     assert "a rerun resumes from it" in last
-    assert processes_of(home) == []  # the temporary Prefect server went with it
+    assert processes_of(home) == []  # the home's server went with it (CHARFLOW_SERVER_IDLE=0)
     code, out, err = charflow(home, *args)
     assert code == 0, err[-3000:]
     assert "resuming after epoch" in err
@@ -185,11 +185,12 @@ def test_a_signal_stops_training_at_a_batch_and_the_rerun_resumes_to_the_same_nu
     verify_clean(home)
 
 
-def test_kill_9_of_charflow_takes_its_temporary_server_along(tmp_path, lyrics_zip):
+def test_kill_9_of_charflow_leaves_its_home_server_to_stop_once_unused(tmp_path, lyrics_zip):
+    """CHARFLOW_SERVER_IDLE=0 (the tests'): the server stops as soon as no command holds it, kill -9 included."""
     home = tmp_path / "home"
     process = start(home, "run", lyrics_zip, "--epochs", 1000, *TINY_TRAIN)
     wait_for(lambda: (home / "store" / ".work").is_dir(), "training")
-    assert any("uvicorn" in cmd for cmd in processes_of(home))
+    assert any("charflow.home_server" in cmd for cmd in processes_of(home))
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     wait_for(lambda: processes_of(home) == [], "the server stop", timeout=20)

@@ -1,0 +1,143 @@
+"""The API a command uses: a set PREFECT_API_URL must answer; otherwise its home's server, started once, shared,
+stopped when idle, and never another home's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from charflow.home_server import check_reachable
+from charflow.serve import ServeError
+from tests.helpers import free_port
+
+
+def test_a_closed_port_is_one_clear_line(prefect_server):
+    check_reachable(prefect_server)
+    url = f"http://127.0.0.1:{free_port()}/api"
+    with pytest.raises(ServeError, match=f"cannot reach the Prefect server at PREFECT_API_URL={url} .*unset"):
+        check_reachable(url)
+
+
+def environment(home: Path, idle: float) -> dict[str, str]:
+    env = {**os.environ, "CHARFLOW_HOME": str(home), "CHARFLOW_SERVER_IDLE": str(idle)}
+    for name in ("PREFECT_HOME", "PREFECT_API_URL"):
+        env.pop(name, None)
+    return env
+
+
+def charflow(home: Path, *args: str, idle: float = 0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "charflow.cli", *args],
+        env=environment(home, idle),
+        cwd=home.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def status(home: Path) -> dict:
+    result = charflow(home, "server", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def flow_runs(api_url: str) -> list[dict]:
+    request = urllib.request.Request(
+        f"{api_url}/flow_runs/filter", data=b"{}", headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def starts(home: Path) -> int:
+    return (home / "prefect" / "server.log").read_text().count("starting on http://127.0.0.1:")
+
+
+@pytest.fixture
+def corpora(tmp_path, lyrics_text) -> list[Path]:
+    made = []
+    for i in range(4):
+        (made := [*made, tmp_path / f"song{i}.txt"])[-1].write_text(lyrics_text[i * 500 : i * 500 + 800], "utf-8")
+    return made
+
+
+def test_four_commands_at_once_on_a_new_home_share_one_server(tmp_path, corpora):
+    home = tmp_path / "home"
+    env = environment(home, idle=60)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "charflow.cli", "prepare", str(song), "--json"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for song in corpora
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    try:
+        assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in outputs]
+        assert sorted(json.loads(out)["corpus"] for out, _ in outputs) == ["song0", "song1", "song2", "song3"]
+        assert starts(home) == 1
+        running = status(home)
+        assert running["running"] is True
+        assert running["in_use"] is False
+        assert (
+            sorted(run["flow_id"] is not None and run["state_type"] for run in flow_runs(running["url"]))
+            == ["COMPLETED"] * 4
+        )
+    finally:
+        stopped = charflow(home, "server", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith("stopped the Prefect server at http://127.0.0.1:")
+    assert status(home)["running"] is False
+    assert not (home / "prefect" / "server.json").exists()
+
+
+def test_a_later_command_reuses_the_server_and_it_stops_when_idle(tmp_path, corpora):
+    home = tmp_path / "home"
+    first = charflow(home, "prepare", str(corpora[0]), idle=4)
+    assert first.returncode == 0, first.stderr[-2000:]
+    url = status(home)["url"]
+    second = charflow(home, "prepare", str(corpora[1]), idle=4)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert status(home)["url"] == url
+    assert starts(home) == 1
+    assert len(flow_runs(url)) == 2
+    deadline = time.monotonic() + 60
+    while status(home)["running"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status(home)["running"] is False
+    assert not (home / "prefect" / "server.json").exists()
+    # The next command starts another; the log keeps both starts.
+    third = charflow(home, "prepare", str(corpora[2]))
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert starts(home) == 2
+    assert status(home)["running"] is False  # CHARFLOW_SERVER_IDLE=0: it went with the command
+
+
+def test_a_record_naming_another_homes_server_is_not_attached_to(tmp_path, corpora):
+    """A port recycled by another home's server, or a copied home: the server is asked whose it is."""
+    home, other = tmp_path / "home", tmp_path / "other"
+    made = charflow(other, "prepare", str(corpora[0]), idle=60)
+    try:
+        assert made.returncode == 0, made.stderr[-2000:]
+        theirs = json.loads((other / "prefect" / "server.json").read_text())
+        (home / "prefect").mkdir(parents=True)
+        forged = {**theirs, "prefect_home": str(home / "prefect")}
+        (home / "prefect" / "server.json").write_text(json.dumps(forged))
+        mine = charflow(home, "prepare", str(corpora[1]))
+        assert mine.returncode == 0, mine.stderr[-2000:]
+        assert starts(home) == 1
+        assert len(flow_runs(theirs["url"])) == 1  # nothing of this home's was recorded there
+    finally:
+        charflow(other, "server", "stop")
