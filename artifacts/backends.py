@@ -32,6 +32,8 @@ def urls() -> tuple[str | None, str | None]:
             f"{CATALOG_URL} is set but {STORE_URL} is not: a shared catalog would name artifacts that only this "
             f"machine's folder holds; set {STORE_URL} to the shared object store too, or unset {CATALOG_URL}"
         )
+    if store:
+        store_scheme(store)
     if catalog and not catalog.startswith(("postgresql://", "postgres://")):
         raise BackendError(
             f"{CATALOG_URL}={redact(catalog)!r} is not postgresql://USER@HOST:PORT/DB; fix {CATALOG_URL}"
@@ -39,14 +41,17 @@ def urls() -> tuple[str | None, str | None]:
     return store, catalog
 
 
-def remote_at(url: str) -> RemoteStore:
-    """The shared store a URL names, by its scheme (not checked yet); any other URL refused before any work."""
+def store_scheme(url: str) -> str:
+    """s3 or file; any other URL refused before any work."""
     scheme = url.partition(":")[0].lower()
-    if scheme == "s3":
-        return S3Remote.from_url(url)
-    if scheme == "file":
-        return FolderRemote.from_url(url)
-    raise RemoteError(f"{STORE_URL}={redact(url)!r} is not s3://BUCKET/PREFIX or file:///PATH; fix {STORE_URL}")
+    if scheme not in ("s3", "file"):
+        raise RemoteError(f"{STORE_URL}={redact(url)!r} is not s3://BUCKET/PREFIX or file:///PATH; fix {STORE_URL}")
+    return scheme
+
+
+def remote_at(url: str) -> RemoteStore:
+    """The shared store a URL names, by its scheme (not checked yet)."""
+    return S3Remote.from_url(url) if store_scheme(url) == "s3" else FolderRemote.from_url(url)
 
 
 @cache

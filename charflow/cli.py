@@ -19,7 +19,6 @@ from flows.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.errors import CharflowError, Interrupted
-from tasks.fetch import check_source
 from tasks.ingest import IngestParams
 from tasks.train.device import without_torch
 from tasks.train.params import GenerateParams, TrainParams, resolve_device
@@ -336,13 +335,30 @@ def check_arguments(args: argparse.Namespace) -> None:
     starts and before anything is written (the commands build the same models again, in microseconds)."""
     if args.command not in RUNS_FLOWS:
         return
-    _prepare_settings(args)
+    from artifacts import backends
+    from flows.ddp import check_processes
+    from flows.pipeline import Needs, PrepareParams
+    from tasks.fetch import expand_sources
+    from tasks.precheck import MOST_FILES, check_before_work
+
+    backends.urls()  # a malformed store or catalog URL
+    params = PrepareParams.of(_prepare_settings(args))
+    on_batches = getattr(args, "batches", None)
     if args.command in ("batches", "run", "train"):
-        options.build(args, BatchesParams)
+        sampler = options.build(args, BatchesParams)
+        if not on_batches:
+            Needs(sampler).before_any_work(params)  # --max-chars too short for one batch, say
     if args.command in ("run", "train"):
-        _training(args)
-    if getattr(args, "source", None) and not getattr(args, "batches", None):
-        check_source(args.source)
+        training = _training(args)
+        if training.nproc > 1 and not on_batches:  # on stored batches: their batch size, checked by the flow
+            check_processes(training.nproc, training.device, sampler.batch_size)
+    if on_batches:
+        return
+    if args.command == "reingest":
+        for located in expand_sources(args.sources)[:MOST_FILES] if args.sources else []:
+            check_before_work(located.source, params.ingest)
+    elif args.source:
+        check_before_work(args.source, params.ingest)
 
 
 def answer_from_store(args: argparse.Namespace) -> bool:
