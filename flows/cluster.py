@@ -3,6 +3,8 @@ here, so the command checks it before Prefect loads."""
 
 from __future__ import annotations
 
+import sys
+
 from artifacts.backends import CATALOG_URL, STORE_URL, urls
 from artifacts.settings import environment, variable
 from tasks.errors import CharflowError
@@ -61,6 +63,8 @@ def check(address: str | None = None) -> None:
 
 def check_worker() -> None:
     """On a Dask worker: the shared backends must be configured there too, or its artifacts would stay on it."""
+    if "distributed" not in sys.modules:  # not a Dask worker (importing it to ask costs 0.4 s a command)
+        return
     try:
         from distributed import get_worker
 
