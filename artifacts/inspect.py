@@ -71,7 +71,7 @@ def _changed(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def _token_counts(found: Entry) -> dict[str, int]:
-    table = pq.read_table(found.path / VOCAB_FILE, columns=["token", "count"])
+    table = pq.ParquetFile(found.path / VOCAB_FILE).read(columns=["token", "count"])
     return dict(zip(table.column("token").to_pylist(), table.column("count").to_pylist(), strict=True))
 
 

@@ -39,7 +39,7 @@ def text(store: Store, entry: Entry) -> dict[str, Any]:
 
 
 def vocab(store: Store, entry: Entry) -> dict[str, Any]:
-    table = pq.read_table(entry.path / VOCAB_FILE).to_pylist()
+    table = pq.ParquetFile(entry.path / VOCAB_FILE).read().to_pylist()
     top = sorted(table, key=lambda r: (-r["count"], r["index"]))[:LIMIT]
     return {"size": len(table), "most_frequent": [{k: r[k] for k in ("index", "token", "count")} for r in top]}
 
@@ -91,7 +91,7 @@ def batches(store: Store, entry: Entry, epoch: int = 0, batch: int = 0) -> dict[
 
 
 def model(store: Store, entry: Entry) -> dict[str, Any]:
-    metrics = pq.read_table(entry.path / METRICS_FILE).to_pylist()
+    metrics = pq.ParquetFile(entry.path / METRICS_FILE).read().to_pylist()
     step = max(1, len(metrics) // LIMIT)
     shown = [m for m in metrics if m["epoch"] % step == 0 or m is metrics[-1]]
-    return {"metrics": shown, "samples": pq.read_table(entry.path / SAMPLES_FILE).to_pylist()}
+    return {"metrics": shown, "samples": pq.ParquetFile(entry.path / SAMPLES_FILE).read().to_pylist()}

@@ -123,7 +123,7 @@ def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> Publis
         chart = chart_markdown(ref.path / FREQUENCY_FILE, f"the most frequent symbols, vocab {ref.key[:12]}")
         markdown("vocab-frequency-chart", chart, "frequency.png")
     if ref.stage == "train":
-        every = pq.read_table(ref.path / METRICS_FILE).to_pylist()  # the view shows ten; the table every epoch
+        every = pq.ParquetFile(ref.path / METRICS_FILE).read().to_pylist()  # the view shows ten; the table every epoch
         metrics = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for m in every]
         table(
             "training-metrics",

@@ -127,3 +127,26 @@ def test_rewording_progress_keeps_the_train_key_and_changing_the_loss_changes_it
         "loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), label_smoothing=0.1)",
     )
     assert train_fingerprint(copy) != before
+
+
+def test_a_fingerprint_is_remembered_in_the_home_until_a_file_it_read_changes(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("CHARFLOW_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    package = tmp_path / "src" / "pkgmem"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "stage.py").write_text("def f():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    code_fingerprint.cache_clear()
+    first = code_fingerprint(("pkgmem.stage",), frozenset({"pkgmem"}))
+    remembered = json.loads((tmp_path / "home" / "code-fingerprints.json").read_text())
+    assert [entry["fingerprint"] for entry in remembered.values()] == [first]
+    assert [Path(f[0]).name for entry in remembered.values() for f in entry["files"]] == ["stage.py"]
+    (package / "stage.py").write_text("def f():\n    return 2\n")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint(("pkgmem.stage",), frozenset({"pkgmem"})) != first
+    (package / "stage.py").write_text("def f():\n    return 1\n")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint(("pkgmem.stage",), frozenset({"pkgmem"})) == first

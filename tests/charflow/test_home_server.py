@@ -141,3 +141,25 @@ def test_a_record_naming_another_homes_server_is_not_attached_to(tmp_path, corpo
         assert len(flow_runs(theirs["url"])) == 1  # nothing of this home's was recorded there
     finally:
         charflow(other, "server", "stop")
+
+
+@pytest.mark.slow
+def test_serve_uses_the_homes_running_server_and_keeps_it_in_use(tmp_path, corpora):
+    from tests.helpers import charflow_serve
+
+    home = tmp_path / "home"
+    made = charflow(home, "prepare", str(corpora[0]), idle=120)
+    assert made.returncode == 0, made.stderr[-2000:]
+    url = status(home)["url"]
+    try:
+        with charflow_serve(home, environment(home, idle=120)):
+            log = (home / "serve.log").read_text()
+            assert f"this home's Prefect server runs already, at {url}" in log
+            assert f"Prefect API at {url}" in log
+            assert status(home)["in_use"] is True
+            assert charflow(home, "server", "stop").returncode == 1  # refused while serve uses it
+        assert status(home)["in_use"] is False
+        assert status(home)["url"] == url  # serve stopped; the server stays until idle
+        assert starts(home) == 1
+    finally:
+        charflow(home, "server", "stop")
