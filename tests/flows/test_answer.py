@@ -106,3 +106,18 @@ def test_the_command_recomputes_a_stage_whose_manifest_is_gone(tmp_path, lyrics_
     assert "answered from it" not in third.stderr
     hits = {stage: ref["cache_hit"] for stage, ref in json.loads(third.stdout)["stages"].items()}
     assert hits == {"ingest": True, "clean": False, "vocab": True, "encode": True}
+
+
+def test_prepare_batches_and_inspect_load_neither_torch_nor_matplotlib(trained, home):
+    """They draw nothing here (the vocabulary's chart is drawn when it is built), so they import neither."""
+    script = (
+        "import sys, io, contextlib, json; import flows.prepare, flows.batches; from charflow.cli import main\n"
+        "for args in (['inspect', 'ls'], ['inspect', 'show', 'songs@1/vocab'], ['inspect', 'show', 'songs@1/train'],"
+        " ['inspect', 'lineage', 'songs@1/train'], ['inspect', 'verify']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        assert main(args) == 0, args\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == "[]\n"
