@@ -331,8 +331,9 @@ def quiet_prefect_console() -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Every parameter model built and a local source looked at: a bad argument is refused before any server
-    starts and before anything is written (the commands build the same models again, in microseconds)."""
+    """Every parameter model built, their combinations, the backends' URLs and the source's existence, size and
+    first bytes checked: bad input is refused before any server starts and before anything is written (the
+    commands build the same models again, in microseconds)."""
     if args.command not in RUNS_FLOWS:
         return
     from artifacts import backends
