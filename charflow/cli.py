@@ -363,13 +363,18 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def answer_from_store(args: argparse.Namespace) -> bool:
-    """Print the command's answer when everything it would make is stored and recorded already (no Prefect, no
-    server, no flow run): True; False when it has to run its flow."""
+    """Print the command's answer when everything it would make is stored and recorded already, with no Prefect
+    and no server started; with PREFECT_API_URL set, recorded there as a flow run first. True when answered;
+    False when it has to run its flow."""
     from flows.answer import answer, answer_train_on
+    from flows.run_words import resolved_source
+    from tasks.fetch import resolve_source
 
+    api_url = os.environ.get("PREFECT_API_URL")
     if args.command == "train" and args.batches:
-        refs = answer_train_on(args.batches, _training(args).model_dump())
-        if refs is None:
+        training = _training(args).model_dump()
+        refs = answer_train_on(args.batches, training)
+        if refs is None or not _recorded(api_url, "train-batches", {"batches": args.batches, **training}, refs):
             return False
         _print_trained_on(refs, args.json)
     else:
@@ -378,23 +383,39 @@ def answer_from_store(args: argparse.Namespace) -> bool:
             settings.update(options.build(args, BatchesParams).model_dump())
         if args.command in ("run", "train"):
             settings.update(_training(args).model_dump())
-        command = "train" if args.command == "run" else args.command
-        made = answer(command, args.source, args.name, args.sha256, settings)
-        if made is None:
+        flow = "train" if args.command == "run" else args.command
+        made = answer(flow, args.source, args.name, args.sha256, settings)
+        located = resolve_source(args.source, args.name, args.sha256, environment().data_path)
+        parameters = {**resolved_source(located), **settings}
+        if made is None or not _recorded(api_url, flow, parameters, made.stages, made.corpus, made.version):
             return False
-        (_print_trained if command == "train" else _print_prepared)(made, args.json)
-    print(
-        "charflow: every stage was in the store: answered from it, with no flow run (set PREFECT_API_URL to "
-        "record one on a Prefect server)",
-        file=sys.stderr,
+        (_print_trained if flow == "train" else _print_prepared)(made, args.json)
+    how = (
+        "recorded as a flow run in state Cached on PREFECT_API_URL's server"
+        if api_url
+        else "with no flow run (set PREFECT_API_URL to record one on a Prefect server)"
     )
+    print(f"charflow: every stage was in the store: answered from it, {how}", file=sys.stderr)
+    return True
+
+
+def _recorded(api_url: str | None, flow: str, parameters: dict[str, Any], stages: dict, *corpus: Any) -> bool:
+    """Recorded on the server PREFECT_API_URL names, where one is named; False when it would not take it."""
+    if not api_url:
+        return True
+    from flows.recorded import NotRecorded, record_answer
+
+    try:
+        record_answer(api_url, flow, parameters, stages, *corpus)
+    except NotRecorded:
+        return False
     return True
 
 
 def answers_from_store(args: argparse.Namespace) -> bool:
-    """A command that makes artifacts may be answered from the store unless a Prefect server is named (then it
-    is recorded there as a flow run) or this process runs Prefect already (its host's settings stand)."""
-    return args.command in ANSWERABLE and not os.environ.get("PREFECT_API_URL") and "prefect" not in sys.modules
+    """A command that makes artifacts may be answered from the store unless this process runs Prefect already
+    (its host's settings stand)."""
+    return args.command in ANSWERABLE and "prefect" not in sys.modules
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -410,9 +431,13 @@ def run_command(args: argparse.Namespace) -> int:
         cluster.check()  # a Dask scheduler that does not answer, or workers with no shared store
     if args.command not in RUNS_FLOWS:
         return args.func(args)
-    if answers_from_store(args) and answer_from_store(args):
-        return 0
-    from charflow.home_server import drain_prefect, prefect_api
+    from charflow.home_server import check_reachable, drain_prefect, prefect_api
+
+    if answers_from_store(args):
+        if api_url := os.environ.get("PREFECT_API_URL"):
+            check_reachable(api_url)
+        if answer_from_store(args):
+            return 0
 
     interrupt.reset()
     with interrupt.handled(), prefect_api():

@@ -10,7 +10,8 @@ from flows.compute import ConfiguredTaskRunner
 from flows.params import flat_flow
 from flows.pipeline import Prepared, PrepareParams, pick
 from flows.prefect_tasks import PrefectRunner
-from flows.run_page import resolved_source, show_parameters
+from flows.run_page import show_parameters
+from flows.run_words import resolved_source
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.fetch import resolve_source

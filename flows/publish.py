@@ -4,9 +4,7 @@ training metrics, curve and samples, under stable artifact keys."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,6 +16,7 @@ from artifacts import inspect
 from artifacts.model import CURVE_FILE, METRICS_FILE
 from artifacts.store import ArtifactRef, Store
 from artifacts.vocab import FREQUENCY_FILE
+from flows.run_words import corpus_prefix, markdown_table
 
 MAX_FILES_SHOWN = 20
 MAX_SAMPLE_CHARS = 1500
@@ -54,26 +53,6 @@ def sample_json(view: dict[str, Any], key: str) -> str:
         kept.append(line if len(line) <= MAX_SAMPLE_CHARS else line[:MAX_SAMPLE_CHARS] + " …")
         size += len(line)
     return "\n".join(kept)
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    head = list(rows[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join(str(row[k]).replace("|", "\\|") for k in head) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def corpus_prefix(corpus: str | None) -> str:
-    """The start of a corpus's artifact keys: its name in Prefect's key alphabet (`[a-z0-9-]`), with a short
-    hash of the name when more than `_` had to change (two names could then meet); none without a corpus."""
-    if corpus is None:
-        return ""
-    slug = re.sub(r"[^a-z0-9]+", "-", corpus.lower()).strip("-") or "corpus"
-    if slug != corpus.replace("_", "-"):
-        slug += "-" + hashlib.sha256(corpus.encode("utf-8")).hexdigest()[:6]
-    return f"{slug}-"
 
 
 Published = list[tuple[str, UUID]]  # each artifact's key (less the corpus) and id, for the run summary's links

@@ -13,8 +13,15 @@ from prefect.settings import PREFECT_UI_URL
 from pydantic import BaseModel
 
 from artifacts.store import ArtifactRef
-from flows.publish import Published, corpus_prefix, markdown_table
-from tasks.fetch import Located, corpus_name
+from flows.publish import Published
+from flows.run_words import (
+    SUMMARY_DESCRIPTION,
+    SUMMARY_KEY,
+    corpus_prefix,
+    run_tags,
+    run_title,
+    summary_markdown,
+)
 
 
 def _update(**fields: Any) -> None:
@@ -34,23 +41,12 @@ def show_parameters(parameters: dict[str, Any]) -> None:
         _update(parameters=resolved)
 
 
-def resolved_source(located: Located) -> dict[str, Any]:
-    """The source as the run takes it: the book's corpus spelled out where none was given, the name it gets."""
-    return {"source": located.source, "name": located.name or corpus_name(located.source), "sha256": located.sha256}
-
-
 def run_name(corpus: str | None, version: int | None, last: ArtifactRef | None = None) -> str:
-    """`train jaychou v3 · train 1f3a9c2b4d5e`: the flow, the corpus and version, the last stage and its key."""
-    words = [flow_run.flow_name or "run"]
-    if corpus:
-        words.append(corpus + (f" v{version}" if version else ""))
-    if last is not None:
-        words.append(f"· {last.stage} {last.key[:12]}")
-    return " ".join(words)
+    return run_title(flow_run.flow_name or "run", corpus, version, last)
 
 
 def name_run(corpus: str | None, version: int | None, last: ArtifactRef | None = None) -> None:
-    tags = {*flow_run.tags, *([f"corpus:{corpus}"] if corpus else []), *([f"version:{version}"] if version else [])}
+    tags = {*flow_run.tags, *run_tags(corpus, version)}
     _update(name=run_name(corpus, version, last), tags=sorted(tags))
 
 
@@ -63,17 +59,9 @@ def summarize_run(
     corpus: str | None, version: int | None, stages: dict[str, ArtifactRef], published: dict[str, Published]
 ) -> None:
     """One artifact on the run itself: each stage's key, whether it was cached, and links to its artifacts."""
-    rows = [
-        {
-            "stage": stage,
-            "key": f"`{ref.key[:12]}`",
-            "how": "cached" if ref.cache_hit else "computed",
-            "artifacts": ", ".join(f"[{label}]({artifact_link(id_)})" for label, id_ in published.get(stage, [])),
-        }
-        for stage, ref in stages.items()
-    ]
+    links = {stage: [(label, artifact_link(id_)) for label, id_ in made] for stage, made in published.items()}
     create_markdown_artifact(
-        key=f"{corpus_prefix(corpus)}run-summary",
-        markdown=f"## {run_name(corpus, version)}\n\n{markdown_table(rows)}",
-        description="every stage of this run, with links to its artifacts",
+        key=corpus_prefix(corpus) + SUMMARY_KEY,
+        markdown=summary_markdown(run_name(corpus, version), stages, links),
+        description=SUMMARY_DESCRIPTION,
     )

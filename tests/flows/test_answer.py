@@ -121,3 +121,38 @@ def test_prepare_batches_and_inspect_load_neither_torch_nor_matplotlib(trained, 
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == "[]\n"
+
+
+def test_with_a_server_named_the_answer_is_recorded_there_as_a_cached_flow_run(tmp_path, lyrics_zip, prefect_server):
+    import urllib.request
+
+    home = tmp_path / "home"
+    first = run_cli("prepare", str(lyrics_zip), "--name", "recorded", "--json", home=home, api_url=prefect_server)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli("prepare", str(lyrics_zip), "--name", "recorded", "--json", home=home, api_url=prefect_server)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "answered from it, recorded as a flow run in state Cached" in again.stderr
+    assert json.loads(again.stdout)["stages"] == {
+        stage: {**ref, "cache_hit": True} for stage, ref in json.loads(first.stdout)["stages"].items()
+    }
+
+    def post(path: str, body: dict) -> list[dict]:
+        request = urllib.request.Request(
+            f"{prefect_server}/{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    runs = post("flow_runs/filter", {"flow_runs": {"tags": {"all_": ["corpus:recorded"]}}, "sort": "START_TIME_ASC"})
+    encode_key = json.loads(first.stdout)["stages"]["encode"]["key"]
+    assert sorted((run["name"], run["state_name"]) for run in runs) == [
+        (f"prepare recorded v1 · encode {encode_key[:12]}", "Cached"),
+        (f"prepare recorded v1 · encode {encode_key[:12]}", "Completed"),
+    ]
+    cached = next(run for run in runs if run["state_name"] == "Cached")
+    assert cached["parameters"]["name"] == "recorded"
+    assert cached["parameters"]["max_chars"] == 10_000
+    assert cached["tags"] == ["corpus:recorded", "version:1"]
+    summary = post("artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [cached["id"]]}}})
+    assert [artifact["key"] for artifact in summary] == ["recorded-run-summary"]
+    assert f"| encode | `{encode_key[:12]}` | cached |" in summary[0]["data"]
