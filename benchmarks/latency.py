@@ -26,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LYRICS = "jaychou_lyrics.txt.zip"
+TASKS = 7  # of a prepare flow run
 
 
 def lyrics() -> Path:
@@ -123,6 +124,12 @@ def measure(code: Code, repeat: int) -> dict[str, tuple[float, float]]:
             stop_server(code, home)  # an idle server would take CPU from the next measures
 
     row("prepare, on a brand-new home", lambda: [new_home() for _ in range(3)])
+
+    def server_stopped(i: int) -> tuple[float, float]:
+        stop_server(code, warm)
+        return code.run(["prepare", corpus, "--max-chars", str(6000 + i)], code.env(warm))
+
+    row("prepare, a new corpus version, the home's server stopped", lambda: [server_stopped(i) for i in range(repeat)])
     row(
         "prepare of an empty file (refused)",
         lambda: [code.run(["prepare", str(scratch / "empty.txt")], code.env(warm), check=False) for _ in range(repeat)],
@@ -165,6 +172,13 @@ def measure(code: Code, repeat: int) -> dict[str, tuple[float, float]]:
             "run, every stage cached, PREFECT_API_URL set",
             lambda: [code.run(["run", corpus], code.env(served, url)) for _ in range(repeat)],
         )
+        row(
+            "prepare, a new corpus version, PREFECT_API_URL set",
+            lambda: [
+                code.run(["prepare", corpus, "--max-chars", str(7000 + i)], code.env(served, url))
+                for i in range(repeat)
+            ],
+        )
     finally:
         server.terminate()
         server.wait()
@@ -178,9 +192,10 @@ def stop_server(code: Code, home: Path) -> None:
         code.run(["server", "stop"], code.env(home), check=False)
 
 
-def split(code: Code, repeat: int) -> None:
+def split(code: Code, repeat: int, figures: dict[str, tuple[float, float]]) -> None:
     """Where the fixed cost of a command goes."""
     print("the fixed cost, split", flush=True)
+    took = {}
     for what, snippet in [
         ("python itself", "pass"),
         ("import charflow.cli", "import charflow.cli"),
@@ -188,7 +203,15 @@ def split(code: Code, repeat: int) -> None:
         ("import torch", "import torch"),
         ("import torch, prefect, pyarrow", "import torch, prefect, pyarrow"),
     ]:
-        print(f"  {what:<58} {statistics.median(code.python(snippet) for _ in range(repeat)):6.2f} s", flush=True)
+        took[what] = statistics.median(code.python(snippet) for _ in range(repeat))
+        print(f"  {what:<58} {took[what]:6.2f} s", flush=True)
+    warm = figures["prepare, a new corpus version (--max-chars N)"][0]
+    cold = figures["prepare, a new corpus version, the home's server stopped"][0]
+    print(f"  {'starting the home server (an existing home)':<58} {cold - warm:6.2f} s", flush=True)
+    served = figures["prepare, a new corpus version, PREFECT_API_URL set"][0]
+    # The stages' own work on 9,000 characters is milliseconds: the rest is Prefect's.
+    per_task = (served - took["import charflow.cli"] - took["import prefect"]) / TASKS
+    print(f"  {f'a flow run, per task ({TASKS} tasks: fetch, 4 stages, register, record)':<58} {per_task:6.2f} s")
 
 
 def main() -> None:
@@ -212,7 +235,7 @@ def main() -> None:
             folder = scratch / name.replace(" ", "-")
             folder.mkdir()
             results[name] = measure(Code(root, folder), args.repeat)
-        split(Code(REPO, scratch), args.repeat)
+        split(Code(REPO, scratch), args.repeat, results["this checkout"])
         if args.compare:
             ours, theirs = results["this checkout"], results[args.compare]
             print(f"wall, this checkout against {args.compare}")
