@@ -36,7 +36,7 @@ SHARED_DATA = Path(os.environ.get("CHARFLOW_SHARED_DATA", REPO.parent / "shared"
 LYRICS_ZIP = SHARED_DATA / "jaychou_lyrics.txt.zip"
 
 
-# Under pytest-xdist (addopts: -n 2 --dist loadgroup --no-loadscope-reorder), the longest tests first, so that
+# Under pytest-xdist (addopts: -n auto --dist loadgroup --no-loadscope-reorder), the longest tests first, so that
 # no worker is left with one at the end (seconds on 2 cores: `pytest --durations=20`), then the other slow ones.
 LONGEST_FIRST = [
     "tests/flows/test_fidelity.py",
@@ -58,6 +58,13 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if scheduling.VARIABLE in os.environ and not os.environ.get("PYTEST_XDIST_WORKER"):
         scheduling.remove_groups_file()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: a worker more than the cores, as tests wait on servers and commands a good part of their time
+    (2 cores: 3 workers keep them 180% busy, 2 workers 140%); at most 8, each holding torch and Prefect."""
+    return min(len(os.sched_getaffinity(0)) + 1, 8)
 
 
 @pytest.hookimpl(optionalhook=True)
