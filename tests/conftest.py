@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from charflow.serve import ServeError, wait_healthy
+from tests import scheduling
 from tests.helpers import free_port
+from tests.sharing import remember, shared_service, stop_process
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One OpenMP thread for each worker's torch and its commands' (they inherit it): the workers already fill the
+    # cores, and two threads a process on two cores wait on each other (a training step 10x slower; the same
+    # numbers). Set before anything imports torch.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="charflow-tests-"))
 os.environ["CHARFLOW_HOME"] = str(_SESSION_HOME)
@@ -28,6 +36,65 @@ configure()
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CHARFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
 LYRICS_ZIP = SHARED_DATA / "jaychou_lyrics.txt.zip"
+
+
+# Under pytest-xdist (addopts: -n auto --dist loadgroup --no-loadscope-reorder), the longest tests first, so that
+# no worker is left with one at the end (seconds on 2 cores: `pytest --durations=20`), then the other slow ones.
+LONGEST_FIRST = [
+    "tests/flows/test_fidelity.py",
+    "tests/charflow/test_faults.py",
+    "tests/charflow/test_serve.py",
+    "tests/flows/test_dask.py",
+    "tests/artifacts/test_remote.py",
+    "tests/flows/test_ddp.py",
+]
+# Session fixtures too costly to build on every worker: the tests that use one run on one worker.
+ONE_WORKER = ["two_versions"]
+
+
+def pytest_configure(config):
+    if config.getoption("dist", "no") == "loadgroup" and not os.environ.get("PYTEST_XDIST_WORKER"):
+        scheduling.name_groups_file()
+
+
+def pytest_unconfigure(config):
+    if scheduling.VARIABLE in os.environ and not os.environ.get("PYTEST_XDIST_WORKER"):
+        scheduling.remove_groups_file()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: a worker more than the cores, as tests wait on servers and commands a good part of their time
+    (2 cores: 3 workers keep them 180% busy, 2 workers 140%); at most 8, each holding torch and Prefect."""
+    return min(len(os.sched_getaffinity(0)) + 1, 8)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return scheduling.GroupScheduling(config, log) if config.getoption("dist") == "loadgroup" else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, tests that share a module-scoped fixture or a costly session one run on one worker, in their
+    order (a module's fixture is built once; test_serve's tests follow one another); the longest go first."""
+    if scheduling.VARIABLE not in os.environ or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        group = next((name for name in ONE_WORKER if name in item.fixturenames), None)
+        if group is None:
+            fixtures = item._fixtureinfo.name2fixturedefs.values()
+            if any(defs[-1].scope == "module" for defs in fixtures):
+                group = item.nodeid.split("::")[0]
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item) -> tuple[int, bool]:
+        module = item.nodeid.split("::")[0]
+        first = LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+        return first, item.get_closest_marker("slow") is None
+
+    items.sort(key=rank)
+    scheduling.write_groups(items)
 
 
 @pytest.fixture(scope="session")
@@ -73,33 +140,34 @@ def prefect_harness():
         yield
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """A real Prefect server on a free loopback port, for commands run as subprocesses."""
+def _start_prefect_server(prefect_home: Path) -> dict:
     port = free_port()
-    prefect_home = tmp_path_factory.mktemp("prefect-server")
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    log = (prefect_home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (prefect_home / "server.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/api"
     try:
         wait_healthy(url, proc)
     except ServeError as exc:
         proc.kill()
         pytest.fail(f"prefect server did not start ({exc}): {(prefect_home / 'server.log').read_text()[-2000:]}")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    return {"url": url, "pid": remember(proc)}
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server on a free loopback port, for commands run as subprocesses (one for every xdist
+    worker of the session)."""
+    with shared_service(
+        "prefect-server", tmp_path_factory, _start_prefect_server, lambda held: stop_process(held["pid"])
+    ) as held:
+        yield held["url"]
 
 
 @pytest.fixture(scope="session")
@@ -145,22 +213,28 @@ def two_versions(lyrics_text, tmp_path_factory, prefect_harness):
     return {"home": home, "root": home / "store", "first": first, "second": second}
 
 
+def _start_moto(folder: Path) -> dict:
+    from tests.services import start_moto
+
+    endpoint, proc = start_moto(folder / "moto.log")
+    return {"endpoint": endpoint, "pid": remember(proc)}
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
-    """One moto S3 server for the session (each test takes its own bucket)."""
-    from tests.services import moto_server
-
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        yield endpoint
+    """One moto S3 server for the session, all its xdist workers (each test takes its own bucket)."""
+    with shared_service("moto", tmp_path_factory, _start_moto, lambda held: stop_process(held["pid"])) as held:
+        yield held["endpoint"]
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """One throwaway PostgreSQL cluster for the session (each test takes its own database)."""
-    from tests.services import postgres_cluster
+def postgres_url(tmp_path_factory):
+    """One throwaway PostgreSQL cluster for the session, all its xdist workers (each test takes its own
+    database)."""
+    from tests.services import start_postgres, stop_postgres
 
-    with postgres_cluster() as url:
-        yield url
+    with shared_service("postgres", tmp_path_factory, lambda _: start_postgres(), stop_postgres) as held:
+        yield held["url"]
 
 
 def _unique_name(request) -> str:

@@ -27,10 +27,9 @@ S3_ENV = {
 }
 
 
-@contextmanager
-def moto_server(log: Path, check_credentials: bool = False) -> Iterator[str]:
-    """`python -m moto.server` on a free port: its endpoint URL. With `check_credentials`, it refuses keys its
-    IAM does not know, as S3 does (moto accepts any by default)."""
+def start_moto(log: Path, check_credentials: bool = False) -> tuple[str, subprocess.Popen]:
+    """`python -m moto.server` on a free port, answering: its endpoint URL and process. With `check_credentials`,
+    it refuses keys its IAM does not know, as S3 does (moto accepts any by default)."""
     port = free_port()
     env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else {})}
     with log.open("w") as out:
@@ -51,6 +50,18 @@ def moto_server(log: Path, check_credentials: bool = False) -> Iterator[str]:
                 time.sleep(0.1)
         else:
             raise RuntimeError(f"moto server did not answer in 30 s: {log.read_text()[-2000:]}")
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
+    return endpoint, proc
+
+
+@contextmanager
+def moto_server(log: Path, check_credentials: bool = False) -> Iterator[str]:
+    """A moto server for the block (see start_moto): its endpoint URL."""
+    endpoint, proc = start_moto(log, check_credentials)
+    try:
         yield endpoint
     finally:
         proc.terminate()
@@ -81,9 +92,9 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
-@contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """A cluster in a temporary folder on a free port, trust authentication: its URL (user postgres)."""
+def start_postgres() -> dict[str, str]:
+    """A cluster in a temporary folder on a free port, trust authentication: its URL (user postgres), and the
+    folder that stop_postgres() needs."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
@@ -104,11 +115,24 @@ def postgres_cluster() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
+    return {"url": f"postgresql://postgres@127.0.0.1:{port}/postgres", "root": str(root)}
+
+
+def stop_postgres(cluster: dict[str, str]) -> None:
+    bin_dir, root = postgres_bin(), Path(cluster["root"])
+    stop = [str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "stop", "-m", "fast", "-w"]
+    subprocess.run(_as_postgres(stop), capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A cluster for the block (see start_postgres): its URL."""
+    cluster = start_postgres()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield cluster["url"]
     finally:
-        run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "stop", "-m", "fast", "-w"]), capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        stop_postgres(cluster)
 
 
 def create_database(url: str, name: str) -> str:
@@ -121,12 +145,16 @@ def create_database(url: str, name: str) -> str:
 
 
 def _port_and_grpc() -> int:
-    """A free port whose gRPC twin (SeaweedFS listens on port + 10000) is free and valid too."""
+    """A free port whose gRPC twin (SeaweedFS listens on port + 10000) is free and valid too, both below the
+    kernel's ephemeral range: there, the tests' own connections (and free_port()) could take the twin between
+    this check and the server's start (with several xdist workers, they did)."""
     import random
     import socket
 
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    top = min(low, 45000) - 10000 if low > 20001 else 35000  # (an unusual range: anywhere, as before)
     while True:
-        port = random.randrange(20000, 45000)
+        port = random.randrange(10000, top)
         try:
             with socket.socket() as one, socket.socket() as two:
                 one.bind(("127.0.0.1", port))

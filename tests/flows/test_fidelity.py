@@ -9,9 +9,10 @@ pytestmark = pytest.mark.slow
 BOOK_SAMPLE = "不分开觉 你已经离开我 不知不觉 我跟了这节奏 后知后觉 又过了一个秋 后知后觉 我该好好生活 我该好好生"
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("fidelity")
+@pytest.fixture
+def root(tmp_path):
+    """Each test's own store (its prepare takes a second), so that xdist runs the two tests at once."""
+    return tmp_path / "fidelity"
 
 
 def test_scratch_rnn_in_the_books_bands(root, lyrics_zip):
