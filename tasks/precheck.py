@@ -53,7 +53,7 @@ def check_before_work(source: str, params: IngestParams) -> None:
             "Add text files or change --pattern."
         )
     if sum(file.stat().st_size for file in files) == 0:
-        raise IngestError(f"{source}: no text at all (0 bytes); pass a corpus with some text in it")
+        raise IngestError(f"{source}: no text at all (0 characters); pass a corpus with some text in it")
     for file in files[:MOST_FILES]:
         if is_zip(file):
             check_zip(file, params)

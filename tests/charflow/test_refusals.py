@@ -30,14 +30,14 @@ def sources(tmp_path, lyrics_zip):
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["prepare", "{tmp}/empty.txt"], 1, "empty.txt: no text at all (0 bytes); pass a corpus with some text"),
+        (["prepare", "{tmp}/empty.txt"], 1, "empty.txt: no text at all (0 characters); pass a corpus with some text"),
         (["prepare", "{tmp}/binary.txt"], 1, "binary.txt: invalid UTF-8 at byte offset 6"),
         (["batches", "{tmp}/torn.zip"], 1, "torn.zip: not a readable zip archive"),
         (["prepare", "{tmp}/images.zip"], 1, "images.zip: the archive has no text member matching *.txt"),
         (["prepare", "{tmp}/no-text"], 1, "no-text: the folder holds no text file matching *.txt"),
         (["run", "{tmp}/missing"], 1, "missing: no such file or directory"),
         (["reingest", "{tmp}/missing"], 1, "missing: no such file, folder or matching path"),
-        (["reingest", "{tmp}/empty.txt"], 1, "empty.txt: no text at all (0 bytes)"),
+        (["reingest", "{tmp}/empty.txt"], 1, "empty.txt: no text at all (0 characters)"),
         (["prepare", "http:///corpus.txt"], 1, "http:///corpus.txt: not a valid URL (no host)"),
         (["prepare", "https://example.org:port/a.txt"], 1, "not a valid URL (bad port)"),
         (["batches", LYRICS, "--seed", "-1"], 2, "seed=-1: Input should be greater than or equal to 0"),
