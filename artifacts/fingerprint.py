@@ -120,7 +120,8 @@ def code_fingerprint(modules: tuple[str, ...], packages: frozenset[str] = PROJEC
     Remembered in the home (`code-fingerprints.json`) with the files it read, by their size, times and inode:
     parsing the stages' modules costs 0.4 s, on every command that keys a stage.
     """
-    entry = json.dumps([sorted(modules), sorted(packages)])
+    # Where the packages are found is part of the entry: two checkouts may share one home.
+    entry = json.dumps([sorted(modules), sorted(packages), _package_origins(packages)])
     remembered = _remembered().get(entry)
     if remembered and all(_signature(Path(file[0])) == file for file in remembered["files"]):
         return remembered["fingerprint"]
@@ -134,6 +135,17 @@ def code_fingerprint(modules: tuple[str, ...], packages: frozenset[str] = PROJEC
     read = sorted(_signature(file) for file in files if file is not None)
     _remember(entry, {"files": read, "fingerprint": digest.hexdigest()})
     return digest.hexdigest()
+
+
+def _package_origins(packages: frozenset[str]) -> list[str | None]:
+    origins = []
+    for package in sorted(packages):
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        origins.append(spec.origin if spec else None)
+    return origins
 
 
 def _signature(path: Path) -> list:

@@ -150,3 +150,23 @@ def test_a_fingerprint_is_remembered_in_the_home_until_a_file_it_read_changes(tm
     (package / "stage.py").write_text("def f():\n    return 1\n")
     code_fingerprint.cache_clear()
     assert code_fingerprint(("pkgmem.stage",), frozenset({"pkgmem"})) == first
+
+
+def test_two_checkouts_sharing_a_home_do_not_answer_for_each_other(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARFLOW_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    prints = []
+    for checkout, returns in (("one", 1), ("two", 2)):
+        package = tmp_path / checkout / "pkgtwo"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "stage.py").write_text(f"def f():\n    return {returns}\n")
+        monkeypatch.syspath_prepend(str(tmp_path / checkout))
+        for name in [m for m in sys.modules if m.startswith("pkgtwo")]:
+            del sys.modules[name]
+        code_fingerprint.cache_clear()
+        prints.append(code_fingerprint(("pkgtwo.stage",), frozenset({"pkgtwo"})))
+    # The second checkout's code differs, so must its fingerprint, though the first one's files are unchanged.
+    assert prints[0] != prints[1]
+    for name in [m for m in sys.modules if m.startswith("pkgtwo")]:
+        del sys.modules[name]
