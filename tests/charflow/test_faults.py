@@ -164,20 +164,41 @@ def clean_training(tmp_path_factory, lyrics_zip):
     return args, outputs(out)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_training_at_a_batch_and_the_rerun_resumes_to_the_same_numbers(tmp_path, clean_training, sig):
-    args, expected = clean_training
-    home = tmp_path / "home"
+def interrupt_training(home: Path, args: list, sig: signal.Signals, after_epoch: int) -> int:
+    """Start the run, send `sig` once a checkpoint past `after_epoch` is written; the epoch it stopped in."""
     process = start(home, *args)
     work = home / "store" / ".work"
-    wait_for(lambda: work.is_dir() and any((p / "checkpoint.pt").exists() for p in work.iterdir()), "a checkpoint")
+
+    def checkpoint_past() -> bool:
+        import torch
+
+        for path in work.glob("*/checkpoint.pt") if work.is_dir() else ():
+            try:
+                if torch.load(path, weights_only=True)["epoch"] > after_epoch:
+                    return True
+            except (OSError, RuntimeError, EOFError, KeyError):
+                continue  # being replaced
+        return False
+
+    wait_for(checkpoint_past, f"a checkpoint past epoch {after_epoch}")
     os.killpg(process.pid, sig)  # to the whole process group, as Ctrl-C in a terminal does
     code, _, err = finish(process, home, timeout=60)
     one_clear_line(code, err, 130, "training stopped in epoch")
     last = err.strip().splitlines()[-1]
-    assert int(last.split("training stopped in epoch ")[1].split()[0]) < 100  # stopped, not run to the end
+    stopped = int(last.split("training stopped in epoch ")[1].split()[0])
+    assert stopped < 100  # stopped, not run to the end
     assert "a rerun resumes from it" in last
     assert processes_of(home) == []  # the home's server went with it (CHARFLOW_SERVER_IDLE=0)
+    return stopped
+
+
+def test_signals_stop_training_at_a_batch_and_the_reruns_resume_to_the_same_numbers(tmp_path, clean_training):
+    """Ctrl-C, then SIGTERM during the resumed run (as `kill` or a scheduler sends), then the run completes."""
+    args, expected = clean_training
+    home = tmp_path / "home"
+    first = interrupt_training(home, args, signal.SIGINT, after_epoch=0)
+    second = interrupt_training(home, args, signal.SIGTERM, after_epoch=first)
+    assert second > first
     code, out, err = charflow(home, *args)
     assert code == 0, err[-3000:]
     assert "resuming after epoch" in err
