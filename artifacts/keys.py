@@ -34,14 +34,17 @@ def canonical_json(value: Any) -> str:
 
 def keyed_params(params: BaseModel | None) -> dict[str, Any]:
     """The parameters that can change the output: fields marked `keyed: False` (how often to checkpoint)
-    are left out, so changing them finds the same artifact."""
+    are left out, so changing them finds the same artifact; fields marked `keyed_unless: VALUE` are left out
+    while they hold that value, the one that does what the code did before they existed (so adding a setting
+    does not re-key the runs that do not use it)."""
     if params is None:
         return {}
-    unkeyed = {
-        name
-        for name, field in type(params).model_fields.items()
-        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("keyed") is False
-    }
+    unkeyed = set()
+    for name, field in type(params).model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        neutral = "keyed_unless" in extra and canonical(getattr(params, name)) == canonical(extra["keyed_unless"])
+        if extra.get("keyed") is False or neutral:
+            unkeyed.add(name)
     return canonical(params.model_dump(mode="json", exclude=unkeyed))
 
 

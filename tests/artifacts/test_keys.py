@@ -28,6 +28,18 @@ def test_canonical_json_is_order_free():
     assert canonical_json({"b": 1, "a": (1, 2)}) == json.dumps({"a": [1, 2], "b": 1}, separators=(",", ":"))
 
 
+def test_a_setting_at_its_neutral_value_is_left_out_of_the_key():
+    from pydantic import BaseModel, Field
+
+    class Params(BaseModel):
+        lr: float = 1.0
+        decay: float = Field(0.0, json_schema_extra={"keyed_unless": 0.0})
+
+    assert keyed_params(Params()) == {"lr": 1}
+    assert keyed_params(Params(decay=0)) == {"lr": 1}
+    assert keyed_params(Params(decay=0.5)) == {"lr": 1, "decay": 0.5}
+
+
 def test_how_often_to_checkpoint_is_not_keyed():
     keyed = keyed_params(TrainParams(device="cpu", checkpoint_every=3))
     assert "checkpoint_every" not in keyed
