@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tasks.errors import CharflowError, Interrupted
@@ -25,11 +24,9 @@ from tasks.train.events import EpochEnd, Event, Resumed
 from tasks.train.generate import continue_text
 from tasks.train.model import CharModel, build_model
 from tasks.train.params import TrainParams, resolve_device
+from tasks.train.scoring import MAX_LOSS, score
 from tasks.train.step import TrainStep
 from tasks.vocab import Vocab
-
-# Past 700 nats exp() overflows: a run there has diverged as surely as with a NaN.
-MAX_LOSS = 700.0
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -195,21 +192,8 @@ def kept(saved: int | None, checkpoint: Path | None) -> str:
     return f"; the last good checkpoint (epoch {saved}) is kept at {checkpoint}, and a rerun resumes from it"
 
 
-@torch.no_grad()
 def evaluate(model: CharModel, validation: Validation, device: torch.device) -> float:
-    """Perplexity on held-out indices, read as parallel streams with the state carried, every position scored."""
-    indices, steps = validation.indices, validation.num_steps
-    streams = max(1, min(validation.streams, (len(indices) - 1) // (8 * steps)))
-    length = (len(indices) - 1) // streams
-    x = torch.from_numpy(np.asarray(indices[: streams * length], dtype=np.int64)).view(streams, length)
-    y = torch.from_numpy(np.asarray(indices[1 : streams * length + 1], dtype=np.int64)).view(streams, length)
-    was_training = model.training
-    model.eval()
-    state = model.init_state(streams, device)
-    total = torch.zeros((), device=device)
-    for start in range(0, length, steps):
-        xs, ys = x[:, start : start + steps].to(device), y[:, start : start + steps].to(device)  # (streams, <=steps)
-        logits, state = model(xs, state)  # (streams, <=steps, vocab)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys.reshape(-1), reduction="sum")
-    model.train(was_training)
-    return math.exp(min(total.item() / (streams * length), MAX_LOSS))
+    """Perplexity on the held-out indices (`tasks.train.scoring`)."""
+    return score(
+        model, validation.indices, num_steps=validation.num_steps, streams=validation.streams, device=device
+    ).perplexity
