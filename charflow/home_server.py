@@ -185,17 +185,26 @@ def attached(port: int | None = None, env: dict[str, str] | None = None) -> Iter
             stop_if_unused(folder)
 
 
-def stop_if_unused(folder: Path, idle: float = 0.0) -> bool:
-    """Stop this home's server if no one uses it and the last use is `idle` seconds old: True when stopped."""
+@contextmanager
+def _unused_for(folder: Path, idle: float) -> Iterator[bool]:
+    """Held while it says whether no command is starting or using the server and the last use is `idle` seconds
+    old (both locks taken without waiting): the server may then be stopped inside."""
     with _flock(_file("lock", folder), fcntl.LOCK_EX | fcntl.LOCK_NB) as starting_free:
         if not starting_free:
-            return False
+            yield False
+            return
         with _flock(_file("users", folder), fcntl.LOCK_EX | fcntl.LOCK_NB) as unused:
-            record = read_record(folder)
-            if not unused or record is None or time.time() - _file("users", folder).stat().st_mtime < idle:
-                return False
-            _stop(record, folder)
-            return True
+            yield unused and time.time() - _file("users", folder).stat().st_mtime >= idle
+
+
+def stop_if_unused(folder: Path, idle: float = 0.0) -> bool:
+    """Stop this home's server if no one uses it and the last use is `idle` seconds old: True when stopped."""
+    with _unused_for(folder, idle) as idle_long_enough:
+        record = read_record(folder)
+        if not idle_long_enough or record is None:
+            return False
+        _stop(record, folder)
+        return True
 
 
 def stop(folder: Path | None = None) -> Record | None:
@@ -297,13 +306,10 @@ def _stop_when_idle(server: object, folder: Path) -> None:
             if answering_since is not None and time.monotonic() - answering_since > ORPHAN_AFTER:
                 server.should_exit = True  # type: ignore[attr-defined]
             continue
-        with _flock(_file("lock", folder), fcntl.LOCK_EX | fcntl.LOCK_NB) as starting_free:
-            if not starting_free:
-                continue
-            with _flock(_file("users", folder), fcntl.LOCK_EX | fcntl.LOCK_NB) as unused:
-                if unused and time.time() - _file("users", folder).stat().st_mtime >= idle:
-                    _file("json", folder).unlink(missing_ok=True)
-                    server.should_exit = True  # type: ignore[attr-defined]
+        with _unused_for(folder, idle) as idle_long_enough:
+            if idle_long_enough:
+                _file("json", folder).unlink(missing_ok=True)
+                server.should_exit = True  # type: ignore[attr-defined]
 
 
 def run(port: int) -> None:
