@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from artifacts import batches as batches_kind
+from artifacts import evaluation as evaluation_kind
 from artifacts import indices as indices_kind
 from artifacts import text as text_kind
 from artifacts import views
@@ -44,6 +45,7 @@ from artifacts.store import ArtifactRef, Store
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
+from tasks.evaluate import EvaluateParams
 from tasks.ingest import IngestParams
 from tasks.sources import Fetched
 from tasks.train.params import TrainParams
@@ -182,6 +184,23 @@ STAGES = _stages(
         libraries=(*_ARRAYS, "torch", "matplotlib"),
         build=build_train,
         view=views.model,
+    ),
+    Stage(
+        name="evaluate",
+        params=EvaluateParams,
+        inputs=("model", "vocab", "text"),
+        summary=evaluation_kind.EvaluationSummary,
+        code=(
+            "tasks.evaluate",
+            "tasks.train.scoring",  # validation's scoring, and the models it loads
+            "tasks.train.model",
+            "artifacts.text",
+            "artifacts.model",
+            "artifacts.evaluation",
+        ),
+        libraries=(*_ARRAYS, "torch"),
+        build=evaluation_kind.build_evaluate,
+        view=views.evaluation,
     ),
 )
 
