@@ -15,15 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from artifacts.batches import BatchesSummary
-from artifacts.builds import Build
 from artifacts.manifest import Summary
-from artifacts.model import TrainSummary, load_model
+from artifacts.model import load_model
 from artifacts.parquet import write_rows
-from artifacts.store import ArtifactRef, StoreError
-from artifacts.text import TextSummary, iter_text
-from artifacts.vocab import VocabMismatch, read_vocab
-from tasks.evaluate import EvaluateParams, cut, evaluate, evaluated_range, to_indices
+from artifacts.store import ArtifactRef
+from tasks.evaluate import EvaluateParams
 from tasks.vocab import Vocab
 
 if TYPE_CHECKING:
@@ -74,45 +70,3 @@ def load_weights(model: ArtifactRef, vocab: Vocab, params: EvaluateParams) -> Ch
     # checkpoint=params.checkpoint here.
     net, _ = load_model(model.path, vocab, params.device)
     return net
-
-
-def build_evaluate(
-    build: Build, model: ArtifactRef, vocab: ArtifactRef, text: ArtifactRef, params: EvaluateParams
-) -> EvaluationSummary:
-    """The text read and mapped whole (unknown characters refused before any scoring), then scored."""
-    if params.checkpoint is None or params.streams is None or params.num_steps is None or params.device == "auto":
-        raise ValueError("resolve the evaluation's parameters (tasks.evaluate.resolve) before keying an evaluate stage")
-    trained = TrainSummary.of(model)
-    if trained.vocab_key != vocab.key:
-        raise VocabMismatch(
-            f"model {model.key[:12]} was trained with vocabulary {trained.vocab_key[:12]}, not {vocab.key[:12]}"
-        )
-    val_fraction = 0.0
-    if params.split == "val":
-        batches = build.store.lookup("batches", trained.batches_key)
-        if batches is None:
-            raise StoreError(
-                f"the batches artifact {trained.batches_key[:12]} behind model {model.key[:12]} is missing or damaged, "
-                "and its validation split is needed for --split val; run the batches command again"
-            )
-        val_fraction = BatchesSummary.of(batches).spec.val_fraction
-    start, end = evaluated_range(TextSummary.of(text).chars, params, val_fraction)
-    words = read_vocab(vocab.path)
-    mapped = to_indices(cut(iter_text(text.path), start, end), words, params.skip_unknown)
-    scored = evaluate(load_weights(model, words, params), mapped, params)
-    summary = EvaluationSummary(
-        model_key=model.key,
-        text_key=text.key,
-        checkpoint=params.checkpoint,
-        split=params.split,
-        device=params.device,
-        chars=mapped.chars,
-        tokens=scored.tokens,
-        unknown_mapped=mapped.unknown_mapped,
-        unknown_skipped=mapped.unknown_skipped,
-        nll=scored.nll,
-        perplexity=scored.perplexity,
-        bits_per_char=scored.bits_per_char,
-    )
-    write_evaluation(build.folder, summary, {"stage": build.stage, "model_key": model.key, "text_key": text.key})
-    return summary

@@ -32,6 +32,7 @@ from artifacts.builds import (
     build_batches,
     build_clean,
     build_encode,
+    build_evaluate,
     build_ingest,
     build_train,
     build_vocab_artifact,
@@ -195,11 +196,14 @@ STAGES = _stages(
             "tasks.train.scoring",  # validation's scoring, and the models it loads
             "tasks.train.model",
             "artifacts.text",
+            "artifacts.vocab",
+            "artifacts.batches",  # the model's batches: their validation split
             "artifacts.model",
             "artifacts.evaluation",
+            "artifacts.builds:build_evaluate",
         ),
         libraries=(*_ARRAYS, "torch"),
-        build=evaluation_kind.build_evaluate,
+        build=build_evaluate,
         view=views.evaluation,
     ),
 )
