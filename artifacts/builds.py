@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from artifacts import batches as batches_kind
+from artifacts import evaluation as evaluation_kind
 from artifacts import indices as indices_kind
 from artifacts import text as text_kind
 from artifacts import vocab as vocab_kind
@@ -26,6 +27,7 @@ from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, sp
 from tasks.clean import CleanedUtf8, CleanError, CleanParams, clean_stream
 from tasks.encode import EncodeParams, encode_stream
 from tasks.errors import Interrupted, ParameterError
+from tasks.evaluate import EvaluateParams, cut, evaluate, evaluated_range, to_indices
 from tasks.ingest import IngestParams, expected_bytes, ingest_utf8
 from tasks.sources import Fetched
 from tasks.text_reader import TextReader
@@ -228,3 +230,47 @@ def build_train(build: Build, batches: ArtifactRef, vocab: ArtifactRef, params: 
     else:
         result = build.launch(job, work, build.on_event, build.should_stop)
     return TrainSummary(vocab_key=vocab.key, batches_key=batches.key, **result.model_dump())
+
+
+def build_evaluate(
+    build: Build, model: ArtifactRef, vocab: ArtifactRef, text: ArtifactRef, params: EvaluateParams
+) -> evaluation_kind.EvaluationSummary:
+    """The text read and mapped whole (unknown characters refused before any scoring), then scored."""
+    if params.checkpoint is None or params.streams is None or params.num_steps is None or params.device == "auto":
+        raise ValueError("resolve the evaluation's parameters (tasks.evaluate.resolve) before keying an evaluate stage")
+    trained = TrainSummary.of(model)
+    if trained.vocab_key != vocab.key:
+        raise vocab_kind.VocabMismatch(
+            f"model {model.key[:12]} was trained with vocabulary {trained.vocab_key[:12]}, not {vocab.key[:12]}"
+        )
+    val_fraction = 0.0
+    if params.split == "val":
+        batches = build.store.lookup("batches", trained.batches_key)
+        if batches is None:
+            raise StoreError(
+                f"the batches artifact {trained.batches_key[:12]} behind model {model.key[:12]} is missing or damaged, "
+                "and its validation split is needed for --split val; run the batches command again"
+            )
+        val_fraction = batches_kind.BatchesSummary.of(batches).spec.val_fraction
+    start, end = evaluated_range(text_kind.TextSummary.of(text).chars, params, val_fraction)
+    words = vocab_kind.read_vocab(vocab.path)
+    mapped = to_indices(cut(text_kind.iter_text(text.path), start, end), words, params.skip_unknown)
+    scored = evaluate(evaluation_kind.load_weights(model, words, params), mapped, params)
+    summary = evaluation_kind.EvaluationSummary(
+        model_key=model.key,
+        text_key=text.key,
+        checkpoint=params.checkpoint,
+        split=params.split,
+        device=params.device,
+        chars=mapped.chars,
+        tokens=scored.tokens,
+        unknown_mapped=mapped.unknown_mapped,
+        unknown_skipped=mapped.unknown_skipped,
+        nll=scored.nll,
+        perplexity=scored.perplexity,
+        bits_per_char=scored.bits_per_char,
+    )
+    evaluation_kind.write_evaluation(
+        build.folder, summary, {"stage": build.stage, "model_key": model.key, "text_key": text.key}
+    )
+    return summary

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from artifacts import batches as batches_kind
+from artifacts import evaluation as evaluation_kind
 from artifacts import indices as indices_kind
 from artifacts import text as text_kind
 from artifacts import views
@@ -31,6 +32,7 @@ from artifacts.builds import (
     build_batches,
     build_clean,
     build_encode,
+    build_evaluate,
     build_ingest,
     build_train,
     build_vocab_artifact,
@@ -44,6 +46,7 @@ from artifacts.store import ArtifactRef, Store
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
+from tasks.evaluate import EvaluateParams
 from tasks.ingest import IngestParams
 from tasks.sources import Fetched
 from tasks.train.params import TrainParams
@@ -182,6 +185,26 @@ STAGES = _stages(
         libraries=(*_ARRAYS, "torch", "matplotlib"),
         build=build_train,
         view=views.model,
+    ),
+    Stage(
+        name="evaluate",
+        params=EvaluateParams,
+        inputs=("model", "vocab", "text"),
+        summary=evaluation_kind.EvaluationSummary,
+        code=(
+            "tasks.evaluate",
+            "tasks.train.scoring",  # validation's scoring, and the models it loads
+            "tasks.train.model",
+            "artifacts.text",
+            "artifacts.vocab",
+            "artifacts.batches",  # the model's batches: their validation split
+            "artifacts.model",
+            "artifacts.evaluation",
+            "artifacts.builds:build_evaluate",
+        ),
+        libraries=(*_ARRAYS, "torch"),
+        build=build_evaluate,
+        view=views.evaluation,
     ),
 )
 

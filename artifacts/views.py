@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from artifacts.batches import BatchesSummary, read_tokens
+from artifacts.evaluation import EVALUATION_FILE
 from artifacts.indices import INDICES_FILE, EncodeSummary
 from artifacts.model import METRICS_FILE, SAMPLES_FILE
 from artifacts.store import Entry, Store
@@ -95,3 +96,7 @@ def model(store: Store, entry: Entry) -> dict[str, Any]:
     step = max(1, len(metrics) // LIMIT)
     shown = [m for m in metrics if m["epoch"] % step == 0 or m is metrics[-1]]
     return {"metrics": shown, "samples": pq.ParquetFile(entry.path / SAMPLES_FILE).read().to_pylist()}
+
+
+def evaluation(store: Store, entry: Entry) -> dict[str, Any]:
+    return pq.ParquetFile(entry.path / EVALUATION_FILE).read().to_pylist()[0]

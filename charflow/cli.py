@@ -19,6 +19,7 @@ from flows.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.errors import CharflowError, Interrupted
+from tasks.evaluate import EvaluateParams
 from tasks.ingest import IngestParams
 from tasks.train.device import without_torch
 from tasks.train.params import GenerateParams, TrainParams, resolve_device
@@ -181,6 +182,52 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    params = options.build(args, EvaluateParams)
+    from flows.evaluate import evaluate
+
+    _print_evaluated(evaluate(model=args.model, text=args.text, **params.model_dump()), args.json)
+    return 0
+
+
+def _print_evaluated(made: dict[str, Any], as_json: bool) -> None:
+    evaluation = made["evaluate"]
+    summary = evaluation.summary
+    if as_json:
+        stages = {name: ref.model_dump(mode="json") for name, ref in made.items()}
+        print(json.dumps({**summary, "evaluation": stages["evaluate"], "stages": stages}, ensure_ascii=False, indent=2))
+        return
+    print(f"evaluation {evaluation.key[:12]}  {'cached' if evaluation.cache_hit else 'evaluated'}  {evaluation.path}")
+    print(
+        f"perplexity {summary['perplexity']:.4f}, {summary['bits_per_char']:.4f} bits per character on "
+        f"{summary['tokens']:,} predictions ({summary['chars']:,} characters, {summary['split']}; model "
+        f"{summary['model_key'][:12]}, {summary['checkpoint']} checkpoint, {summary['device']})"
+    )
+    if summary["unknown_mapped"]:
+        print(f"{summary['unknown_mapped']:,} characters outside the vocabulary were scored as <unk>")
+    if summary["unknown_skipped"]:
+        print(f"{summary['unknown_skipped']:,} characters outside the vocabulary were skipped")
+
+
+def _check_evaluation(args: argparse.Namespace) -> None:
+    """The model, its batches and vocabulary, a corpus version, the settings against the model, and a source's
+    first bytes: checked in the store, before any server starts."""
+    from artifacts.backends import open_catalog, open_store
+    from artifacts.refs import resolve
+    from flows.pipeline import SourceText, plan_evaluation
+    from tasks.precheck import check_before_work
+
+    store, catalog = open_store(home.store_root()), open_catalog(home.store_root())
+    plan = plan_evaluation(
+        lambda ref, stage: resolve(store, catalog, ref, stage),
+        args.model,
+        args.text,
+        options.build(args, EvaluateParams),
+    )
+    if isinstance(plan.text, SourceText):
+        check_before_work(plan.text.located.source, plan.text.ingest)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from charflow.serve import serve
 
@@ -280,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("model", help="a train artifact: key, key prefix, folder or corpus@version/train")
     options.add_model(generate, GenerateParams, "generate")
     generate.set_defaults(func=cmd_generate)
+    evaluate = commands.add_parser("evaluate", help="a model's perplexity and bits per character on any text")
+    evaluate.add_argument("model", help="a train artifact: key, key prefix, folder or corpus@version/train")
+    evaluate.add_argument(
+        "text", help="file, folder, .zip or http(s) URL (cleaned as the model's corpus), or corpus@version"
+    )
+    options.add_model(evaluate, EvaluateParams, "evaluate")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
     from charflow.inspect_cli import add_parser as add_inspect
 
     add_inspect(commands)
@@ -301,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that run flows: they write to the home and need a Prefect API.
-RUNS_FLOWS = {"prepare", "batches", "run", "train", "reingest"}
+RUNS_FLOWS = {"prepare", "batches", "run", "train", "reingest", "evaluate"}
 ANSWERABLE = RUNS_FLOWS - {"reingest"}
 
 
@@ -343,6 +398,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     from tasks.precheck import MOST_FILES, check_before_work
 
     backends.urls()  # a malformed store or catalog URL
+    if args.command == "evaluate":
+        _check_evaluation(args)
+        return
     params = PrepareParams.of(_prepare_settings(args))
     on_batches = getattr(args, "batches", None)
     if args.command in ("batches", "run", "train"):
@@ -371,7 +429,16 @@ def answer_from_store(args: argparse.Namespace) -> bool:
     from tasks.fetch import resolve_source
 
     api_url = os.environ.get("PREFECT_API_URL")
-    if args.command == "train" and args.batches:
+    if args.command == "evaluate":
+        from flows.answer import answer_evaluate
+
+        params = options.build(args, EvaluateParams)
+        made = answer_evaluate(args.model, args.text, params)
+        parameters = {"model": args.model, "text": args.text, **params.model_dump(mode="json")}
+        if made is None or not _recorded(api_url, "evaluate", parameters, made):
+            return False
+        _print_evaluated(made, args.json)
+    elif args.command == "train" and args.batches:
         training = _training(args).model_dump()
         refs = answer_train_on(args.batches, training)
         if refs is None or not _recorded(api_url, "train-batches", {"batches": args.batches, **training}, refs):

@@ -22,6 +22,7 @@ from artifacts.store import ArtifactRef, Store
 from flows import home, pipeline
 from flows.pipeline import Prepared, PrepareParams, pick
 from tasks.batches import BatchesParams
+from tasks.evaluate import EvaluateParams
 from tasks.fetch import Located, fetch, resolve_source
 from tasks.sources import Fetched
 from tasks.train.params import TrainParams
@@ -98,5 +99,13 @@ def answer_train_on(batches: str, settings: dict[str, Any]) -> dict[str, Artifac
     """What training on an existing batches artifact would return, if its model is stored."""
     try:
         return pipeline.train_on(_runner(), batches, TrainParams(**pick(TrainParams, settings)))
+    except NotStored:
+        return None
+
+
+def answer_evaluate(model: str, text: str, params: EvaluateParams) -> dict[str, ArtifactRef] | None:
+    """What evaluating a model on a text would return, if its evaluation (and a source's clean text) is stored."""
+    try:
+        return pipeline.evaluate(_runner(), model, text, params)
     except NotStored:
         return None

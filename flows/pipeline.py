@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict
 from artifacts.batches import BatchesSummary
 from artifacts.builds import OnEvent, ignore
 from artifacts.catalog import Catalog, CorpusVersion, JsonlCatalog
-from artifacts.refs import resolve
+from artifacts.manifest import read_manifest
+from artifacts.model import TrainSummary
+from artifacts.refs import RefError, resolve
 from artifacts.stages import STAGES, run_stage
 from artifacts.store import ArtifactRef, Store
 from artifacts.text import TextSummary
@@ -26,11 +28,14 @@ from flows.ddp import check_processes, launch
 from tasks.batches import BatchesParams, check_fits, split_validation
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
+from tasks.evaluate import EvaluateParams, TrainedWith
+from tasks.evaluate import resolve as resolve_evaluation
 from tasks.fetch import Located, fetch
 from tasks.ingest import IngestParams
 from tasks.samplers import SamplerError
 from tasks.sources import Fetched
-from tasks.train.params import TrainParams, check_prefixes, resolve_device
+from tasks.train.device import no_gpu_here
+from tasks.train.params import TrainParams, check_prefixes, cuda_available, resolve_device
 from tasks.vocab import VocabParams
 
 
@@ -234,3 +239,79 @@ class PlainRunner:
 def plain_runner(root: Path, on_event: OnEvent = ignore) -> PlainRunner:
     """A runner over a store folder, its catalog and downloads inside it."""
     return PlainRunner(Store(root), JsonlCatalog(root), root / "downloads", on_event)
+
+
+def is_corpus_text(text: str) -> bool:
+    """`corpus@version` (that version's clean text), as opposed to a source: a URL or a path that exists."""
+    return "@" in text and not text.startswith(("http://", "https://")) and not Path(text).expanduser().exists()
+
+
+@dataclass(frozen=True)
+class SourceText:
+    """A source to evaluate on, with the ingest and clean settings of the model's corpus (its --max-chars
+    aside: the evaluation's)."""
+
+    located: Located
+    ingest: IngestParams
+    clean: CleanParams
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """What an evaluation reads, found before any work: the model, its vocabulary, the settings resolved, and
+    the text: a corpus version's clean artifact, or a source."""
+
+    model: ArtifactRef
+    vocab: ArtifactRef
+    params: EvaluateParams  # resolved: what is keyed is what is used
+    text: ArtifactRef | SourceText
+
+
+def plan_evaluation(
+    find: Callable[[str, str], ArtifactRef], model_ref: str, text: str, params: EvaluateParams
+) -> EvaluationPlan:
+    """The model and its vocabulary by reference, its batches' defaults and split, the text's clean artifact or
+    the source's settings read from the model's lineage (model -> vocab -> clean -> ingest); a reference that
+    names nothing and a setting the model cannot honour are refused here."""
+    model = find(model_ref, "train")
+    trained = TrainSummary.of(model)
+    vocab = find(trained.vocab_key, "vocab")
+    spec = BatchesSummary.of(find(trained.batches_key, "batches")).spec
+    with_ = TrainedWith(
+        batch_size=spec.batch_size,
+        num_steps=spec.num_steps,
+        val_fraction=spec.val_fraction,
+        device=str(read_manifest(model.path).params.get("device", "cpu")),
+        checkpoints=("last",),  # merge point: ("best", "last") where the model keeps its best weights
+        model=model.key[:12],
+    )
+    resolved = resolve_evaluation(params, with_, lambda: not no_gpu_here() and cuda_available())
+    if is_corpus_text(text):
+        corpus, _, stage = text.partition("/")
+        if stage not in ("", "clean"):
+            raise RefError(f"{text!r}: an evaluation reads a corpus version's clean text; pass {corpus} instead")
+        return EvaluationPlan(model, vocab, resolved, find(f"{corpus}/clean", "clean"))
+    clean = read_manifest(find(read_manifest(vocab.path).inputs["text"], "clean").path)
+    ingest = read_manifest(find(clean.inputs["text"], "ingest").path)
+    source = SourceText(
+        Located(source=text),
+        IngestParams.model_validate(ingest.params),
+        CleanParams.model_validate({**clean.params, "max_chars": params.max_chars}),
+    )
+    return EvaluationPlan(model, vocab, resolved, source)
+
+
+def evaluate(runner: Runner, model_ref: str, text: str, params: EvaluateParams) -> dict[str, ArtifactRef]:
+    """A model's evaluation on a text: a corpus version's clean text as it is, or a source ingested and cleaned
+    as the model's corpus was (cached stages; no corpus version registered). The model, its vocabulary, the
+    text's artifacts and the evaluation, by stage."""
+    plan = plan_evaluation(runner.find, model_ref, text, params)
+    made = {"train": plan.model, "vocab": plan.vocab}
+    if isinstance(plan.text, SourceText):
+        fetched = runner.fetch(plan.text.located, plan.text.ingest.patterns)
+        made["ingest"] = runner.stage("ingest", plan.text.ingest, source=fetched)
+        made["clean"] = runner.stage("clean", plan.text.clean, text=made["ingest"])
+    else:
+        made["clean"] = plan.text
+    made["evaluate"] = runner.stage("evaluate", plan.params, model=plan.model, vocab=plan.vocab, text=made["clean"])
+    return made

@@ -27,7 +27,7 @@ TINY = TrainParams(model="rnn", hidden=8, optimizer="adam", lr=0.01, pred_period
 
 
 def test_every_stage_is_one_entry_whose_name_is_its_identity():
-    assert list(STAGES) == ["ingest", "clean", "vocab", "encode", "batches", "train"]
+    assert list(STAGES) == ["ingest", "clean", "vocab", "encode", "batches", "train", "evaluate"]
     for name, stage in STAGES.items():
         assert stage.name == name
         assert issubclass(stage.params, BaseModel)

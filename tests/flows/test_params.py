@@ -8,6 +8,7 @@ from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
 from flows.batches import batches
+from flows.evaluate import evaluate
 from flows.params import flat_fields, flat_parameters
 from flows.pipeline import pick
 from flows.prepare import prepare
@@ -15,6 +16,7 @@ from flows.reingest import reingest
 from flows.train import train, train_batches
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
+from tasks.evaluate import EvaluateParams
 from tasks.ingest import IngestParams
 from tasks.train.params import TrainParams
 from tasks.vocab import VocabParams
@@ -26,6 +28,7 @@ FLOWS = {
     train: (["source", "name", "sha256"], (*PREPARE, BatchesParams, TrainParams)),
     train_batches: (["batches"], (TrainParams,)),
     reingest: (["sources", "train"], PREPARE),
+    evaluate: (["model", "text"], (EvaluateParams,)),
 }
 
 
