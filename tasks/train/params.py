@@ -80,7 +80,7 @@ class TrainParams(ModelParams):
         default=None,
         ge=1,
         json_schema_extra={"keyed_unless": None},
-        description="stop after N validations without a better validation perplexity, or 'none'",
+        description="stop after N validations without a better validation perplexity (default: train every epoch)",
     )
     clip: float | None = Field(default=0.01, gt=0, description="global gradient-norm bound, or 'none'")
     seed: int = Field(0, ge=0, description="the sampler's and the model's seed")
