@@ -139,8 +139,9 @@ def perplexity_curve(metrics: list[dict[str, Any]], path: Path, title: str) -> N
     fig, ax = new_figure(6, 4)
     epochs = [row["epoch"] for row in metrics]
     ax.plot(epochs, [row["perplexity"] for row in metrics], label="training")
-    if any(row.get("val_perplexity") is not None for row in metrics):
-        ax.plot(epochs, [row.get("val_perplexity") for row in metrics], label="validation")
+    validated = [row for row in metrics if row.get("val_perplexity") is not None]  # --eval-every skips some
+    if validated:
+        ax.plot([row["epoch"] for row in validated], [row["val_perplexity"] for row in validated], label="validation")
     ax.set(xlabel="epoch", ylabel="perplexity", yscale="log", title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
