@@ -60,6 +60,8 @@ class Trained(NamedTuple):
 
 
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    # A changing rate takes the eager step (tasks.train.step), where a capturable optimizer only warns.
+    capturable = params.cuda_graph and params.constant_lr
     if params.optimizer == "adamw":
         # As nanoGPT: the matrices decay, the 1-D weights (biases, LayerNorm scales) do not. Embeddings are
         # matrices here and decay with the rest.
@@ -68,13 +70,14 @@ def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimiz
             {"params": [w for w in weights if w.dim() >= 2], "weight_decay": params.weight_decay},
             {"params": [w for w in weights if w.dim() < 2], "weight_decay": 0.0},
         ]
+        groups = [group for group in groups if group["params"]]
         if params.device == "cuda":
-            return torch.optim.AdamW(groups, lr=params.lr, fused=True, capturable=params.cuda_graph)
+            return torch.optim.AdamW(groups, lr=params.lr, fused=True, capturable=capturable)
         return torch.optim.AdamW(groups, lr=params.lr)
     if params.optimizer == "adam" and params.device == "cuda":
         # One fused kernel for the update, where the multi-tensor form launches a dozen; capturable keeps the
         # step count on the device, as a CUDA graph needs.
-        return torch.optim.Adam(model.parameters(), lr=params.lr, fused=True, capturable=params.cuda_graph)
+        return torch.optim.Adam(model.parameters(), lr=params.lr, fused=True, capturable=capturable)
     if params.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=params.lr)
     return torch.optim.SGD(model.parameters(), lr=params.lr)
@@ -204,7 +207,7 @@ def make_schedule(
     params: TrainParams, epoch_batches: Callable[[int], Batches], epochs: int, total_steps: int | None
 ) -> Schedule | None:
     """The learning-rate schedule, None where the rate is constant; a warmup longer than training refused."""
-    if params.lr_schedule == "constant" and not params.warmup_steps:
+    if params.constant_lr:
         return None
     if total_steps is None:
         total_steps = sum(1 for epoch in range(epochs) for _ in epoch_batches(epoch))

@@ -115,6 +115,11 @@ class TrainParams(ModelParams):
             raise ValueError("a prediction prefix must have at least one character")
         return value
 
+    @property
+    def constant_lr(self) -> bool:
+        """No schedule and no warmup: the optimizer keeps the rate it was made with (the book's)."""
+        return self.lr_schedule == "constant" and not self.warmup_steps
+
     @model_validator(mode="after")
     def _settings_that_apply(self) -> TrainParams:
         """A setting that would change nothing is refused: it would only change the model's key."""

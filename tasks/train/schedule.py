@@ -40,7 +40,7 @@ class Schedule:
     @property
     def constant(self) -> bool:
         """The rate never changes: the optimizer keeps the one it was made with (the book's)."""
-        return self.kind == "constant" and self.warmup_steps == 0
+        return self.kind == "constant" and not self.warmup_steps
 
     def lr_at(self, step: int, epoch: int) -> float:
         """The rate of optimizer step `step` (0-based, counted over the whole run), in 0-based `epoch`."""
