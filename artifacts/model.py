@@ -67,7 +67,8 @@ class TrainSummary(Summary):
     # Defaults: manifests written before validation kept a best checkpoint still read.
     best_epoch: int | None = None  # the epoch of the lowest validation perplexity; None without validation
     best_val_perplexity: float | None = None
-    stopped_early: bool = False  # --patience stopped training after `epochs` epochs
+    # The epoch --patience stopped training at (`epochs` too); None (shown as nothing): it ran every epoch.
+    stopped_at: int | None = None
     checkpoint: Literal["best", "last"] = "last"  # the weights generate and evaluate load unless told
 
     @model_validator(mode="before")

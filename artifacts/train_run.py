@@ -69,5 +69,5 @@ def run_job(
         samples=state.samples[-len(prefixes) :] if prefixes else [],
         best_epoch=state.best_epoch,
         best_val_perplexity=state.best_val_perplexity,
-        stopped_early=state.stopped_early,
+        stopped_at=state.epoch if state.stopped_early else None,
     )

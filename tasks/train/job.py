@@ -49,4 +49,4 @@ class TrainResult(BaseModel):
     samples: list[dict[str, Any]]  # the last epoch's, one per prefix
     best_epoch: int | None = None  # the validation with the lowest perplexity; None without validation
     best_val_perplexity: float | None = None
-    stopped_early: bool = False  # by --patience, after `epochs` epochs
+    stopped_at: int | None = None  # the epoch --patience stopped training at (then `epochs`); None: ran to the end

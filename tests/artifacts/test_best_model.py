@@ -39,7 +39,7 @@ def test_the_best_checkpoint_is_kept_and_loaded_by_default(book_prepared):
     summary = TrainSummary.of(ref)
     best = min(v for v in val if v is not None)
     assert (summary.best_epoch, summary.best_val_perplexity, summary.checkpoint) == (1 + val.index(best), best, "best")
-    assert not summary.stopped_early
+    assert summary.stopped_at is None
     assert summary.epochs == 5
     assert ref.file(CURVE_FILE).is_file()
     vocab = read_vocab(prepared.stages["vocab"].path)
@@ -62,8 +62,7 @@ def test_patience_stops_the_run_and_the_summary_says_so(book_prepared):
     ref = runner.stage("train", params, batches=batches, vocab=prepared.stages["vocab"])
     summary = TrainSummary.of(ref)
     metrics = pq.read_table(ref.file(METRICS_FILE)).to_pylist()
-    assert summary.stopped_early
-    assert summary.epochs == len(metrics) == summary.best_epoch + 1 < 12
+    assert summary.stopped_at == summary.epochs == len(metrics) == summary.best_epoch + 1 < 12
     assert [s.epoch for s in summary.samples] == [summary.epochs] * 2
 
 
