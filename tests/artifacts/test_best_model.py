@@ -100,3 +100,53 @@ def test_settings_are_refused_before_training_on_stored_batches(book_prepared):
         pipeline.train_on(runner, stored.key, FAST.model_copy(update={"patience": 3}))
     with pytest.raises(WarmupTooLong, match=r"\(16 optimizer steps\)"):
         pipeline.train_on(runner, stored.key, FAST.model_copy(update={"warmup_steps": 17}))
+
+
+def test_a_run_stopped_and_resumed_publishes_the_same_model(tmp_path, lyrics_zip):
+    """Stopped (should_stop) in epoch 4 with a schedule, validation every other epoch and patience, resumed from
+    epoch 3's checkpoint: the same weights, best weights and metrics, timings aside, as a run never stopped."""
+    from artifacts.stages import run_stage
+    from tasks.errors import Interrupted
+    from tasks.train.events import EpochEnd, Resumed
+
+    spec = BatchesParams(epochs=8, val_fraction=0.1)
+    params = FAST.model_copy(
+        update={"lr": 0.05, "lr_schedule": "cosine", "warmup_steps": 5, "eval_every": 2, "patience": 2}
+    )
+    refs = []
+    for name, interrupt in (("whole", False), ("resumed", True)):
+        runner = pipeline.plain_runner(tmp_path / name)
+        made = pipeline.batches(runner, resolve_source(str(lyrics_zip), "jaychou"), sampler=spec)
+        inputs = {"batches": made.stages["batches"], "vocab": made.stages["vocab"]}
+        if interrupt:
+            seen = []
+            stop = {"now": False}
+
+            def note(event, seen=seen, stop=stop):
+                seen.append(event)
+                stop["now"] = isinstance(event, EpochEnd) and event.epoch == 3
+
+            with pytest.raises(Interrupted, match="training stopped in epoch 4 of 8"):
+                run_stage(
+                    runner.store,
+                    "train",
+                    params.model_copy(update={"checkpoint_every": 1}),
+                    note,
+                    lambda stop=stop: stop["now"],
+                    **inputs,
+                )
+            events = []
+            refs.append(run_stage(runner.store, "train", params, events.append, **inputs))
+            assert events[0] == Resumed(3, events[0].checkpoint)
+        else:
+            refs.append(run_stage(runner.store, "train", params, **inputs))
+    whole, resumed = refs
+    assert whole.key == resumed.key
+    for file in (WEIGHTS_FILE, BEST_WEIGHTS_FILE, "samples.parquet"):
+        assert whole.file(file).read_bytes() == resumed.file(file).read_bytes(), file
+
+    def timeless(ref):
+        return pq.read_table(ref.file(METRICS_FILE)).drop(["seconds", "tokens_per_s"]).to_pylist()
+
+    assert timeless(whole) == timeless(resumed)
+    assert whole.summary == resumed.summary
