@@ -1,8 +1,10 @@
 """The model artifact (train): the weights, the training state, metrics, samples and the perplexity curve.
 
-weights.pt          a plain state dict: torch.load(path, weights_only=True)
+weights.pt          a plain state dict: torch.load(path, weights_only=True); the last epoch's
+best_weights.pt     the same, of the epoch with the lowest validation perplexity (only with validation)
 training_state.pt   the optimizer state, the epoch and the RNG state
-metrics.parquet     epoch: int32, perplexity: double, val_perplexity: double (null without a split),
+metrics.parquet     epoch: int32, perplexity: double, val_perplexity: double (null without a split, and on
+                    the epochs --eval-every skips),
                     tokens_per_s: double, grad_norm: double, seconds: double
 samples.parquet     epoch: int32, prefix: string, text: string
 perplexity.png      training (and validation) perplexity per epoch
@@ -13,12 +15,14 @@ torch is imported inside the functions that need it: the summary and file names 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
+from pydantic import model_validator
 
 from artifacts.manifest import Summary, read_manifest
 from artifacts.parquet import write_rows
+from tasks.errors import ParameterError
 
 if TYPE_CHECKING:
     from tasks.train.loop import Trained
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
     from tasks.vocab import Vocab
 
 WEIGHTS_FILE = "weights.pt"
+BEST_WEIGHTS_FILE = "best_weights.pt"
 TRAINING_STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.parquet"
 SAMPLES_FILE = "samples.parquet"
@@ -59,6 +64,24 @@ class TrainSummary(Summary):
     perplexity: float
     val_perplexity: float | None
     samples: list[Sample]  # the last epoch's, one per prefix
+    # Defaults: manifests written before validation kept a best checkpoint still read.
+    best_epoch: int | None = None  # the epoch of the lowest validation perplexity; None without validation
+    best_val_perplexity: float | None = None
+    # The epoch --patience stopped training at (`epochs` too); None (shown as nothing): it ran every epoch.
+    stopped_at: int | None = None
+    checkpoint: Literal["best", "last"] = "last"  # the weights generate and evaluate load unless told
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_checkpoint(cls, data: Any) -> Any:
+        """The best checkpoint where there was validation, else the last."""
+        if isinstance(data, dict) and "checkpoint" not in data:
+            return {**data, "checkpoint": "best" if data.get("best_epoch") is not None else "last"}
+        return data
+
+
+class NoBestCheckpoint(ParameterError):
+    """The best checkpoint asked of a model trained without validation."""
 
 
 def write_model(folder: Path, trained: Trained, metadata: dict[str, Any], title: str) -> None:
@@ -66,6 +89,8 @@ def write_model(folder: Path, trained: Trained, metadata: dict[str, Any], title:
 
     model, optimizer, state = trained
     torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+    if state.best_weights is not None:
+        torch.save(state.best_weights, folder / BEST_WEIGHTS_FILE)
     torch.save(
         {"optimizer": optimizer.state_dict(), "epoch": state.epoch, "rng": torch.get_rng_state()},
         folder / TRAINING_STATE_FILE,
@@ -75,17 +100,37 @@ def write_model(folder: Path, trained: Trained, metadata: dict[str, Any], title:
     perplexity_curve(state.metrics, folder / CURVE_FILE, title)
 
 
-def load_model(folder: Path, vocab: Vocab, device: str = "auto") -> tuple[CharModel, Any]:
-    """The trained model in eval mode on `device` ("auto": CUDA where present), and the torch device."""
+def load_model(
+    folder: Path, vocab: Vocab, device: str = "auto", checkpoint: str | None = None
+) -> tuple[CharModel, Any]:
+    """The trained model in eval mode on `device` ("auto": CUDA where present), and the torch device.
+
+    `checkpoint`: "best" (the lowest validation perplexity) or "last" (the last epoch's); None, the summary's
+    default (best where there was validation)."""
     import torch
 
     from tasks.train.model import build_model
     from tasks.train.params import TrainParams, resolve_device
 
-    params = resolve_device(TrainParams.model_validate({**read_manifest(folder).params, "device": device}))
+    manifest = read_manifest(folder)
+    file = weights_file(TrainSummary.of(manifest), checkpoint, folder.name)
+    params = resolve_device(TrainParams.model_validate({**manifest.params, "device": device}))
     model = build_model(len(vocab), params)
-    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location=params.device, weights_only=True))
+    model.load_state_dict(torch.load(folder / file, map_location=params.device, weights_only=True))
     return model.to(params.device).eval(), torch.device(params.device)
+
+
+def weights_file(summary: TrainSummary, checkpoint: str | None, name: str) -> str:
+    """The weights file of `checkpoint` ("best", "last", or None: the summary's default)."""
+    chosen = checkpoint or summary.checkpoint
+    if chosen == "best" and summary.best_epoch is None:
+        raise NoBestCheckpoint(
+            f"model {name[:12]} was trained without validation, so it has no best checkpoint; use --checkpoint "
+            "last, or train with --val-fraction"
+        )
+    if chosen not in ("best", "last"):
+        raise ParameterError(f"checkpoint must be 'best' or 'last', got {chosen!r}")
+    return BEST_WEIGHTS_FILE if chosen == "best" else WEIGHTS_FILE
 
 
 def perplexity_curve(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -95,8 +140,9 @@ def perplexity_curve(metrics: list[dict[str, Any]], path: Path, title: str) -> N
     fig, ax = new_figure(6, 4)
     epochs = [row["epoch"] for row in metrics]
     ax.plot(epochs, [row["perplexity"] for row in metrics], label="training")
-    if any(row.get("val_perplexity") is not None for row in metrics):
-        ax.plot(epochs, [row.get("val_perplexity") for row in metrics], label="validation")
+    validated = [row for row in metrics if row.get("val_perplexity") is not None]  # --eval-every skips some
+    if validated:
+        ax.plot([row["epoch"] for row in validated], [row["val_perplexity"] for row in validated], label="validation")
     ax.set(xlabel="epoch", ylabel="perplexity", yscale="log", title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

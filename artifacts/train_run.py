@@ -18,6 +18,13 @@ from tasks.train.loop import Validation, train
 from tasks.train.params import check_prefixes
 
 
+def steps(reader: BatchReader) -> int:
+    """Optimizer steps in the whole run: every stored epoch's batches (each rank steps on its rows of every one)."""
+    info = reader.info
+    per_epoch = info.batches_per_epoch
+    return sum(per_epoch[0 if info.same_every_epoch else epoch] for epoch in range(info.epochs))
+
+
 def run_job(
     job: TrainJob,
     *,
@@ -48,6 +55,7 @@ def run_job(
         on_event=on_event,
         validation=validation,
         should_stop=should_stop,
+        total_steps=steps(reader),
     )
     if rank == 0:
         write_model(job.output, trained, job.metadata, title=f"{job.params.model}, {reader.sampler} sampling")
@@ -59,4 +67,7 @@ def run_job(
         perplexity=state.metrics[-1]["perplexity"],
         val_perplexity=state.metrics[-1]["val_perplexity"],
         samples=state.samples[-len(prefixes) :] if prefixes else [],
+        best_epoch=state.best_epoch,
+        best_val_perplexity=state.best_val_perplexity,
+        stopped_at=state.epoch if state.stopped_early else None,
     )

@@ -396,6 +396,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     from flows.pipeline import Needs, PrepareParams
     from tasks.fetch import expand_sources
     from tasks.precheck import MOST_FILES, check_before_work
+    from tasks.train.params import check_validation
 
     backends.urls()  # a malformed store or catalog URL
     if args.command == "evaluate":
@@ -411,6 +412,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         training = _training(args)
         if training.nproc > 1 and not on_batches:  # on stored batches: their batch size, checked by the flow
             check_processes(training.nproc, training.device, sampler.batch_size)
+        if not on_batches:  # on stored batches: their split and steps, checked by the flow
+            check_validation(training, sampler.val_fraction)
+            Needs(sampler, training=training).before_any_work(params)  # a warmup past --max-chars' steps
     if on_batches:
         return
     if args.command == "reingest":

@@ -35,7 +35,15 @@ from tasks.ingest import IngestParams
 from tasks.samplers import SamplerError
 from tasks.sources import Fetched
 from tasks.train.device import no_gpu_here
-from tasks.train.params import TrainParams, check_prefixes, cuda_available, resolve_device
+from tasks.train.params import (
+    TrainParams,
+    check_prefixes,
+    check_validation,
+    check_warmup,
+    cuda_available,
+    resolve_device,
+)
+from tasks.train.schedule import total_steps
 from tasks.vocab import VocabParams
 
 
@@ -113,20 +121,25 @@ class Runner(Protocol):
 class Needs:
     """What the later stages will need of the corpus, checked as soon as it can be: the batches' fit before
     any work when the cleaning caps the length (and exactly once it is cleaned), the prediction prefixes
-    against the vocabulary as soon as it exists."""
+    against the vocabulary as soon as it exists; a learning-rate warmup against the training's steps as the fit."""
 
     sampler: BatchesParams | None = None
     prefixes: tuple[str, ...] = ()
+    training: TrainParams | None = None
 
-    def fits(self, chars: int) -> None:
+    def fits(self, chars: int, bound: str = "") -> None:
         if self.sampler is not None:
             check_fits(split_validation(chars, self.sampler.val_fraction), self.sampler)
+            if self.training is not None:
+                steps = total_steps(split_validation(chars, self.sampler.val_fraction), self.sampler)
+                check_warmup(self.training, steps, bound)
 
     def before_any_work(self, params: PrepareParams) -> None:
         if params.clean.max_chars is None:
             return
         try:
-            self.fits(params.clean.max_chars)  # cleaning never leaves more than max_chars: a bound
+            # cleaning never leaves more than max_chars: a bound
+            self.fits(params.clean.max_chars, f" at most, with --max-chars={params.clean.max_chars}")
         except SamplerError as exc:
             raise SamplerError(f"{exc} (the cleaned corpus has --max-chars={params.clean.max_chars} at most)") from None
 
@@ -185,7 +198,8 @@ def train(
     training = resolve_device(training)
     if training.nproc > 1:  # before any work: the global batch must split among the processes
         check_processes(training.nproc, training.device, sampler.batch_size)
-    made = batches(runner, located, params, sampler, Needs(sampler, training.prefixes))
+    check_validation(training, sampler.val_fraction)
+    made = batches(runner, located, params, sampler, Needs(sampler, training.prefixes, training))
     trained = runner.stage("train", training, batches=made.stages["batches"], vocab=made.stages["vocab"])
     runner.record(made.corpus, made.version, {"train": trained})
     return made.with_stage(trained)
@@ -197,6 +211,9 @@ def train_on(runner: Runner, batches_ref: str, training: TrainParams = TrainPara
     stored = runner.find(batches_ref, "batches")
     if training.nproc > 1:  # before training: the stored global batch must split among the processes
         check_processes(training.nproc, training.device, BatchesSummary.of(stored).spec.batch_size)
+    summary = BatchesSummary.of(stored)
+    check_validation(training, summary.spec.val_fraction)
+    check_warmup(training, total_steps(summary.train_indices, summary.spec))
     vocab = runner.find(BatchesSummary.of(stored).vocab_key, "vocab")
     Needs(prefixes=training.prefixes).after_vocab(vocab)
     trained = runner.stage("train", training, batches=stored, vocab=vocab)

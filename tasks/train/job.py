@@ -47,3 +47,6 @@ class TrainResult(BaseModel):
     perplexity: float
     val_perplexity: float | None
     samples: list[dict[str, Any]]  # the last epoch's, one per prefix
+    best_epoch: int | None = None  # the validation with the lowest perplexity; None without validation
+    best_val_perplexity: float | None = None
+    stopped_at: int | None = None  # the epoch --patience stopped training at (then `epochs`); None: ran to the end

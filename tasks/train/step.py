@@ -19,6 +19,7 @@ from torch import nn
 
 from tasks.train.model import CharModel, State, detach, hidden_rows
 from tasks.train.params import TrainParams
+from tasks.train.schedule import Schedule
 
 # Eager steps of the full shape before the capture: cuBLAS, cuDNN and the optimizer's state are created
 # lazily on first use, and none of that may happen inside a capture (PyTorch's recipe warms up 3).
@@ -57,11 +58,23 @@ class TrainStep:
     """Steps over an epoch's batches, adding the token loss and gradient norm up on the device.
 
     `carry_state`: the consecutive sampler's hidden state carried (detached) from batch to batch, from zero at
-    each epoch's start; otherwise every batch starts from zero.
+    each epoch's start; otherwise every batch starts from zero. `schedule`: the learning rate of each step, counted
+    from `steps` (None: the optimizer's own, constant).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, params: TrainParams, carry_state: bool):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        params: TrainParams,
+        carry_state: bool,
+        schedule: Schedule | None = None,
+        steps: int = 0,
+    ):
         self.model, self.optimizer, self.params, self.carry_state = model, optimizer, params, carry_state
+        self.schedule = None if schedule is None or schedule.constant else schedule
+        self.steps = steps  # optimizer steps taken in the whole run: the schedule's clock
+        self.epoch = 0  # 0-based, set by the loop: the step schedule's clock
         # Under DDP, the wrapped model: it makes the states.
         self.core = cast("CharModel", getattr(model, "module", model))
         self.device = torch.device(params.device)
@@ -69,8 +82,12 @@ class TrainStep:
         self.loss_sum = torch.zeros((), device=self.device)
         self.norm_sum = torch.zeros((), device=self.device)
         self.hidden: State | None = None
-        # DDP's gradient exchange runs between the backward's kernels: those steps stay eager.
-        self.use_graph = self.device.type == "cuda" and params.cuda_graph and self.core is model
+        # DDP's gradient exchange runs between the backward's kernels: those steps stay eager. So does a changing
+        # learning rate: a captured step bakes its Python-float lr into the graph, and SGD reads a tensor lr with
+        # .item() outside torch.compile (a host sync, not capturable); the eager step gives the graph's numbers.
+        self.use_graph = (
+            self.device.type == "cuda" and params.cuda_graph and self.core is model and self.schedule is None
+        )
         self.warmup = WARMUP_STEPS
         self.graph: torch.cuda.CUDAGraph | None = None
         self.shape: tuple[int, ...] | None = None  # the shape the graph was captured for
@@ -83,6 +100,10 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One batch: x and y are (batch, num_steps) indices, on any device."""
+        if self.schedule is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.schedule.lr_at(self.steps, self.epoch)
+        self.steps += 1
         carried = self._carried(x.shape[0])
         if self.graph is not None and tuple(x.shape) == self.shape:
             self.replay(x, y, carried)

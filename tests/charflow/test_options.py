@@ -51,7 +51,7 @@ def test_choices_come_from_the_models_literals():
     with pytest.raises(SystemExit):
         parser_for(TrainParams).parse_args(["--optimizer", "rmsprop"])
     help_text = parser_for(TrainParams).format_help()
-    assert "{sgd,adam}" in help_text
+    assert "{sgd,adam,adamw}" in help_text
     assert "{scratch,rnn,gru,lstm}" in help_text
 
 

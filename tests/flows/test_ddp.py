@@ -124,3 +124,31 @@ def test_a_killed_rank_stops_the_others_keeps_the_checkpoint_and_the_rerun_resum
     assert resumed
     assert resumed[0].epoch >= 1
     assert made.summary["epochs"] == 40
+
+
+def test_early_stopping_is_decided_once_and_every_rank_stops_there(tmp_path, lyrics_zip):
+    """Only the first rank validates: its decision is broadcast, or the other rank would wait in the next epoch's
+    gradient exchange for ever. One process and two stop at the same epoch, with the same best epoch."""
+    spec = BatchesParams(batch_size=8, num_steps=10, epochs=12, val_fraction=0.1)
+    settings = {"model": "rnn", "hidden": 32, "optimizer": "adam", "lr": 0.05, "device": "cpu", "patience": 1}
+    summaries = [
+        train(
+            plain_runner(tmp_path / str(nproc)),
+            resolve_source(str(lyrics_zip), "jaychou"),
+            PrepareParams(),
+            spec,
+            TrainParams(nproc=nproc, prefixes=("分开",), pred_chars=5, **settings),
+        )
+        .stages["train"]
+        .summary
+        for nproc in (1, 2)
+    ]
+    one, two = summaries
+    assert two["stopped_at"] is not None
+    assert two["stopped_at"] < 12
+    assert (two["stopped_at"], two["best_epoch"], two["epochs"]) == (
+        one["stopped_at"],
+        one["best_epoch"],
+        one["epochs"],
+    )
+    assert two["checkpoint"] == "best"

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tasks.train.loop import make_optimizer, train
 from tasks.train.model import ScratchRNN, build_model
 from tasks.train.params import TrainParams
+from tasks.train.schedule import Schedule
 from tasks.train.step import WARMUP_STEPS, TrainStep
 from tests.tasks.train.test_loop import TOY_VOCAB, run
 
@@ -49,6 +50,7 @@ def losses_per_step(model_name, cuda_graph, batches, carry=True, device="cuda", 
         ("rnn", {"optimizer": "adam", "lr": 1e-3}),
         ("gru", {"optimizer": "adam", "lr": 1e-3}),
         ("lstm", {"optimizer": "adam", "lr": 1e-3, "layers": 2}),
+        ("rnn", {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1}),  # two groups, one fused kernel
     ],
 )
 def test_the_graph_step_gives_the_eager_steps_losses(model_name, params):
@@ -138,3 +140,20 @@ def train_toy(**params):
     vocab = TOY_VOCAB.__class__(tokens=[chr(0x4E00 + i) for i in range(V)], counts=np.ones(V, np.int64), reserved=0)
     settings = TrainParams(device="cuda", prefixes=(), **params)
     return train(lambda e: batches[e], epochs=3, carry_state=True, vocab=vocab, params=settings).state.metrics
+
+
+def test_a_changing_learning_rate_takes_the_eager_step():
+    """A captured step would replay the rate it was captured with: a schedule steps eagerly, its rate each step."""
+    settings = TrainParams(model="rnn", device="cuda", optimizer="adam", lr=1e-3, warmup_steps=4, prefixes=())
+    torch.manual_seed(0)
+    model = build_model(V, settings).to("cuda")
+    optimizer = make_optimizer(model, settings)
+    assert not optimizer.param_groups[0]["capturable"]
+    step = TrainStep(model, optimizer, settings, carry_state=False, schedule=Schedule.of(settings, 10))
+    step.start_epoch()
+    rates = []
+    for x, y in book_batches(6):
+        step(x, y)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert step.graph is None
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])

@@ -12,7 +12,7 @@ from tasks.train.params import DeviceUnavailable, TrainParams, resolve_device
     ("bad", "message"),
     [
         ({"model": "transformer"}, "'scratch', 'rnn', 'gru' or 'lstm'"),
-        ({"optimizer": "rmsprop"}, "'sgd' or 'adam'"),
+        ({"optimizer": "rmsprop"}, "'sgd', 'adam' or 'adamw'"),
         ({"lr": 0}, "lr"),
         ({"device": "tpu"}, "device"),
         ({"prefixes": ("",)}, "at least one character"),
@@ -68,3 +68,75 @@ def test_precision_is_keyed_and_the_cuda_graph_is_not():
     assert keyed_params(TrainParams(cuda_graph=False)) == book
     with pytest.raises(ValueError, match="precision"):
         TrainParams(precision="fp16")
+
+
+def test_the_new_settings_leave_the_book_key_as_it_was():
+    """At their neutral defaults the settings past the book are out of the key: today's runs keep their keys."""
+    from artifacts.keys import keyed_params
+
+    assert keyed_params(TrainParams(device="cpu")) == {
+        "model": "scratch",
+        "hidden": 256,
+        "layers": 1,
+        "dropout": 0,
+        "optimizer": "sgd",
+        "lr": 100,
+        "clip": 0.01,
+        "seed": 0,
+        "device": "cpu",
+        "precision": "fp32",
+        "nproc": 1,
+        "pred_period": 50,
+        "prefixes": ["分开", "不分开"],
+        "pred_chars": 50,
+    }
+    changed = {
+        "lr_schedule": "cosine",
+        "warmup_steps": 3,
+        "eval_every": 2,
+        "patience": 4,
+        "optimizer": "adamw",
+        "weight_decay": 0.1,
+    }
+    for name, value in changed.items():
+        assert name in keyed_params(TrainParams(**{"device": "cpu", "optimizer": "adamw", name: value}))
+    step = keyed_params(TrainParams(device="cpu", lr_schedule="step", lr_decay=0.5, lr_step_epochs=7))
+    assert (step["lr_schedule"], step["lr_decay"], step["lr_step_epochs"]) == ("step", 0.5, 7)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"lr_decay": 0, "lr_schedule": "step"}, "lr_decay\n  Input should be greater than 0"),
+        ({"lr_decay": 1.5, "lr_schedule": "step"}, "lr_decay\n  Input should be less than or equal to 1"),
+        ({"lr_step_epochs": 0, "lr_schedule": "step"}, "lr_step_epochs"),
+        ({"lr_schedule": "linear"}, "'constant', 'cosine' or 'step'"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"eval_every": 0}, "eval_every"),
+        ({"patience": 0}, "patience"),
+        ({"weight_decay": -0.1, "optimizer": "adamw"}, "weight_decay"),
+        ({"weight_decay": 0.1}, "weight_decay is AdamW's decoupled decay, not sgd's; use --optimizer adamw"),
+        ({"weight_decay": 0.1, "optimizer": "adam"}, "not adam's; use --optimizer adamw"),
+        ({"lr_decay": 0.5}, "lr_decay and lr_step_epochs set the step schedule; add --lr-schedule step"),
+        ({"lr_step_epochs": 10, "lr_schedule": "cosine"}, "add --lr-schedule step"),
+    ],
+)
+def test_bad_schedules_and_decays_are_refused(bad, message):
+    with pytest.raises(ValidationError, match=message):
+        TrainParams(**bad)
+
+
+def test_settings_that_need_validation_or_steps_are_refused_with_one_line():
+    from tasks.train.params import NoValidation, WarmupTooLong, check_validation, check_warmup
+
+    check_validation(TrainParams(patience=2, eval_every=3), 0.1)
+    with pytest.raises(NoValidation, match=r"^--patience stops on the validation perplexity, .*add --val-fraction"):
+        check_validation(TrainParams(patience=2), 0.0)
+    with pytest.raises(NoValidation, match=r"^--eval-every sets how often to validate, .*add --val-fraction"):
+        check_validation(TrainParams(eval_every=2), 0.0)
+    check_warmup(TrainParams(warmup_steps=8), 8)
+    with pytest.raises(
+        WarmupTooLong,
+        match=r"^--warmup-steps 9 is longer than the whole training \(8 optimizer steps\); lower --warmup-steps",
+    ):
+        check_warmup(TrainParams(warmup_steps=9), 8)
