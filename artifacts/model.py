@@ -79,12 +79,13 @@ def load_model(folder: Path, vocab: Vocab, device: str = "auto") -> tuple[CharMo
     """The trained model in eval mode on `device` ("auto": CUDA where present), and the torch device."""
     import torch
 
-    from tasks.train.model import build_model
+    from tasks.train.model import build_model, saved_context
     from tasks.train.params import TrainParams, resolve_device
 
     params = resolve_device(TrainParams.model_validate({**read_manifest(folder).params, "device": device}))
-    model = build_model(len(vocab), params)
-    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location=params.device, weights_only=True))
+    weights = torch.load(folder / WEIGHTS_FILE, map_location=params.device, weights_only=True)
+    model = build_model(len(vocab), params, context=saved_context(weights))  # the Transformer's: its positions
+    model.load_state_dict(weights)
     return model.to(params.device).eval(), torch.device(params.device)
 
 

@@ -48,6 +48,7 @@ def run_job(
         on_event=on_event,
         validation=validation,
         should_stop=should_stop,
+        context=reader.num_steps,
     )
     if rank == 0:
         write_model(job.output, trained, job.metadata, title=f"{job.params.model}, {reader.sampler} sampling")

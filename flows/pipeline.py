@@ -30,7 +30,7 @@ from tasks.fetch import Located, fetch
 from tasks.ingest import IngestParams
 from tasks.samplers import SamplerError
 from tasks.sources import Fetched
-from tasks.train.params import TrainParams, check_prefixes, resolve_device
+from tasks.train.params import TrainParams, check_prefixes, check_sampler, resolve_device
 from tasks.vocab import VocabParams
 
 
@@ -177,6 +177,7 @@ def train(
     sampler: BatchesParams = BatchesParams(),
     training: TrainParams = TrainParams(),
 ) -> Prepared:
+    check_sampler(training.model, sampler.sampler)
     training = resolve_device(training)
     if training.nproc > 1:  # before any work: the global batch must split among the processes
         check_processes(training.nproc, training.device, sampler.batch_size)
@@ -190,6 +191,7 @@ def train_on(runner: Runner, batches_ref: str, training: TrainParams = TrainPara
     """Train on an existing batches artifact, named any way `charflow inspect` takes."""
     training = resolve_device(training)
     stored = runner.find(batches_ref, "batches")
+    check_sampler(training.model, BatchesSummary.of(stored).spec.sampler)
     if training.nproc > 1:  # before training: the stored global batch must split among the processes
         check_processes(training.nproc, training.device, BatchesSummary.of(stored).spec.batch_size)
     vocab = runner.find(BatchesSummary.of(stored).vocab_key, "vocab")

@@ -11,7 +11,9 @@ from tasks.train.params import DeviceUnavailable, TrainParams, resolve_device
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ({"model": "transformer"}, "'scratch', 'rnn', 'gru' or 'lstm'"),
+        ({"model": "mamba"}, "'scratch', 'rnn', 'gru', 'lstm' or 'transformer'"),
+        ({"model": "transformer", "hidden": 10, "heads": 4}, "heads=4 does not divide hidden=10"),
+        ({"heads": 0}, "heads"),
         ({"optimizer": "rmsprop"}, "'sgd' or 'adam'"),
         ({"lr": 0}, "lr"),
         ({"device": "tpu"}, "device"),
@@ -68,3 +70,41 @@ def test_precision_is_keyed_and_the_cuda_graph_is_not():
     assert keyed_params(TrainParams(cuda_graph=False)) == book
     with pytest.raises(ValueError, match="precision"):
         TrainParams(precision="fp16")
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": 0}, "top_k"),
+        ({"chars": -5}, "chars"),
+        ({"chars": 100_001}, "less than or equal to 100000"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"num_samples": 65}, "less than or equal to 64"),
+        ({"prefixes": ("",)}, "a prefix must have at least one character"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_generate_params_are_refused(bad, message):
+    from tasks.train.params import GenerateParams
+
+    with pytest.raises(ValidationError, match=message):
+        GenerateParams(**bad)
+
+
+def test_a_prefix_file_is_one_more_prefix_read_before_any_work(tmp_path):
+    from tasks.train.params import GenerateParams, PrefixFileError, generate_prefixes
+
+    assert generate_prefixes(GenerateParams()) == ("分开",)
+    text = tmp_path / "prefix.txt"
+    text.write_text("不分开\n", encoding="utf-8")
+    assert generate_prefixes(GenerateParams(prefix_file=text)) == ("不分开",)  # the file's alone, less its line break
+    assert generate_prefixes(GenerateParams(prefixes=("分开",), prefix_file=text)) == ("分开", "不分开")
+    for content, message in [(b"", "is empty"), (b"\xff\xfe", "it is not UTF-8 text")]:
+        text.write_bytes(content)
+        with pytest.raises(PrefixFileError, match=message):
+            generate_prefixes(GenerateParams(prefix_file=text))
+    with pytest.raises(PrefixFileError, match="No such file or directory"):
+        generate_prefixes(GenerateParams(prefix_file=tmp_path / "missing.txt"))
