@@ -131,13 +131,15 @@ class GenerateParams(BaseModel):
         description="0: greedy, the most likely character each time (the book's); above 0 the logits are divided "
         "by it and the next character drawn (below 1 surer, above 1 wilder)",
     )
-    top_k: int | None = Field(None, ge=1, description="draw among the k most likely characters only (temperature > 0)")
+    top_k: int | None = Field(
+        None, ge=1, description="draw among the k most likely characters only (default: all; ignored at temperature 0)"
+    )
     top_p: float = Field(
         1.0,
         gt=0.0,
         le=1.0,
-        description="draw from the smallest set of most likely characters whose probability reaches p (temperature "
-        "> 0; 1: all)",
+        description="draw from the smallest set of most likely characters whose probability reaches p (1: all; "
+        "ignored at temperature 0)",
     )
     num_samples: int = Field(
         1, ge=1, le=MAX_SAMPLES, description=f"samples of each prefix, drawn together, at most {MAX_SAMPLES}"
