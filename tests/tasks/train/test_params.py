@@ -72,6 +72,14 @@ def test_precision_is_keyed_and_the_cuda_graph_is_not():
         TrainParams(precision="fp16")
 
 
+def test_heads_are_keyed_only_when_not_the_default():
+    """--heads came after the recurrent models: at its default 4 the existing runs keep their keys."""
+    from artifacts.keys import keyed_params
+
+    assert "heads" not in keyed_params(TrainParams())
+    assert keyed_params(TrainParams(model="transformer", hidden=8, heads=2))["heads"] == 2
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
