@@ -82,30 +82,36 @@ def sample(
 Draw = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _start(prefix: list[int], chars: int, device: torch.device, rows: int) -> torch.Tensor:
+    """Every sample's indices, the prefix filled in: (rows, len(prefix) + chars), written in place after (a
+    growing concatenation would copy the text at every step)."""
+    out = torch.zeros(rows, len(prefix) + chars, dtype=torch.long, device=device)
+    out[:, : len(prefix)] = torch.tensor(prefix, device=device)
+    return out
+
+
 def _recurrent(
     model: CharModel, prefix: list[int], chars: int, device: torch.device, rows: int, draw: Draw
 ) -> torch.Tensor:
     """Feed the prefix from a zero state, one character at a time, then each drawn character back in."""
     state = model.init_state(rows, device)
-    out = torch.tensor([prefix[:1]] * rows, device=device)  # (rows, 1)
+    out = _start(prefix, chars, device, rows)  # (rows, len(prefix) + chars)
     for t in range(len(prefix) + chars - 1):
-        logits, state = model(out[:, -1:], state)  # (rows, 1, vocab)
-        # The prefix's next character while there is one, then the drawn one: (rows,)
-        following = torch.full((rows,), prefix[t + 1], device=device) if t + 1 < len(prefix) else draw(logits[:, -1])
-        out = torch.cat([out, following[:, None]], dim=1)  # (rows, t + 2)
+        logits, state = model(out[:, t : t + 1], state)  # (rows, 1, vocab)
+        if t + 1 >= len(prefix):  # past the prefix: the next character is drawn
+            out[:, t + 1] = draw(logits[:, -1])  # (rows,)
     return out
 
 
 def _windowed(
     model: Transformer, prefix: list[int], chars: int, device: torch.device, rows: int, draw: Draw
 ) -> torch.Tensor:
-    """Feed the last `context` characters each step (the prefix's first), and append the next one drawn."""
-    out = torch.tensor([prefix] * rows, device=device)  # (rows, len(prefix))
+    """Feed the last `context` characters each step (the prefix's first), and write the next one drawn."""
+    out = _start(prefix, chars, device, rows)  # (rows, len(prefix) + chars)
     state = model.init_state(rows, device)  # (rows, 0): nothing carried
-    for _ in range(chars):
-        logits, state = model(out[:, -model.context :], state)  # (rows, <=context, vocab)
-        following = draw(logits[:, -1])  # (rows,)
-        out = torch.cat([out, following[:, None]], dim=1)  # (rows, length + 1)
+    for length in range(len(prefix), len(prefix) + chars):
+        logits, state = model(out[:, max(0, length - model.context) : length], state)  # (rows, <=context, vocab)
+        out[:, length] = draw(logits[:, -1])  # (rows,)
     return out
 
 
