@@ -66,7 +66,5 @@ def write_evaluation(folder: Path, summary: EvaluationSummary, metadata: dict[st
 
 def load_weights(model: ArtifactRef, vocab: Vocab, params: EvaluateParams) -> CharModel:
     """The model's weights named by `params.checkpoint` (resolved: one the model keeps), on `params.device`."""
-    # Merge point: once the model artifact keeps its best weights beside the last, pass
-    # checkpoint=params.checkpoint here.
-    net, _ = load_model(model.path, vocab, params.device)
+    net, _ = load_model(model.path, vocab, params.device, checkpoint=params.checkpoint)
     return net

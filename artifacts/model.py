@@ -109,14 +109,15 @@ def load_model(
     default (best where there was validation)."""
     import torch
 
-    from tasks.train.model import build_model
+    from tasks.train.model import build_model, saved_context
     from tasks.train.params import TrainParams, resolve_device
 
     manifest = read_manifest(folder)
     file = weights_file(TrainSummary.of(manifest), checkpoint, folder.name)
     params = resolve_device(TrainParams.model_validate({**manifest.params, "device": device}))
-    model = build_model(len(vocab), params)
-    model.load_state_dict(torch.load(folder / file, map_location=params.device, weights_only=True))
+    weights = torch.load(folder / file, map_location=params.device, weights_only=True)
+    model = build_model(len(vocab), params, context=saved_context(weights))  # the Transformer's: its positions
+    model.load_state_dict(weights)
     return model.to(params.device).eval(), torch.device(params.device)
 
 

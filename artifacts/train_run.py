@@ -56,6 +56,7 @@ def run_job(
         validation=validation,
         should_stop=should_stop,
         total_steps=steps(reader),
+        context=reader.num_steps,
     )
     if rank == 0:
         write_model(job.output, trained, job.metadata, title=f"{job.params.model}, {reader.sampler} sampling")

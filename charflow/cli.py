@@ -22,7 +22,14 @@ from tasks.errors import CharflowError, Interrupted
 from tasks.evaluate import EvaluateParams
 from tasks.ingest import IngestParams
 from tasks.train.device import without_torch
-from tasks.train.params import GenerateParams, TrainParams, resolve_device
+from tasks.train.params import (
+    GenerateParams,
+    TrainParams,
+    check_prefixes,
+    check_sampler,
+    generate_prefixes,
+    resolve_device,
+)
 from tasks.vocab import VocabParams
 
 
@@ -160,25 +167,42 @@ def cmd_reingest(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    params = options.build(args, GenerateParams)  # every bad value refused before the store is opened
+    prefixes = generate_prefixes(params)
     from artifacts.backends import open_catalog, open_store
     from artifacts.model import TrainSummary, load_model
     from artifacts.refs import resolve
     from artifacts.vocab import VocabMismatch, read_vocab
-    from tasks.train.generate import continue_text
+    from tasks.train.generate import sample_texts
 
     store, catalog = open_store(home.store_root()), open_catalog(home.store_root())
     ref = resolve(store, catalog, args.model, "train", verify=True)
     own = TrainSummary.of(ref).vocab_key
-    params = options.build(args, GenerateParams)
     if params.vocab is not None and params.vocab != own:
         raise VocabMismatch(
             f"model {ref.key[:12]} was trained with vocabulary {own[:12]}, not {params.vocab[:12]}; "
             "use a model trained on this vocabulary"
         )
     vocab = read_vocab(resolve(store, catalog, own, "vocab", verify=True).path)
-    model, device = load_model(ref.path, vocab)
-    for prefix in params.prefixes:
-        print(continue_text(model, vocab, prefix, params.chars, device))
+    check_prefixes(vocab, prefixes)  # before the model is loaded
+    model, device = load_model(ref.path, vocab, checkpoint=params.checkpoint)
+    drawn = {
+        "temperature": params.temperature,
+        "top_k": params.top_k,
+        "top_p": params.top_p,
+        "num_samples": params.num_samples,
+        "seed": params.seed,
+    }
+    rows = [
+        {"prefix": prefix, "sample": number, "text": text}
+        for prefix in prefixes
+        for number, text in enumerate(sample_texts(model, vocab, prefix, params.chars, device, **drawn))
+    ]
+    if params.as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        for row in rows:  # one text a line: each prefix's samples in turn
+            print(row["text"])
     return 0
 
 
@@ -323,7 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
         options.add_model(reingest, model, title)
     reingest.add_argument("--json", action="store_true", help="print the rows as JSON")
     reingest.set_defaults(func=cmd_reingest)
-    generate = commands.add_parser("generate", help="continue a prefix with a trained model")
+    generate = commands.add_parser(
+        "generate",
+        help="continue a prefix with a trained model: greedy as the book's, or sampled; one text a line (each "
+        "prefix's samples in turn), or --json",
+    )
     generate.add_argument("model", help="a train artifact: key, key prefix, folder or corpus@version/train")
     options.add_model(generate, GenerateParams, "generate")
     generate.set_defaults(func=cmd_generate)
@@ -392,11 +420,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.command not in RUNS_FLOWS:
         return
     from artifacts import backends
-    from flows.ddp import check_processes
     from flows.pipeline import Needs, PrepareParams
     from tasks.fetch import expand_sources
     from tasks.precheck import MOST_FILES, check_before_work
-    from tasks.train.params import check_validation
 
     backends.urls()  # a malformed store or catalog URL
     if args.command == "evaluate":
@@ -410,11 +436,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             Needs(sampler).before_any_work(params)  # --max-chars too short for one batch, say
     if args.command in ("run", "train"):
         training = _training(args)
-        if training.nproc > 1 and not on_batches:  # on stored batches: their batch size, checked by the flow
-            check_processes(training.nproc, training.device, sampler.batch_size)
-        if not on_batches:  # on stored batches: their split and steps, checked by the flow
-            check_validation(training, sampler.val_fraction)
-            Needs(sampler, training=training).before_any_work(params)  # a warmup past --max-chars' steps
+        if not on_batches:  # on stored batches: their sampler, batch size, split and steps, checked by the flow
+            _check_training(training, sampler, params)
     if on_batches:
         return
     if args.command == "reingest":
@@ -422,6 +445,20 @@ def check_arguments(args: argparse.Namespace) -> None:
             check_before_work(located.source, params.ingest)
     elif args.source:
         check_before_work(args.source, params.ingest)
+
+
+def _check_training(training: TrainParams, sampler: BatchesParams, params: Any) -> None:
+    """A training's settings against the batches it will make: the model's sampler, the processes' share of a
+    batch, validation where patience or eval-every need it, a warmup past what --max-chars allows."""
+    from flows.ddp import check_processes
+    from flows.pipeline import Needs
+    from tasks.train.params import check_validation
+
+    check_sampler(training.model, sampler.sampler)
+    if training.nproc > 1:
+        check_processes(training.nproc, training.device, sampler.batch_size)
+    check_validation(training, sampler.val_fraction)
+    Needs(sampler, training=training).before_any_work(params)
 
 
 def answer_from_store(args: argparse.Namespace) -> bool:

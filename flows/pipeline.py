@@ -38,6 +38,7 @@ from tasks.train.device import no_gpu_here
 from tasks.train.params import (
     TrainParams,
     check_prefixes,
+    check_sampler,
     check_validation,
     check_warmup,
     cuda_available,
@@ -195,6 +196,7 @@ def train(
     sampler: BatchesParams = BatchesParams(),
     training: TrainParams = TrainParams(),
 ) -> Prepared:
+    check_sampler(training.model, sampler.sampler)
     training = resolve_device(training)
     if training.nproc > 1:  # before any work: the global batch must split among the processes
         check_processes(training.nproc, training.device, sampler.batch_size)
@@ -209,6 +211,7 @@ def train_on(runner: Runner, batches_ref: str, training: TrainParams = TrainPara
     """Train on an existing batches artifact, named any way `charflow inspect` takes."""
     training = resolve_device(training)
     stored = runner.find(batches_ref, "batches")
+    check_sampler(training.model, BatchesSummary.of(stored).spec.sampler)
     if training.nproc > 1:  # before training: the stored global batch must split among the processes
         check_processes(training.nproc, training.device, BatchesSummary.of(stored).spec.batch_size)
     summary = BatchesSummary.of(stored)
@@ -299,7 +302,7 @@ def plan_evaluation(
         num_steps=spec.num_steps,
         val_fraction=spec.val_fraction,
         device=str(read_manifest(model.path).params.get("device", "cpu")),
-        checkpoints=("last",),  # merge point: ("best", "last") where the model keeps its best weights
+        checkpoints=("best", "last") if trained.checkpoint == "best" else ("last",),  # the model's default first
         model=model.key[:12],
     )
     resolved = resolve_evaluation(params, with_, lambda: not no_gpu_here() and cuda_available())

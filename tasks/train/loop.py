@@ -95,13 +95,14 @@ def train(
     validation: Validation | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     total_steps: int | None = None,
+    context: int | None = None,
 ) -> Trained:
     """Train for `epochs`, resuming from `checkpoint` when it exists (it belongs to these very settings).
 
     `epoch_batches(e)` gives epoch e's (X, Y) pairs, (batch, num_steps) integers each; `carry_state` is the
     consecutive sampler's hidden state carried (detached) across batches, from zero at each epoch's start.
     `should_stop()` is asked after every batch: when it says so, training stops there (`Interrupted`), and
-    a rerun resumes from the last checkpoint.
+    a rerun resumes from the last checkpoint. `context`: the Transformer's window, the batches' num_steps.
 
     With `validation`, every `eval_every` epochs (and the last) the held-out perplexity is taken, the best
     weights kept (`state.best_weights`) and, with `patience`, training stops after that many validations without
@@ -115,7 +116,7 @@ def train(
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     leader = not distributed or torch.distributed.get_rank() == 0
     torch.manual_seed(params.seed)
-    model = build_model(len(vocab), params).to(device)
+    model = build_model(len(vocab), params, context).to(device)
     optimizer = make_optimizer(model, params)
     state = TrainState()
     saved: int | None = None  # the epoch of the checkpoint on disk

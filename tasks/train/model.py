@@ -1,4 +1,4 @@
-"""The models: the book's RNN written out, and torch.nn recurrent layers (cuDNN on a GPU)."""
+"""The models: the book's RNN written out, torch.nn recurrent layers (cuDNN on a GPU), and a small Transformer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.train.params import ModelParams
+from tasks.train.transformer import Transformer
 
 BOOK_SCRATCH_PARAMETERS = 592_643  # vocabulary 1,027, hidden 256: V*H + H*H + H + H*V + V
 
@@ -96,13 +97,27 @@ def output_logits(
 
 
 # The models `build_model` makes: what training, evaluation and generation call `init_state` on.
-CharModel = ScratchRNN | TorchRNN
+CharModel = ScratchRNN | TorchRNN | Transformer
 
 
-def build_model(vocab_size: int, params: ModelParams) -> CharModel:
+def build_model(vocab_size: int, params: ModelParams, context: int | None = None) -> CharModel:
+    """`context`: the Transformer's learned positions, the batches' num_steps (the recurrent models ignore it)."""
     if params.model == "scratch":
         return ScratchRNN(vocab_size, params.hidden)
+    if params.model == "transformer":
+        if context is None or context < 1:
+            raise ValueError(
+                f"the transformer needs its context (the batches' num_steps) to build, got {context!r}; "
+                "pass context=num_steps"
+            )
+        return Transformer(vocab_size, params, context)
     return TorchRNN(vocab_size, params)
+
+
+def saved_context(weights: dict[str, torch.Tensor]) -> int | None:
+    """A saved Transformer's context, read from its position embedding's rows; None for a recurrent model."""
+    position = weights.get("position.weight")
+    return None if position is None else position.shape[0]
 
 
 def detach(state: State) -> State:
@@ -113,6 +128,7 @@ def detach(state: State) -> State:
 
 
 def hidden_rows(state: State) -> int:
-    """How many sequences a state holds: (batch, hidden) or (layers, batch, hidden), an LSTM's pair alike."""
+    """How many sequences a state holds: (batch, hidden) or (layers, batch, hidden), an LSTM's pair alike, and
+    the Transformer's empty (batch, 0)."""
     first = state[0] if isinstance(state, tuple) else state
     return first.shape[-2] if first.dim() == 3 else first.shape[0]

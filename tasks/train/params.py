@@ -2,27 +2,65 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.errors import ParameterError
+from tasks.samplers import SAMPLERS
 from tasks.vocab import Vocab
 
 BOOK_PREFIXES = ("分开", "不分开")
 # The step schedule's defaults: a tenth of the rate every 50 epochs (a fifth of the book's 250).
 STEP_DECAY, STEP_EPOCHS = 0.1, 50
+# Generation's bounds: a run of `generate` is interactive, and 64 samples of 100,000 characters is minutes.
+MAX_GENERATE_CHARS = 100_000
+MAX_SAMPLES = 64
 
 
 class ModelParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Literal["scratch", "rnn", "gru", "lstm"] = Field(
-        "scratch", description="scratch is the book's RNN written out; the others are torch.nn layers"
+    model: Literal["scratch", "rnn", "gru", "lstm", "transformer"] = Field(
+        "scratch",
+        description="scratch is the book's RNN written out; rnn, gru and lstm are torch.nn layers; transformer is "
+        "a small decoder-only Transformer whose context is --num-steps",
     )
-    hidden: int = Field(default=256, gt=0, description="hidden units")
-    layers: int = Field(default=1, gt=0, description="recurrent layers")
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout between layers")
+    hidden: int = Field(default=256, gt=0, description="hidden units (the transformer's embedding width)")
+    layers: int = Field(default=1, gt=0, description="recurrent layers (the transformer's blocks)")
+    dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="dropout between layers (the transformer's: in every block)"
+    )
+    heads: int = Field(
+        default=4,
+        gt=0,
+        json_schema_extra={"keyed_unless": 4},
+        description="the transformer's attention heads: they must divide --hidden",
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelParams:
+        if self.model == "transformer" and self.hidden % self.heads:
+            raise ValueError(
+                f"heads={self.heads} does not divide hidden={self.hidden}; choose --heads among the divisors of "
+                "--hidden (or another --hidden)"
+            )
+        return self
+
+
+class SamplerMismatch(ParameterError):
+    """A model that cannot train on the chosen sampler's batches."""
+
+
+def check_sampler(model: str, sampler: str) -> None:
+    """Refuse, before any work, the transformer on batches whose rows continue each other for a carried state."""
+    kind = SAMPLERS.get(sampler)
+    if model == "transformer" and kind is not None and kind.carries_state:
+        raise SamplerMismatch(
+            f"the transformer cannot train on {sampler} batches: they carry a hidden state from batch to batch, "
+            "which a Transformer does not have (it sees one window at a time); use --sampler random"
+        )
 
 
 class PrefixError(ParameterError):
@@ -131,13 +169,77 @@ class TrainParams(ModelParams):
 
 
 class GenerateParams(BaseModel):
-    """What `generate` continues and how far: the book's prefix and 50 characters by default."""
+    """What `generate` continues, how far and how: the book's prefix, 50 characters, greedy, by default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prefixes: tuple[str, ...] = Field(("分开",), description="prefix to continue, repeatable")
-    chars: int = Field(50, description="characters to predict after each prefix")
+    prefixes: tuple[str, ...] = Field(
+        ("分开",), description="prefix to continue, repeatable (the default only when no --prefix-file is given)"
+    )
+    prefix_file: Path | None = Field(
+        None, description="a UTF-8 file whose text (less one trailing line break) is one more prefix"
+    )
+    chars: int = Field(
+        50,
+        ge=0,
+        le=MAX_GENERATE_CHARS,
+        description=f"characters to generate after each prefix, at most {MAX_GENERATE_CHARS:,}",
+    )
+    temperature: float = Field(
+        0.0,
+        ge=0.0,
+        description="0: greedy, the most likely character each time (the book's); above 0 the logits are divided "
+        "by it and the next character drawn (below 1 surer, above 1 wilder)",
+    )
+    top_k: int | None = Field(
+        None, ge=1, description="draw among the k most likely characters only (default: all; ignored at temperature 0)"
+    )
+    top_p: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="draw from the smallest set of most likely characters whose probability reaches p (1: all; "
+        "ignored at temperature 0)",
+    )
+    num_samples: int = Field(
+        1, ge=1, le=MAX_SAMPLES, description=f"samples of each prefix, drawn together, at most {MAX_SAMPLES}"
+    )
+    seed: int = Field(0, ge=0, description="the draws' seed: the same seed gives the same text on the same device")
     vocab: str | None = Field(None, description="refuse the model unless its vocabulary has this key")
+    checkpoint: Literal["best", "last"] | None = Field(
+        None, description="the weights: best by validation or the last epoch's (default: best where validated)"
+    )
+    as_json: bool = Field(False, description='print a JSON list of {"prefix", "sample", "text"} (sample: 0, 1, ...)')
+
+    @field_validator("prefixes")
+    @classmethod
+    def _prefixes_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not prefix for prefix in value):
+            raise ValueError("a prefix must have at least one character; give --prefix some text")
+        return value
+
+
+class PrefixFileError(ParameterError):
+    """A --prefix-file that cannot be read as a prefix."""
+
+
+def generate_prefixes(params: GenerateParams) -> tuple[str, ...]:
+    """The prefixes to continue: those given, then the prefix file's text; with a file and no --prefix, the file's
+    alone. Read and checked before the model is loaded."""
+    if params.prefix_file is None:
+        return params.prefixes
+    prefixes = params.prefixes if "prefixes" in params.model_fields_set else ()
+    try:
+        text = params.prefix_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise PrefixFileError(
+            f"cannot read --prefix-file {params.prefix_file} ({reason}); give a UTF-8 text file"
+        ) from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise PrefixFileError(f"--prefix-file {params.prefix_file} is empty; a prefix needs at least one character")
+    return (*prefixes, text)
 
 
 def cuda_available() -> bool:

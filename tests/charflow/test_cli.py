@@ -39,7 +39,9 @@ def cli(capsys):
         (["batches", "x", "--batch-size", "0"], "batch_size must be a positive integer, got 0"),
         (["batches", "x", "--sampler", "consecutive", "--keep-last"], "always drops the remainder"),
         (["batches", "x", "--max-shard-rows", "8"], "max_shard_rows=8 cannot hold one batch of batch_size=32"),
-        (["run", "x", "--model", "transformer"], "invalid choice: 'transformer'"),
+        (["run", "x", "--model", "transformer", "--heads", "3"], "heads=3 does not divide hidden=256; choose --heads"),
+        (["run", "x", "--model", "transformer", "--sampler", "consecutive"], "a Transformer does not have"),
+        (["run", "x", "--model", "mamba"], "invalid choice: 'mamba'"),
         (["run", "x", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
         (["run", "x", "--lr", "0"], "lr=0.0: Input should be greater than 0"),
         (["run", "x", "--clip", "often"], "expected a number or 'none', got 'often'"),
@@ -50,6 +52,15 @@ def cli(capsys):
         (["serve", "--port", "70000"], "port=70000: Input should be less than or equal to 65535"),
         (["inspect", "gc", "--keep", "-1"], "invalid parameters: keep=-1: Input should be greater than or equal to 0"),
         (["inspect", "show", "x", "--batch", "0"], "expected 2 arguments"),
+        (["generate", "x", "--temperature", "-1"], "temperature=-1.0: Input should be greater than or equal to 0"),
+        (["generate", "x", "--top-p", "0"], "top_p=0.0: Input should be greater than 0"),
+        (["generate", "x", "--top-p", "1.5"], "top_p=1.5: Input should be less than or equal to 1"),
+        (["generate", "x", "--top-k", "0"], "top_k=0: Input should be greater than or equal to 1"),
+        (["generate", "x", "--chars", "-5"], "chars=-5: Input should be greater than or equal to 0"),
+        (["generate", "x", "--chars", "100001"], "chars=100001: Input should be less than or equal to 100000"),
+        (["generate", "x", "--num-samples", "0"], "num_samples=0: Input should be greater than or equal to 1"),
+        (["generate", "x", "--prefix", ""], "a prefix must have at least one character; give --prefix some text"),
+        (["generate", "x", "--prefix-file", "missing.txt"], "cannot read --prefix-file missing.txt"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2_before_any_work(cli, home, args, message):
@@ -97,8 +108,8 @@ def test_options_come_from_the_models_with_their_defaults(cli):
     assert code == 0
     text = " ".join(out.split())
     for expected in [
-        "--model {scratch,rnn,gru,lstm}",
-        "--optimizer {sgd,adam}",
+        "--model {scratch,rnn,gru,lstm,transformer}",
+        "--optimizer {sgd,adam,adamw}",
         "--sampler {random,consecutive}",
         "--device {auto,cpu,cuda}",
         "(default: 10000)",
@@ -225,6 +236,17 @@ def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, pref
         assert generated.returncode == 0, generated.stderr
         assert generated.stdout.startswith("不分开")
         assert len(generated.stdout.rstrip("\n")) == 11
+    # Sampled: two texts drawn together, the same again with the same seed; temperature 0 is the greedy text.
+    sampled = [
+        run_cli("generate", "songs@latest/train", "--prefix", "不分开", "--chars", "8", *draw, "--json", home=tmp_path)
+        for draw in (["--temperature", "1.5", "--seed", "3", "--num-samples", "2"],) * 2 + (["--temperature", "0"],)
+    ]
+    assert [s.returncode for s in sampled] == [0, 0, 0], sampled[0].stderr
+    rows, again, greedy = (json.loads(s.stdout) for s in sampled)
+    assert [(row["prefix"], row["sample"]) for row in rows] == [("不分开", 0), ("不分开", 1)]
+    assert all(row["text"].startswith("不分开") and len(row["text"]) == 11 for row in rows)
+    assert again == rows
+    assert greedy == [{"prefix": "不分开", "sample": 0, "text": generated.stdout.rstrip("\n")}]
     missing = run_cli("train", "--batches", "ffffff", home=tmp_path, api_url=prefect_server)
     last = missing.stderr.splitlines()[-1]
     assert missing.returncode == 1

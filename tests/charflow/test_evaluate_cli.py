@@ -41,7 +41,11 @@ def test_evaluate_prints_json_repeats_from_the_cache_and_refuses_in_one_line(hom
     assert code == 0, err
     result = json.loads(out)
     assert result["perplexity"] == TrainSummary.of(model).val_perplexity
-    assert (result["chars"], result["split"], result["checkpoint"]) == (300, "val", "last")
+    assert (result["chars"], result["split"], result["checkpoint"]) == (
+        300,
+        "val",
+        "best",
+    )  # one epoch: the best is the last
     assert list(result["stages"]) == ["train", "vocab", "clean", "evaluate"]
     assert result["evaluation"]["cache_hit"] is False
     code, out, err = cli(capsys, "evaluate", model.key[:12], "tiny@latest", "--split", "val", "--json")

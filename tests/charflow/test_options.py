@@ -52,7 +52,7 @@ def test_choices_come_from_the_models_literals():
         parser_for(TrainParams).parse_args(["--optimizer", "rmsprop"])
     help_text = parser_for(TrainParams).format_help()
     assert "{sgd,adam,adamw}" in help_text
-    assert "{scratch,rnn,gru,lstm}" in help_text
+    assert "{scratch,rnn,gru,lstm,transformer}" in help_text
 
 
 def test_rule_escapes_are_exactly_four_and_other_characters_stay_themselves():

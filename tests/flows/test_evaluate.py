@@ -50,10 +50,15 @@ def key(made, name="model") -> str:
 
 def test_the_models_held_out_tail_gives_its_last_validation_perplexity_exactly(trained):
     runner, model = trained["runner"], trained["model"]
-    made = evaluate(runner, key(trained)[:10], "songs@latest", EvaluateParams(split="val"))
+    made = evaluate(runner, key(trained)[:10], "songs@latest", EvaluateParams(split="val", checkpoint="last"))
     summary = made["evaluate"].summary
     # The same scoring code on the same indices, read as validation read them (streams = the batch size).
-    assert summary["perplexity"] == TrainSummary.of(model.stages["train"]).val_perplexity
+    trained_summary = TrainSummary.of(model.stages["train"])
+    assert summary["perplexity"] == trained_summary.val_perplexity
+    # By default the best checkpoint, a model with validation's default: its best validation perplexity.
+    best = evaluate(runner, key(trained)[:10], "songs@latest", EvaluateParams(split="val"))
+    assert best["evaluate"].summary["perplexity"] == trained_summary.best_val_perplexity
+    assert read_manifest(best["evaluate"].path).params["checkpoint"] == "best"
     assert made["clean"].key == model.stages["clean"].key
     assert (summary["chars"], summary["tokens"], summary["split"]) == (600, 596, "val")  # 3,000 x 0.2; 4 streams
     assert summary["perplexity"] == math.exp(summary["nll"] / summary["tokens"])
@@ -76,7 +81,7 @@ def test_a_repeat_is_a_cache_hit_and_another_setting_another_evaluation(trained)
     runner = trained["runner"]
     first = evaluate(runner, "songs@latest/train", "songs@v1/clean", EvaluateParams())
     written = (first["evaluate"].path / EVALUATION_FILE).stat().st_mtime_ns
-    again = evaluate(runner, key(trained), "songs@1", EvaluateParams(checkpoint="last", streams=4))
+    again = evaluate(runner, key(trained), "songs@1", EvaluateParams(checkpoint="best", streams=4))
     assert again["evaluate"].key == first["evaluate"].key
     assert again["evaluate"].cache_hit
     assert (again["evaluate"].path / EVALUATION_FILE).stat().st_mtime_ns == written

@@ -54,7 +54,7 @@ def test_the_deployed_schema_has_types_choices_and_defaults():
     assert properties["epochs"]["default"] == 250
     assert properties["epochs"]["type"] == "integer"
     assert properties["sampler"]["enum"] == ["random", "consecutive"]
-    assert properties["model"]["enum"] == ["scratch", "rnn", "gru", "lstm"]
+    assert properties["model"]["enum"] == ["scratch", "rnn", "gru", "lstm", "transformer"]
     assert properties["lr"]["default"] == 100.0
     assert properties["prefixes"]["default"] == ["分开", "不分开"]
     assert properties["max_chars"]["default"] == 10000

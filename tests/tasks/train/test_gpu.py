@@ -30,7 +30,7 @@ def losses_per_step(model_name, cuda_graph, batches, carry=True, device="cuda", 
     """Each step's mean token loss and the parameters after the last, from one seed."""
     settings = TrainParams(model=model_name, device=device, cuda_graph=cuda_graph, prefixes=(), **params)
     torch.manual_seed(0)
-    model = build_model(V, settings).to(device)
+    model = build_model(V, settings, context=35).to(device)  # the book_batches' num_steps
     step = TrainStep(model, make_optimizer(model, settings), settings, carry_state=carry)
     step.start_epoch()
     losses, before = [], 0.0
@@ -51,6 +51,7 @@ def losses_per_step(model_name, cuda_graph, batches, carry=True, device="cuda", 
         ("gru", {"optimizer": "adam", "lr": 1e-3}),
         ("lstm", {"optimizer": "adam", "lr": 1e-3, "layers": 2}),
         ("rnn", {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1}),  # two groups, one fused kernel
+        ("transformer", {"optimizer": "adam", "lr": 1e-3, "layers": 2, "clip": 1.0}),
     ],
 )
 def test_the_graph_step_gives_the_eager_steps_losses(model_name, params):
@@ -99,12 +100,12 @@ def test_bf16_trains_close_to_fp32(model_name):
     assert bf16 == pytest.approx(fp32, rel=2e-2)
 
 
-@pytest.mark.parametrize("model", ["scratch", "lstm"])
+@pytest.mark.parametrize("model", ["scratch", "lstm", "transformer"])
 def test_a_killed_gpu_run_resumes_to_the_same_metrics(tmp_path, model):
     """The CUDA generators are saved and restored too. Not dropout between cuDNN layers: cuDNN draws its masks
     from a generator of its own that PyTorch keeps per process and does not expose, so a resumed run with
     dropout trains on, but with other masks than an uninterrupted one."""
-    settings = {"device": "cuda", "model": model, "layers": 2 if model == "lstm" else 1}
+    settings = {"device": "cuda", "model": model, "layers": 2 if model in ("lstm", "transformer") else 1}
     whole = run(**settings).state
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, fail_at=2, **settings)

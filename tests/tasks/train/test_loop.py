@@ -50,7 +50,7 @@ def toy_epochs(epochs=4, batches=3, batch=4, steps=5, vocab=12, seed=0):
     return lambda epoch: data[epoch]
 
 
-def run(tmp_path=None, epochs=4, fail_at=None, carry=False, batches=None, on_event=lambda e: None, **params):
+def run(tmp_path=None, epochs=4, fail_at=None, carry=False, batches=None, on_event=lambda e: None, context=5, **params):
     batches = batches or toy_epochs(epochs)
 
     def epoch_batches(epoch):
@@ -66,6 +66,7 @@ def run(tmp_path=None, epochs=4, fail_at=None, carry=False, batches=None, on_eve
         params=TrainParams(**{**FAST, **params}),
         checkpoint=tmp_path / "checkpoint.pt" if tmp_path else None,
         on_event=on_event,
+        context=context,  # the toy batches' num_steps: the transformer's window
     )
 
 
@@ -73,10 +74,10 @@ def deterministic(metrics):
     return [(m["epoch"], m["perplexity"], m["grad_norm"]) for m in metrics]
 
 
-@pytest.mark.parametrize("name", ["scratch", "rnn", "gru", "lstm"])
+@pytest.mark.parametrize("name", ["scratch", "rnn", "gru", "lstm", "transformer"])
 def test_clipping_really_clips_every_model(name):
     torch.manual_seed(2)
-    model = build_model(50, ModelParams(model=name, hidden=16))
+    model = build_model(50, ModelParams(model=name, hidden=16), context=6)
     x = torch.randint(0, 50, (4, 6))
     logits, _ = model(x, model.init_state(4, torch.device("cpu")))
     (logits.square().sum() * 100).backward()
@@ -89,9 +90,10 @@ def test_clipping_really_clips_every_model(name):
     assert after <= 0.01 * (1 + 1e-4)
 
 
-@pytest.mark.parametrize("model", ["scratch", "lstm"])
+@pytest.mark.parametrize("model", ["scratch", "lstm", "transformer"])
 def test_a_killed_run_resumes_to_the_same_metrics(tmp_path, model):
-    settings = {"model": model, "layers": 2 if model == "lstm" else 1, "dropout": 0.3 if model == "lstm" else 0.0}
+    layered = model in ("lstm", "transformer")
+    settings = {"model": model, "layers": 2 if layered else 1, "dropout": 0.3 if layered else 0.0}
     whole = run(**settings).state
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, fail_at=2, **settings)
@@ -142,7 +144,7 @@ class Spy(torch.nn.Module):
 def test_hidden_state_per_sampler(monkeypatch, carry):
     spies = []
 
-    def spy_model(vocab_size, params):
+    def spy_model(vocab_size, params, context=None):
         spies.append(Spy(ScratchRNN(vocab_size, params.hidden)))
         return spies[-1]
 
@@ -174,7 +176,7 @@ class Confident(torch.nn.Module):
 def test_perplexity_is_token_weighted(monkeypatch):
     """A 6-row batch the model gets right and a 1-row batch it gets wrong: only token weighting gives the
     reported value."""
-    monkeypatch.setattr(loop, "build_model", lambda vocab, params: Confident())
+    monkeypatch.setattr(loop, "build_model", lambda vocab, params, context=None: Confident())
     zeros, elevens = torch.zeros((6, 5), dtype=torch.int32), torch.full((1, 5), 11, dtype=torch.int32)
     batches = [(zeros, zeros), (elevens[:, :5], elevens)]
     # lr so small that no step changes the model: every loss is the initial model's.
@@ -198,7 +200,7 @@ def test_out_of_memory_names_the_batch_size(monkeypatch):
         def forward(self, x, state):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(loop, "build_model", lambda vocab, params: Greedy())
+    monkeypatch.setattr(loop, "build_model", lambda vocab, params, context=None: Greedy())
     with pytest.raises(OutOfDeviceMemory, match="out of memory at batch size 4, num_steps 5.*lower --batch-size"):
         run(model="scratch")
 

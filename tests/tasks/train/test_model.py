@@ -53,10 +53,16 @@ def test_our_loss_is_the_books_loss():
 
 @pytest.mark.parametrize(
     ("name", "layers", "state_shape"),
-    [("scratch", 1, (3, 16)), ("rnn", 2, (2, 3, 16)), ("gru", 1, (1, 3, 16)), ("lstm", 2, (2, 3, 16))],
+    [
+        ("scratch", 1, (3, 16)),
+        ("rnn", 2, (2, 3, 16)),
+        ("gru", 1, (1, 3, 16)),
+        ("lstm", 2, (2, 3, 16)),
+        ("transformer", 2, (3, 0)),  # nothing carried: an empty state
+    ],
 )
 def test_every_model_maps_ids_to_logits_and_a_state(name, layers, state_shape):
-    model = build_model(50, ModelParams(model=name, hidden=16, layers=layers))
+    model = build_model(50, ModelParams(model=name, hidden=16, layers=layers), context=7)
     state = model.init_state(3, torch.device("cpu"))
     logits, state = model(torch.randint(0, 50, (3, 7), dtype=torch.int32), state)
     assert logits.shape == (3, 7, 50)

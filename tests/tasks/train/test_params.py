@@ -11,7 +11,9 @@ from tasks.train.params import DeviceUnavailable, TrainParams, resolve_device
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ({"model": "transformer"}, "'scratch', 'rnn', 'gru' or 'lstm'"),
+        ({"model": "mamba"}, "'scratch', 'rnn', 'gru', 'lstm' or 'transformer'"),
+        ({"model": "transformer", "hidden": 10, "heads": 4}, "heads=4 does not divide hidden=10"),
+        ({"heads": 0}, "heads"),
         ({"optimizer": "rmsprop"}, "'sgd', 'adam' or 'adamw'"),
         ({"lr": 0}, "lr"),
         ({"device": "tpu"}, "device"),
@@ -104,6 +106,14 @@ def test_the_new_settings_leave_the_book_key_as_it_was():
     assert (step["lr_schedule"], step["lr_decay"], step["lr_step_epochs"]) == ("step", 0.5, 7)
 
 
+def test_heads_are_keyed_only_when_not_the_default():
+    """--heads came after the recurrent models: at its default 4 the existing runs keep their keys."""
+    from artifacts.keys import keyed_params
+
+    assert "heads" not in keyed_params(TrainParams())
+    assert keyed_params(TrainParams(model="transformer", hidden=8, heads=2))["heads"] == 2
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
@@ -140,3 +150,41 @@ def test_settings_that_need_validation_or_steps_are_refused_with_one_line():
         match=r"^--warmup-steps 9 is longer than the whole training \(8 optimizer steps\); lower --warmup-steps",
     ):
         check_warmup(TrainParams(warmup_steps=9), 8)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": 0}, "top_k"),
+        ({"chars": -5}, "chars"),
+        ({"chars": 100_001}, "less than or equal to 100000"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"num_samples": 65}, "less than or equal to 64"),
+        ({"prefixes": ("",)}, "a prefix must have at least one character"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_generate_params_are_refused(bad, message):
+    from tasks.train.params import GenerateParams
+
+    with pytest.raises(ValidationError, match=message):
+        GenerateParams(**bad)
+
+
+def test_a_prefix_file_is_one_more_prefix_read_before_any_work(tmp_path):
+    from tasks.train.params import GenerateParams, PrefixFileError, generate_prefixes
+
+    assert generate_prefixes(GenerateParams()) == ("分开",)
+    text = tmp_path / "prefix.txt"
+    text.write_text("不分开\n", encoding="utf-8")
+    assert generate_prefixes(GenerateParams(prefix_file=text)) == ("不分开",)  # the file's alone, less its line break
+    assert generate_prefixes(GenerateParams(prefixes=("分开",), prefix_file=text)) == ("分开", "不分开")
+    for content, message in [(b"", "is empty"), (b"\xff\xfe", "it is not UTF-8 text")]:
+        text.write_bytes(content)
+        with pytest.raises(PrefixFileError, match=message):
+            generate_prefixes(GenerateParams(prefix_file=text))
+    with pytest.raises(PrefixFileError, match="No such file or directory"):
+        generate_prefixes(GenerateParams(prefix_file=tmp_path / "missing.txt"))
