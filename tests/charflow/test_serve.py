@@ -65,8 +65,13 @@ def artifact_versions(served, key):
     return json.loads(result.stdout)
 
 
-def summary_rows(served):
-    return json.loads(artifact_versions(served, "reingest-summary")[0]["data"])
+def summary_of(served, run_id):
+    """The reingest summary of that run: the daily schedule (03:00 UTC) may add its own run's meanwhile."""
+    return next(v for v in artifact_versions(served, "reingest-summary") if v["flow_run_id"] == run_id)
+
+
+def summary_rows(served, run_id):
+    return json.loads(summary_of(served, run_id)["data"])
 
 
 def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
@@ -153,19 +158,19 @@ def test_reingest_processes_only_what_is_new(served, tmp_path):
     corpora = tmp_path / "corpora"
     corpora.mkdir()
     (corpora / "first.txt").write_text("one corpus, a few words", encoding="utf-8")
-    result, _ = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
+    result, run_id = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
     assert result.returncode == 0, result.stdout[-3000:]
-    assert [(r["corpus"], r["status"], r["version"]) for r in summary_rows(served)] == [("first", "new", 1)]
+    assert [(r["corpus"], r["status"], r["version"]) for r in summary_rows(served, run_id)] == [("first", "new", 1)]
     (corpora / "second.txt").write_text("another corpus", encoding="utf-8")
-    result, _ = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
+    result, run_id = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
     assert result.returncode == 0, result.stdout[-3000:]
-    rows = summary_rows(served)
+    rows = summary_rows(served, run_id)
     assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [("first", "unchanged", 1), ("second", "new", 1)]
     assert rows[0]["keys"] == ""
     assert "ingest" in rows[1]["keys"]
     (corpora / "first.txt").write_text("one corpus, changed", encoding="utf-8")
-    result, _ = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
-    assert [(r["corpus"], r["status"], r["version"]) for r in summary_rows(served)] == [
+    result, run_id = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
+    assert [(r["corpus"], r["status"], r["version"]) for r in summary_rows(served, run_id)] == [
         ("first", "changed", 2),
         ("second", "unchanged", 1),
     ]
@@ -239,8 +244,8 @@ def test_the_daily_reingest_without_a_corpora_folder_has_nothing_to_do(served):
     result, run_id = deployment_run(served, "reingest/daily")
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Completed" in result.stdout, result.stdout[-3000:]
-    assert summary_rows(served) == []
-    described = artifact_versions(served, "reingest-summary")[0]["description"]
+    assert summary_rows(served, run_id) == []
+    described = summary_of(served, run_id)["description"]
     assert "nothing to ingest: there is no ./corpora folder" in described
 
 
