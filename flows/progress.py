@@ -109,8 +109,22 @@ class Presenter:
 def artifact_line(stage: str, ref: Any) -> str:
     """A stage's artifact in one line: its stage, short key, whether it was cached, its summary's facts."""
     how = "cached" if ref.cache_hit else "computed"
-    facts = ", ".join(f"{k}={v}" for k, v in ref.summary.items() if isinstance(v, (int, str)) and k != "source")
+    facts = ", ".join(f"{k}={short(v)}" for k, v in ref.summary.items() if _shown(k, v))
     return f"{stage:<7} {ref.key[:12]}  {how:<8}  {facts}"
+
+
+def _shown(name: str, value: Any) -> bool:
+    """Counts, names, keys and measures; not the source's path (it has its own line)."""
+    return isinstance(value, (int, str, float)) and name != "source"
+
+
+def short(value: Any) -> Any:
+    """A content key as its 12-character prefix, a measure to 4 significant digits, anything else as it is."""
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value
 
 
 def version_line(corpus: str, version: int, new: bool, sha256: str) -> str:

@@ -63,3 +63,19 @@ def test_other_library_versions_are_a_warning_that_names_them():
         "numpy 2.4 is installed, but vocab artifact abababababab was made with numpy 2.3: it is rebuilt, as library "
         "versions are part of the content key. Install the pinned versions (scripts/setup.sh) to reuse the store."
     ]
+
+
+def test_an_artifact_line_shows_keys_short_and_measures_to_four_digits():
+    from types import SimpleNamespace
+
+    from flows.progress import artifact_line
+
+    ref = SimpleNamespace(
+        key="3" * 64,
+        cache_hit=False,
+        summary={"model_key": "ab" * 32, "perplexity": 452.81254, "chars": 9000, "source": "/x", "samples": []},
+    )
+    assert (
+        artifact_line("evaluate", ref)
+        == f"evaluate {'3' * 12}  computed  model_key={'ab' * 6}, perplexity=452.8, chars=9000"
+    )
