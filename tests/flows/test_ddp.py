@@ -46,15 +46,25 @@ def trained(root, lyrics_zip, nproc, sampler="consecutive", epochs=3, batch_size
     ).stages["train"]
 
 
-@pytest.mark.parametrize("sampler", ["consecutive", "random"])
-def test_two_processes_give_the_parameters_of_one(tmp_path, lyrics_zip, sampler):
-    one = trained(tmp_path / "one", lyrics_zip, 1, sampler)
-    two = trained(tmp_path / "two", lyrics_zip, 2, sampler)
+TRANSFORMER = {"model": "transformer", "hidden": 16, "layers": 1, "heads": 2}
+
+
+@pytest.mark.parametrize(
+    ("sampler", "model"),
+    [("consecutive", {}), ("random", {}), ("random", TRANSFORMER)],
+    ids=["consecutive", "random", "transformer"],
+)
+def test_two_processes_give_the_parameters_of_one(tmp_path, lyrics_zip, sampler, model):
+    one = trained(tmp_path / "one", lyrics_zip, 1, sampler, **model)
+    two = trained(tmp_path / "two", lyrics_zip, 2, sampler, **model)
     assert one.key != two.key  # nproc is keyed: the sums run in another order
     alone, together = (torch.load(r.path / WEIGHTS_FILE, weights_only=True) for r in (one, two))
     assert alone.keys() == together.keys()
     for name, weight in alone.items():
-        assert torch.allclose(together[name], weight, rtol=1e-5, atol=1e-6), name
+        # Adam divides by the gradients' running norm: the Transformer's tiny gradients (attention, LayerNorm)
+        # carry the sums' other order into the 5th digit after 3 epochs.
+        tolerance = {"rtol": 1e-4, "atol": 1e-5} if model else {"rtol": 1e-5, "atol": 1e-6}
+        assert torch.allclose(together[name], weight, **tolerance), (name, (together[name] - weight).abs().max())
     curves = [pq.read_table(r.path / METRICS_FILE).column("perplexity").to_pylist() for r in (one, two)]
     assert len(curves[0]) == 3
     assert curves[1] == pytest.approx(curves[0], rel=1e-5)
