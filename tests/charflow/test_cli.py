@@ -8,24 +8,10 @@ import sys
 
 import pytest
 
-from charflow.cli import main
 from tests.helpers import run_cli, snapshot
 
 STAGES = ["ingest", "clean", "vocab", "encode"]
 TINY_RUN = ["--epochs", "2", "--model", "rnn", "--hidden", "32", "--optimizer", "adam", "--lr", "0.01"]
-
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exit:  # argparse
-            code = exit.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.mark.parametrize(

@@ -3,21 +3,6 @@ work."""
 
 import pytest
 
-from charflow.cli import main
-
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exit:  # argparse
-            code = exit.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
 
 @pytest.mark.parametrize(
     ("args", "message"),
