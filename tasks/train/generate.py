@@ -9,6 +9,7 @@ recomputing it keeps one code path, the training one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,28 +135,9 @@ def continue_text(model: CharModel, vocab: Vocab, prefix: str, chars: int, devic
 
 
 def sample_texts(
-    model: CharModel,
-    vocab: Vocab,
-    prefix: str,
-    chars: int,
-    device: torch.device,
-    *,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
-    num_samples: int = 1,
-    seed: int = 0,
+    model: CharModel, vocab: Vocab, prefix: str, chars: int, device: torch.device, **drawing: Any
 ) -> list[str]:
-    """`num_samples` texts, each the prefix and `chars` characters drawn after it (`sample`)."""
-    rows = sample(
-        model,
-        encode_prefix(vocab, prefix),
-        chars,
-        device,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        num_samples=num_samples,
-        seed=seed,
-    )
+    """`num_samples` texts, each the prefix and `chars` characters drawn after it (`drawing`: `sample`'s
+    keywords: temperature, top_k, top_p, num_samples, seed)."""
+    rows = sample(model, encode_prefix(vocab, prefix), chars, device, **drawing)
     return [decode(np.asarray(row), vocab) for row in rows]
