@@ -27,7 +27,7 @@ from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, sp
 from tasks.clean import CleanedUtf8, CleanError, CleanParams, clean_stream
 from tasks.encode import EncodeParams, encode_stream
 from tasks.errors import Interrupted, ParameterError
-from tasks.evaluate import EvaluateParams, cut, evaluate, evaluated_range, to_indices
+from tasks.evaluate import EvaluateParams, check_resolved, cut, evaluate, evaluated_range, to_indices
 from tasks.ingest import IngestParams, expected_bytes, ingest_utf8
 from tasks.sources import Fetched
 from tasks.text_reader import TextReader
@@ -236,8 +236,7 @@ def build_evaluate(
     build: Build, model: ArtifactRef, vocab: ArtifactRef, text: ArtifactRef, params: EvaluateParams
 ) -> evaluation_kind.EvaluationSummary:
     """The text read and mapped whole (unknown characters refused before any scoring), then scored."""
-    if params.checkpoint is None or params.streams is None or params.num_steps is None or params.device == "auto":
-        raise ValueError("resolve the evaluation's parameters (tasks.evaluate.resolve) before keying an evaluate stage")
+    check_resolved(params)
     trained = TrainSummary.of(model)
     if trained.vocab_key != vocab.key:
         raise vocab_kind.VocabMismatch(

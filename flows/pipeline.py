@@ -130,10 +130,10 @@ class Needs:
 
     def fits(self, chars: int, bound: str = "") -> None:
         if self.sampler is not None:
-            check_fits(split_validation(chars, self.sampler.val_fraction), self.sampler)
+            train_indices = split_validation(chars, self.sampler.val_fraction)
+            check_fits(train_indices, self.sampler)
             if self.training is not None:
-                steps = total_steps(split_validation(chars, self.sampler.val_fraction), self.sampler)
-                check_warmup(self.training, steps, bound)
+                check_warmup(self.training, total_steps(train_indices, self.sampler), bound)
 
     def before_any_work(self, params: PrepareParams) -> None:
         if params.clean.max_chars is None:
@@ -211,13 +211,13 @@ def train_on(runner: Runner, batches_ref: str, training: TrainParams = TrainPara
     """Train on an existing batches artifact, named any way `charflow inspect` takes."""
     training = resolve_device(training)
     stored = runner.find(batches_ref, "batches")
-    check_sampler(training.model, BatchesSummary.of(stored).spec.sampler)
-    if training.nproc > 1:  # before training: the stored global batch must split among the processes
-        check_processes(training.nproc, training.device, BatchesSummary.of(stored).spec.batch_size)
     summary = BatchesSummary.of(stored)
+    check_sampler(training.model, summary.spec.sampler)
+    if training.nproc > 1:  # before training: the stored global batch must split among the processes
+        check_processes(training.nproc, training.device, summary.spec.batch_size)
     check_validation(training, summary.spec.val_fraction)
     check_warmup(training, total_steps(summary.train_indices, summary.spec))
-    vocab = runner.find(BatchesSummary.of(stored).vocab_key, "vocab")
+    vocab = runner.find(summary.vocab_key, "vocab")
     Needs(prefixes=training.prefixes).after_vocab(vocab)
     trained = runner.stage("train", training, batches=stored, vocab=vocab)
     return {"batches": stored, "vocab": vocab, "train": trained}

@@ -109,6 +109,13 @@ def resolve(params: EvaluateParams, trained: TrainedWith, cuda_available: Callab
     )
 
 
+def check_resolved(params: EvaluateParams) -> tuple[int, int]:
+    """Only resolved settings are keyed and scored (what is keyed is what is used): their streams and num_steps."""
+    if params.checkpoint is None or params.streams is None or params.num_steps is None or params.device == "auto":
+        raise ValueError("resolve the evaluation's parameters (tasks.evaluate.resolve) before keying or scoring")
+    return params.streams, params.num_steps
+
+
 def evaluated_range(chars: int, params: EvaluateParams, val_fraction: float) -> tuple[int, int]:
     """[start, end) of the text's characters evaluated: the first `max_chars`, then their held-out tail."""
     end = chars if params.max_chars is None else min(chars, params.max_chars)
@@ -193,8 +200,5 @@ def evaluate(model: CharModel, mapped: Mapped, params: EvaluateParams) -> Score:
 
     from tasks.train.scoring import score
 
-    if params.streams is None or params.num_steps is None or params.device == "auto":
-        raise ValueError("resolve the evaluation's parameters (tasks.evaluate.resolve) before scoring")
-    return score(
-        model, mapped.indices, num_steps=params.num_steps, streams=params.streams, device=torch.device(params.device)
-    )
+    streams, num_steps = check_resolved(params)
+    return score(model, mapped.indices, num_steps=num_steps, streams=streams, device=torch.device(params.device))

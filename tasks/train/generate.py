@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tasks.encode import EncodeError, decode, encode
-from tasks.train.model import CharModel
+from tasks.train.model import CharModel, evaluating
 from tasks.train.transformer import Transformer
 from tasks.vocab import Vocab
 
@@ -68,15 +68,11 @@ def sample(
     def draw(logits: torch.Tensor) -> torch.Tensor:
         return next_ids(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
 
-    was_training = model.training
-    model.eval()  # no dropout while generating
-    try:
+    with evaluating(model):  # no dropout while generating
         if isinstance(model, Transformer):
             out = _windowed(model, prefix, chars, device, num_samples, draw)
         else:
             out = _recurrent(model, prefix, chars, device, num_samples, draw)
-    finally:
-        model.train(was_training)
     return out.tolist()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -112,6 +115,17 @@ def build_model(vocab_size: int, params: ModelParams, context: int | None = None
             )
         return Transformer(vocab_size, params, context)
     return TorchRNN(vocab_size, params)
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode (no dropout) inside, in the mode it was in after, an exception or not."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def saved_context(weights: dict[str, torch.Tensor]) -> int | None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.train.model import CharModel
+from tasks.train.model import CharModel, evaluating
 from tasks.train.transformer import Transformer
 
 # Past 700 nats exp() overflows: a run there has diverged as surely as with a NaN.
@@ -53,15 +53,13 @@ def score(model: CharModel, indices: np.ndarray, *, num_steps: int, streams: int
     data = np.asarray(indices, dtype=np.int64)
     x = torch.from_numpy(data[: streams * length]).view(streams, length)  # (streams, length)
     y = torch.from_numpy(data[1 : streams * length + 1]).view(streams, length)  # (streams, length)
-    was_training = model.training
-    model.eval()
     state = model.init_state(streams, device)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for start in range(0, length, num_steps):
-        xs, ys = x[:, start : start + num_steps].to(device), y[:, start : start + num_steps].to(device)
-        logits, state = model(xs, state)  # (streams, <=num_steps, vocab)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys.reshape(-1), reduction="sum").double()
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, length, num_steps):
+            xs, ys = x[:, start : start + num_steps].to(device), y[:, start : start + num_steps].to(device)
+            logits, state = model(xs, state)  # (streams, <=num_steps, vocab)
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys.reshape(-1), reduction="sum").double()
     return Score(total.item(), streams * length)
 
 
@@ -87,17 +85,16 @@ def score_windows(model: CharModel, indices: np.ndarray, *, num_steps: int, batc
     targets = len(data) - 1
     length = min(num_steps, targets)
     plan = window_plan(targets, num_steps)
-    was_training = model.training
-    model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for first in range(0, len(plan), max(1, batch)):
-        chunk = plan[first : first + max(1, batch)]
-        starts = torch.tensor([start for start, _ in chunk])  # (windows,)
-        rows = starts[:, None] + torch.arange(length + 1)  # (windows, length + 1)
-        both = data[rows].to(device)  # (windows, length + 1)
-        logits, _ = model(both[:, :-1], model.init_state(len(chunk), device))  # (windows, length, vocab)
-        losses = F.cross_entropy(logits.transpose(1, 2), both[:, 1:], reduction="none")  # (windows, length)
-        scored = torch.arange(length, device=device) >= torch.tensor([s for _, s in chunk], device=device)[:, None]
-        total += losses.double()[scored].sum()  # scored: (windows, length)
-    model.train(was_training)
+    with evaluating(model):
+        for first in range(0, len(plan), max(1, batch)):
+            chunk = plan[first : first + max(1, batch)]
+            starts = torch.tensor([start for start, _ in chunk])  # (windows,)
+            rows = starts[:, None] + torch.arange(length + 1)  # (windows, length + 1)
+            both = data[rows].to(device)  # (windows, length + 1)
+            logits, _ = model(both[:, :-1], model.init_state(len(chunk), device))  # (windows, length, vocab)
+            losses = F.cross_entropy(logits.transpose(1, 2), both[:, 1:], reduction="none")  # (windows, length)
+            first_scored = torch.tensor([s for _, s in chunk], device=device)[:, None]  # (windows, 1)
+            scored = torch.arange(length, device=device) >= first_scored  # (windows, length)
+            total += losses.double()[scored].sum()
     return Score(total.item(), targets)
