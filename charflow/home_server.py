@@ -39,6 +39,8 @@ from charflow.serve import ServeError, wait_healthy
 # A server whose starter did not record it this long after it answered was given up (a record of another
 # server replaced its own, its starter died): it stops.
 ORPHAN_AFTER = 60.0
+# CHARFLOW_SERVER_IDLE=0: how long the server's own watch leaves the stop to the last command (it stops it).
+WATCH_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -182,14 +184,15 @@ def attached(port: int | None = None, env: dict[str, str] | None = None) -> Iter
         os.utime(users)
         os.close(users)
         if environment().server_idle == 0:
-            stop_if_unused(folder)
+            stop_if_unused(folder, wait=True)
 
 
 @contextmanager
-def _unused_for(folder: Path, idle: float) -> Iterator[bool]:
+def _unused_for(folder: Path, idle: float, wait: bool = False) -> Iterator[bool]:
     """Held while it says whether no command is starting or using the server and the last use is `idle` seconds
-    old (both locks taken without waiting): the server may then be stopped inside."""
-    with _flock(_file("lock", folder), fcntl.LOCK_EX | fcntl.LOCK_NB) as starting_free:
+    old: the server may then be stopped inside. The users' lock is taken without waiting; the start lock too,
+    unless `wait` (then a command starting the server meanwhile is waited for, and found using it)."""
+    with _flock(_file("lock", folder), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)) as starting_free:
         if not starting_free:
             yield False
             return
@@ -197,9 +200,11 @@ def _unused_for(folder: Path, idle: float) -> Iterator[bool]:
             yield unused and time.time() - _file("users", folder).stat().st_mtime >= idle
 
 
-def stop_if_unused(folder: Path, idle: float = 0.0) -> bool:
-    """Stop this home's server if no one uses it and the last use is `idle` seconds old: True when stopped."""
-    with _unused_for(folder, idle) as idle_long_enough:
+def stop_if_unused(folder: Path, idle: float = 0.0, wait: bool = False) -> bool:
+    """Stop this home's server if no one uses it and the last use is `idle` seconds old: True when stopped.
+    `wait`: for the start lock, which the server's own idle watch holds for a moment every half second: a
+    command that ends its server (CHARFLOW_SERVER_IDLE=0) must not leave it running for meeting that moment."""
+    with _unused_for(folder, idle, wait) as idle_long_enough:
         record = read_record(folder)
         if not idle_long_enough or record is None:
             return False
@@ -293,8 +298,10 @@ def drain_prefect(timeout: float = 10.0) -> None:
 
 
 def _stop_when_idle(server: object, folder: Path) -> None:
-    """The server's own watch: it stops once unused for CHARFLOW_SERVER_IDLE seconds, and forgets itself."""
-    idle = environment().server_idle
+    """The server's own watch: it stops once unused for CHARFLOW_SERVER_IDLE seconds, and forgets itself.
+    At 0 the last command stops it; the watch then steps in after WATCH_GRACE only, for a command that could not
+    (killed), so that the two never race for one stop."""
+    idle = environment().server_idle or WATCH_GRACE
     answering_since = None
     while not getattr(server, "should_exit", False):
         time.sleep(min(max(idle / 4, 0.5), 15.0))
