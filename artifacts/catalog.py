@@ -13,7 +13,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,8 @@ class CorpusVersion(BaseModel):
 # What makes a version complete: every prepare stage's output recorded for it.
 PREPARE_STAGES = ("ingest", "clean", "vocab", "encode")
 Entry = dict[str, Any]
+# What a write appends, decided from every entry so far under the writers' lock (None: nothing to append).
+Rule = Callable[[list[Entry]], Entry | None]
 log = logging.getLogger("charflow.catalog")
 _reported: set[Path] = set()
 
@@ -72,6 +74,11 @@ class Catalog(Protocol):
     def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None: ...
 
     def record_collected(self, keys: list[str]) -> None: ...
+
+    def append(self, rule: Rule) -> Entry | None:
+        """The entry `rule` makes of every entry so far, appended in one step with reading them (runs, alias
+        moves and decisions are written this way: two writers at once never both decide on the same entries)."""
+        ...
 
 
 def versions_of(entries: list[Entry], corpus: str | None = None) -> list[CorpusVersion]:
@@ -266,14 +273,16 @@ class JsonlCatalog(EntryQueries):
                 self._append(entry, end, first)
         return version
 
-    def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None:
+    def append(self, rule: Rule) -> Entry | None:
         with self._locked():
             entries, end, first = self._read()
-            if (entry := outputs_entry(entries, corpus, version, outputs)) is not None:
+            if (entry := rule(entries)) is not None:
                 self._append(entry, end, first)
+        return entry
+
+    def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None:
+        self.append(lambda entries: outputs_entry(entries, corpus, version, outputs))
 
     def record_collected(self, keys: list[str]) -> None:
         if keys:
-            with self._locked():
-                _, end, first = self._read()
-                self._append(collected_entry(keys), end, first)
+            self.append(lambda entries: collected_entry(keys))

@@ -20,6 +20,7 @@ from artifacts.catalog import (
     CorpusVersion,
     Entry,
     EntryQueries,
+    Rule,
     collected_entry,
     outputs_entry,
     registration,
@@ -137,12 +138,15 @@ class PostgresCatalog(EntryQueries):
                 self._insert(conn, entry)
         return version
 
-    def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None:
+    def append(self, rule: Rule) -> Entry | None:
         with self._writing() as conn:
-            if (entry := outputs_entry(self._rows(conn), corpus, version, outputs)) is not None:
+            if (entry := rule(self._rows(conn))) is not None:
                 self._insert(conn, entry)
+        return entry
+
+    def record_outputs(self, corpus: str, version: int, outputs: dict[str, str]) -> None:
+        self.append(lambda entries: outputs_entry(entries, corpus, version, outputs))
 
     def record_collected(self, keys: list[str]) -> None:
         if keys:
-            with self._writing() as conn:
-                self._insert(conn, collected_entry(keys))
+            self.append(lambda entries: collected_entry(keys))

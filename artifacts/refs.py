@@ -1,17 +1,20 @@
 """One resolver for every way to name an artifact: a key, a unique key prefix, its folder, or
-`corpus@version/stage` (version: a number, v-number or `latest`)."""
+`corpus@version/stage` (version: a number, v-number or `latest`; or an alias, `corpus@champion/train`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from artifacts.aliases import aliases_of, is_alias
 from artifacts.catalog import Catalog
 from artifacts.manifest import MANIFEST_NAME, read_manifest
 from artifacts.stages import STAGES
 from artifacts.store import ArtifactRef, Store
 from tasks.errors import CharflowError
 
-SYNTAX = "a key, a key prefix, an artifact folder or corpus@version/stage"
+SYNTAX = "a key, a key prefix, an artifact folder or corpus@version/stage (version: a number, latest or an alias)"
+# What an alias names besides its model: the model's own inputs.
+ALIAS_STAGES = ("train", "batches", "vocab")
 
 
 class RefError(CharflowError, LookupError):
@@ -39,12 +42,44 @@ def version_number(catalog: Catalog, corpus: str, version: str) -> int:
     return number
 
 
-def _catalog_key(catalog: Catalog, ref: str) -> str:
+def _alias_key(store: Store, catalog: Catalog, corpus: str, name: str, stage: str) -> str:
+    """The model `corpus@name` names, or its batches or vocabulary."""
+    aliases = aliases_of(catalog.entries(), corpus)
+    model = aliases.get((corpus, name))
+    if model is None:
+        have = ", ".join(sorted(n for _, n in aliases)) or "none"
+        versions = ", ".join(f"v{v.version}" for v in catalog.versions(corpus)) or "none"
+        raise RefError(
+            f"{corpus} has no version or alias {name!r}; versions: {versions}; aliases: {have} (set one with "
+            f"charflow promote MODEL --as {name})"
+        )
+    if stage in ("", "train"):
+        return model
+    if stage not in ALIAS_STAGES:
+        raise RefError(f"an alias names a model: {corpus}@{name}/train, /batches or /vocab, not /{stage}")
+    manifest = store.lookup("train", model)
+    if manifest is None:
+        raise RefError(f"{corpus}@{name} names model {model[:12]}, which is missing or damaged; promote another")
+    return manifest.inputs[stage]
+
+
+def _catalog_key(store: Store, catalog: Catalog, ref: str) -> str:
     corpus, _, rest = ref.partition("@")
     version, _, stage = rest.partition("/")
+    if is_alias(version):
+        return _alias_key(store, catalog, corpus, version, stage)
     number = version_number(catalog, corpus, version)
+    runs = catalog.outputs(corpus, number)
+    models = list(dict.fromkeys(run["train"] for run in runs if "train" in run))
+    if stage == "train" and len(models) > 1:
+        listed = ", ".join(key[:12] for key in models)
+        raise RefError(
+            f"{corpus}@v{number} has {len(models)} models ({listed}): name one by its key, or promote one "
+            f"(charflow promote KEY --as champion) and use {corpus}@champion/train; charflow inspect runs {corpus} "
+            "compares them"
+        )
     # The latest run's key per stage.
-    outputs = {name: key for run in catalog.outputs(corpus, number) for name, key in run.items()}
+    outputs = {name: key for run in runs for name, key in run.items()}
     if stage not in outputs:
         have = ", ".join(s for s in STAGES if s in outputs) or "none"
         raise RefError(f"{corpus}@v{number} has no {stage or '(no stage given)'} artifact; it has: {have}")
@@ -55,7 +90,7 @@ def resolve(store: Store, catalog: Catalog, ref: str, stage: str | None = None, 
     """The one artifact `ref` names (of `stage`, when given); with `verify`, re-hashed and refused if damaged."""
     key = ref
     if "@" in ref:
-        key = _catalog_key(catalog, ref)
+        key = _catalog_key(store, catalog, ref)
     elif ref and Path(ref).is_dir() and (Path(ref) / MANIFEST_NAME).is_file():
         key = read_manifest(Path(ref)).key
     stages = [stage] if stage else list(STAGES)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from artifacts import runs
 from artifacts.backends import open_catalog, open_store
 from artifacts.catalog import Catalog, CorpusVersion, outputs_entry
 from artifacts.refs import resolve
@@ -65,11 +66,17 @@ class StoreAnswer:
 
     def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
         keys = {stage: ref.key for stage, ref in outputs.items()}
-        if outputs_entry(self.catalog.entries(), corpus, version, keys) is not None:
+        entries = self.catalog.entries()
+        if outputs_entry(entries, corpus, version, keys) is not None:
             raise NotStored("outputs")
+        if "train" in keys and not runs.recorded(entries, keys["train"]):
+            raise NotStored("run")
 
     def find(self, ref: str, stage: str) -> ArtifactRef:
         return resolve(self.store, self.catalog, ref, stage, verify=True)
+
+    def recorded_in(self, key: str) -> tuple[str, int] | None:
+        return runs.version_of(self.catalog.entries(), key)
 
 
 def _runner() -> StoreAnswer:

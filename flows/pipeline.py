@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from artifacts import runs
 from artifacts.batches import BatchesSummary
 from artifacts.builds import OnEvent, ignore
 from artifacts.catalog import Catalog, CorpusVersion, JsonlCatalog
@@ -116,6 +117,10 @@ class Runner(Protocol):
     def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None: ...
 
     def find(self, ref: str, stage: str) -> ArtifactRef: ...
+
+    def recorded_in(self, key: str) -> tuple[str, int] | None:
+        """The corpus version an artifact was recorded against, if any."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,8 @@ def train_on(runner: Runner, batches_ref: str, training: TrainParams = TrainPara
     vocab = runner.find(summary.vocab_key, "vocab")
     Needs(prefixes=training.prefixes).after_vocab(vocab)
     trained = runner.stage("train", training, batches=stored, vocab=vocab)
+    if (version := runner.recorded_in(stored.key)) is not None:  # the model is a run of its batches' version
+        runner.record(*version, {"train": trained})
     return {"batches": stored, "vocab": vocab, "train": trained}
 
 
@@ -250,10 +257,13 @@ class PlainRunner:
         return self.catalog.register(corpus, fetched.sha256, fetched.size, fetched.source, ingested.key)
 
     def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
-        self.catalog.record_outputs(corpus, version, {stage: ref.key for stage, ref in outputs.items()})
+        runs.record(self.catalog, self.store, corpus, version, outputs)
 
     def find(self, ref: str, stage: str) -> ArtifactRef:
         return resolve(self.store, self.catalog, ref, stage, verify=True)
+
+    def recorded_in(self, key: str) -> tuple[str, int] | None:
+        return runs.version_of(self.catalog.entries(), key)
 
 
 def plain_runner(root: Path, on_event: OnEvent = ignore) -> PlainRunner:

@@ -10,6 +10,7 @@ from prefect import Task, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from artifacts import runs
 from artifacts.backends import open_catalog, open_store
 from artifacts.catalog import Catalog, CorpusVersion
 from artifacts.refs import resolve
@@ -110,7 +111,15 @@ def register_task(corpus: str, fetched: Fetched, ingested: ArtifactRef) -> Corpu
 
 @task(name="record-outputs", cache_policy=NO_CACHE)
 def record_task(corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
-    _catalog().record_outputs(corpus, version, {stage: ref.key for stage, ref in outputs.items()})
+    store = _store()
+    if "train" in outputs:  # its metrics are read: on this machine (made on another Dask worker, perhaps)
+        outputs = {**outputs, "train": store.local(outputs["train"])}
+    runs.record(_catalog(), store, corpus, version, outputs)
+
+
+@task(name="recorded-in", cache_policy=NO_CACHE)
+def recorded_in_task(key: str) -> tuple[str, int] | None:
+    return runs.version_of(_catalog().entries(), key)
 
 
 class PrefectRunner:
@@ -177,6 +186,9 @@ class PrefectRunner:
     def find(self, ref: str, stage: str) -> ArtifactRef:
         found = compute.call(find_task, ref=ref, stage=stage)
         return _store().local(found) if compute.on_cluster() else found
+
+    def recorded_in(self, key: str) -> tuple[str, int] | None:
+        return compute.call(recorded_in_task, key=key)
 
     def finish(self) -> None:
         """The run's page: named after its last stage's artifact, and one summary linking every stage's."""

@@ -46,7 +46,7 @@ def test_every_syntax_names_the_same_artifact(store):
         ("ffffffff", None, "'ffffffff' names no artifact; candidates:"),
         ("", None, "names no artifact"),
         ("songs@9/vocab", None, "songs has no version 9; versions: v1, v2"),
-        ("songs@one/vocab", None, "songs has no version one; versions: v1, v2"),
+        ("songs@one/vocab", None, "songs has no version or alias 'one'; versions: v1, v2; aliases: none"),
         ("poems@latest/vocab", None, "no corpus 'poems' in the catalog; known corpora: songs"),
         ("songs@latest/embedding", None, "songs@v2 has no embedding artifact; it has: ingest, clean, vocab, encode"),
         ("songs@latest/vocab", "train", "names no train artifact"),
