@@ -113,12 +113,12 @@ class BatchReader(IterableDataset):
     def _wanted(self, stored: int, epoch: int, rank: int, world: int) -> list[int]:
         """Epoch-local batch numbers this reader takes from `stored` epoch when serving `epoch`."""
         first = self.start[1] if epoch == self.start[0] else 0
-        count = self.info.batches_per_epoch[stored]
+        count = self.info.batches_in(stored)
         return [b for b in range(first, count) if self.split_rows or b % world == rank]
 
     def _read(self, stored: int, wanted: list[int]) -> Iterator[list[Pair]]:
         """The wanted batches of a stored epoch, shard by shard, decoded ahead in a background thread."""
-        offset = sum(self.info.batches_per_epoch[:stored])
+        offset = self.info.first_batch_of(stored)
         wanted_global = [offset + b for b in wanted]
 
         def load(shard: Shard, groups: list[int]) -> list[Pair]:

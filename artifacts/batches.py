@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from artifacts.manifest import Summary
 from artifacts.parquet import BackgroundWriter, with_metadata
-from tasks.batches import BatchesParams
+from tasks.batches import BatchesParams, epoch_size
 
 BATCHES_OPTIONS: dict[str, Any] = {"compression": "lz4", "use_dictionary": False}
 
@@ -91,10 +91,22 @@ class BatchesSummary(Summary):
     epochs: int
     epochs_stored: int  # planned (one when every epoch is the same), and written when materialized
     same_every_epoch: bool
-    batches_per_epoch: list[int]  # per planned epoch
+    # Per planned epoch, listed by materialized artifacts (and every one made before the list was dropped); the
+    # others count an epoch's batches when asked (`batches_in`), so that a manifest's size is not O(epochs).
+    batches_per_epoch: list[int] = []
     rows: int  # of the planned epochs
     tokens: int
     shards: list[Shard]  # materialized only
+
+    def batches_in(self, stored: int) -> int:
+        """Batches of planned epoch `stored`."""
+        if self.batches_per_epoch:
+            return self.batches_per_epoch[stored]
+        return epoch_size(self.train_indices, self.spec, stored)[0]
+
+    def first_batch_of(self, stored: int) -> int:
+        """The number, among every stored batch, of planned epoch `stored`'s first (materialized: listed)."""
+        return sum(self.batches_per_epoch[:stored])
 
     @property
     def materialized(self) -> bool:

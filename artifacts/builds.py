@@ -23,7 +23,7 @@ from artifacts import vocab as vocab_kind
 from artifacts.model import TrainSummary
 from artifacts.store import ArtifactRef, Store, StoreError
 from artifacts.text_counts import COMPILED_MIN_BYTES, compiled_pays, count_text
-from tasks.batches import BatchesParams, check_fits, epoch_size, plan_shards, split_validation, stored_batches
+from tasks.batches import BatchesParams, check_fits, epochs_size, plan_shards, split_validation, stored_batches
 from tasks.clean import CleanedUtf8, CleanError, CleanParams, clean_stream
 from tasks.encode import EncodeParams, encode_stream
 from tasks.errors import Interrupted, ParameterError
@@ -149,8 +149,7 @@ def build_batches(build: Build, indices: ArtifactRef, params: BatchesParams) -> 
     encoded = indices_kind.EncodeSummary.of(indices)
     train_end = split_validation(encoded.rows, params.val_fraction)
     check_fits(train_end, params)
-    sizes = [epoch_size(train_end, params, epoch) for epoch in range(params.stored_epochs)]
-    rows = sum(size for _, size in sizes)
+    rows = epochs_size(train_end, params, params.stored_epochs)[1]
     tokens = build.folder / batches_kind.TOKENS_FILE
     if params.materialize:
         # The stream goes to a hidden file the shards are gathered from, gone before publishing.
@@ -169,16 +168,16 @@ def build_batches(build: Build, indices: ArtifactRef, params: BatchesParams) -> 
         epochs=params.epochs,
         epochs_stored=params.stored_epochs,
         same_every_epoch=params.same_every_epoch,
-        batches_per_epoch=[batches for batches, _ in sizes],
         rows=rows,
         tokens=rows * params.num_steps,
         shards=[],
     )
     if not params.materialize:
         return summary
-    _, plans = plan_shards(train_end, params)
+    # Materialized, every epoch's rows are written out anyway: their counts are listed, to find a batch's shard.
+    per_epoch, plans = plan_shards(train_end, params)
     shards = [batches_kind.Shard(file=batches_kind.shard_file(n), **plan) for n, plan in enumerate(plans)]
-    summary = summary.model_copy(update={"shards": shards})
+    summary = summary.model_copy(update={"shards": shards, "batches_per_epoch": per_epoch})
     common = {"stage": build.stage, **summary.model_dump(mode="json", exclude={"shards"})}
     batches = stored_batches(np.load(tokens, mmap_mode="r"), params)
     for number, shard in enumerate(shards, start=1):

@@ -16,13 +16,15 @@ from tasks.train.events import Event
 from tasks.train.job import TrainJob, TrainResult
 from tasks.train.loop import Validation, train
 from tasks.train.params import check_prefixes
+from tasks.train.schedule import total_steps
 
 
 def steps(reader: BatchReader) -> int:
     """Optimizer steps in the whole run: every stored epoch's batches (each rank steps on its rows of every one)."""
     info = reader.info
-    per_epoch = info.batches_per_epoch
-    return sum(per_epoch[0 if info.same_every_epoch else epoch] for epoch in range(info.epochs))
+    if not info.batches_per_epoch:
+        return total_steps(info.train_indices, info.spec)
+    return sum(info.batches_in(0 if info.same_every_epoch else epoch) for epoch in range(info.epochs))
 
 
 def run_job(

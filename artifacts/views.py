@@ -57,13 +57,10 @@ def batch_rows(entry: Entry, epoch: int = 0, batch: int = 0) -> list[dict[str, A
     stored = 0 if summary.same_every_epoch else epoch
     if not 0 <= epoch < summary.epochs:
         raise NoSuchBatch(f"batches {entry.key[:12]} has epochs 0 to {summary.epochs - 1}; pick one of them")
-    if not 0 <= batch < summary.batches_per_epoch[stored]:
-        raise NoSuchBatch(
-            f"epoch {epoch} of batches {entry.key[:12]} has batches 0 to {summary.batches_per_epoch[stored] - 1}; "
-            "pick one of them"
-        )
+    if not 0 <= batch < (count := summary.batches_in(stored)):
+        raise NoSuchBatch(f"epoch {epoch} of batches {entry.key[:12]} has batches 0 to {count - 1}; pick one of them")
     if summary.materialized:
-        offset = sum(summary.batches_per_epoch[:stored]) + batch
+        offset = summary.first_batch_of(stored) + batch
         shard = next(s for s in summary.shards if s.first_batch <= offset < s.first_batch + s.batches)
         rows = pq.ParquetFile(entry.path / shard.file).read_row_group(offset - shard.first_batch).to_pylist()
         return [{**r, "epoch": epoch} for r in rows]

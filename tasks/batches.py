@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler,
 from tasks.samplers import SAMPLERS, EpochPlan, Sampler, sampler_for, window_view, windows
 
 BOOK_BATCHES_PER_EPOCH = 8  # the lyrics at batch_size 32, num_steps 35, for both samplers
+# Training writes a metrics row per epoch (and plans each epoch's count with random offsets): a bound that keeps
+# both small, far above any real run (the book's is 250).
+MAX_EPOCHS = 100_000
 
 # The samplers built in, in registration order: the command line's choices and the parameter schema's.
 if TYPE_CHECKING:
@@ -32,7 +35,7 @@ class SamplerSpec(BaseModel):
     batch_size: int = Field(32, description="rows per batch")
     num_steps: int = Field(35, description="time steps per row")
     seed: int = Field(0, ge=0, description="the sampler's and the model's seed")
-    epochs: int = Field(250, description="epochs of batches (and of training)")
+    epochs: int = Field(250, le=MAX_EPOCHS, description=f"epochs of batches (and of training), {MAX_EPOCHS:,} at most")
     drop_last: bool = Field(True, description="drop a partial last batch (random sampling)")
     random_offset: bool = Field(False, description="a seeded start offset per epoch")
 
@@ -131,6 +134,19 @@ def epoch_size(n: int, spec: SamplerSpec, epoch: int) -> tuple[int, int]:
     """(batches, rows) of `epoch`, counted, not planned."""
     offset = epoch_offset(spec, epoch)
     return spec.kind.counts(n, offset)[1], spec.kind.rows(n, offset)
+
+
+def epochs_size(n: int, spec: SamplerSpec, epochs: int) -> tuple[int, int]:
+    """(batches, rows) of the first `epochs` epochs together, in constant memory: without random offsets every
+    epoch has the same counts (one count), else one count per epoch, summed as they come."""
+    if not spec.random_offset:
+        batches, rows = epoch_size(n, spec, 0)
+        return batches * epochs, rows * epochs
+    batches = rows = 0
+    for epoch in range(epochs):
+        b, r = epoch_size(n, spec, epoch)
+        batches, rows = batches + b, rows + r
+    return batches, rows
 
 
 def rows_per_batch(n: int, spec: SamplerSpec, epoch: int) -> list[int]:

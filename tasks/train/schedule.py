@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tasks.batches import SamplerSpec, epoch_size
+from tasks.batches import SamplerSpec, epochs_size
 from tasks.train.params import TrainParams
 
 # Cosine decays to a tenth of the peak rate, nanoGPT's min_lr = lr / 10 (Chinchilla's choice), not to zero.
@@ -59,6 +59,4 @@ class Schedule:
 def total_steps(train_indices: int, spec: SamplerSpec) -> int:
     """Optimizer steps in a whole run on `train_indices` indices: every epoch's batches (each rank of a DDP run
     takes its rows of every batch, so the same number)."""
-    if spec.same_every_epoch:
-        return epoch_size(train_indices, spec, 0)[0] * spec.epochs
-    return sum(epoch_size(train_indices, spec, epoch)[0] for epoch in range(spec.epochs))
+    return epochs_size(train_indices, spec, spec.epochs)[0]

@@ -37,7 +37,7 @@ def test_show_decodes_any_batch_of_either_form(store):
         assert {(r["epoch"], r["batch"]) for r in a} == {(epoch, batch)}
     schema = inspect.show(runner.store, inspect.entry(rows))["schemas"]["batches-00000.parquet"]
     assert "x: fixed_size_list<element: int32>[8]" in schema
-    last = BatchesSummary.of(stream).batches_per_epoch[2] - 1
+    last = BatchesSummary.of(stream).batches_in(2) - 1
     for ref in (stream, rows):
         with pytest.raises(NoSuchBatch, match=r"has epochs 0 to 2; pick one of them"):
             inspect.show(runner.store, inspect.entry(ref), (3, 0))

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from artifacts.batches import BatchesSummary
+from tasks.batches import BOOK_BATCHES_PER_EPOCH
 from tests.helpers import run_cli, snapshot
 
 STAGES = ["ingest", "clean", "vocab", "encode"]
@@ -123,7 +125,8 @@ def test_failures_inside_the_flow_are_one_line_and_change_nothing(cli, home, lyr
     made = json.loads(out)
     assert list(made["stages"]) == [*STAGES, "batches"]
     summary = made["stages"]["batches"]["summary"]
-    assert (summary["epochs"], summary["epochs_stored"], summary["batches_per_epoch"]) == (250, 1, [8])
+    assert (summary["epochs"], summary["epochs_stored"], summary["batches_per_epoch"]) == (250, 1, [])
+    assert BatchesSummary.model_validate(summary).batches_in(0) == BOOK_BATCHES_PER_EPOCH
     before = snapshot(home / "store")
     for args, message in [
         ([tmp_path / "missing.txt"], "no such file or directory"),

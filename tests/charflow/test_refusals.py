@@ -42,6 +42,12 @@ def sources(tmp_path, lyrics_zip):
         (["prepare", "https://example.org:port/a.txt"], 1, "not a valid URL (bad port)"),
         (["batches", LYRICS, "--seed", "-1"], 2, "seed=-1: Input should be greater than or equal to 0"),
         (["run", LYRICS, "--lr", "0"], 2, "lr=0.0: Input should be greater than 0"),
+        # Planning was O(epochs) in memory (7.4 GB at 2.5 min, still growing): the bound is the model's.
+        (
+            ["batches", LYRICS, "--epochs", "1000000000000"],
+            2,
+            "epochs=1000000000000: Input should be less than or equal to 100000",
+        ),
         (["batches", LYRICS, "--max-chars", "20"], 1, "too short for one window of num_steps=35"),
         (["run", LYRICS, "--nproc", "3", "--batch-size", "4"], 2, "--batch-size 4 does not split among --nproc 3"),
     ],

@@ -3,6 +3,7 @@
 import pytest
 
 from artifacts.batch_reader import BatchReader
+from artifacts.batches import BatchesSummary
 from artifacts.manifest import read_manifest
 from flows.batches import batches
 
@@ -11,7 +12,7 @@ from flows.batches import batches
 def test_batches_flow_on_the_lyrics(home, lyrics_zip):
     made = batches(source=str(lyrics_zip), epochs=3)
     ref = made.stages["batches"]
-    assert ref.summary["batches_per_epoch"] == [8, 8, 8]
+    assert [BatchesSummary.of(ref).batches_in(epoch) for epoch in range(3)] == [8, 8, 8]
     assert ref.summary["rows"] == 3 * 8 * 32
     assert ref.summary["tokens"] == 3 * 8 * 32 * 35
     assert ref.summary["vocab_key"] == made.stages["vocab"].key
