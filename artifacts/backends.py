@@ -8,9 +8,10 @@ from functools import cache
 from pathlib import Path
 
 from artifacts.catalog import Catalog, JsonlCatalog
-from artifacts.remote import RemoteError, RemoteStore, redact
+from artifacts.remote import RemoteError, RemoteStore
 from artifacts.remote_folder import FolderRemote
 from artifacts.remote_s3 import S3Remote
+from artifacts.secrets import redact
 from artifacts.settings import environment, on_reset, variable
 from artifacts.store import Store
 from tasks.errors import CharflowError

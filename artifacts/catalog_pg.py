@@ -25,7 +25,7 @@ from artifacts.catalog import (
     outputs_entry,
     registration,
 )
-from artifacts.remote import redact
+from artifacts.secrets import redact
 
 # pg_advisory_xact_lock's key for the catalog's writers: 'charflow' in ASCII.
 LOCK_ID = 0x63686172666C6F77
@@ -59,6 +59,13 @@ class PostgresCatalog(EntryQueries):
 
         try:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.ProgrammingError:
+            # The driver quotes the part it could not parse, which may be a piece of the password: not shown.
+            raise CatalogError(
+                f"CHARFLOW_CATALOG_URL={self.path!r} is not a connection URL libpq can parse; percent-encode the "
+                "password's special characters (# as %23, / as %2F, ? as %3F, @ as %40, a space as %20) and fix "
+                "CHARFLOW_CATALOG_URL"
+            ) from None
         except psycopg.OperationalError as exc:
             detail = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
             raise CatalogError(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from artifacts.manifest import MANIFEST_NAME, FileEntry, Manifest
 from tasks.errors import CharflowError
@@ -34,15 +33,6 @@ def blob_path(sha256: str) -> str:
 
 def manifest_path(stage: str, key: str) -> str:
     return f"{stage}/{key}/{MANIFEST_NAME}"
-
-
-def redact(url: str) -> str:
-    """A URL with its password replaced: what logs, errors and the UI may show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
 
 
 def adopted(remote: RemoteStore, manifest: Manifest, created: bool) -> Manifest:

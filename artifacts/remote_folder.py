@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from artifacts.manifest import MANIFEST_NAME, Manifest
-from artifacts.remote import RemoteError, adopted, blob_path, check_digest, manifest_path, missing_blob, redact
+from artifacts.remote import RemoteError, adopted, blob_path, check_digest, manifest_path, missing_blob
+from artifacts.secrets import redact
 
 CHUNK = 8 << 20
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from artifacts.manifest import MANIFEST_NAME, Manifest
-from artifacts.remote import BLOBS, RemoteError, adopted, blob_path, check_digest, manifest_path, missing_blob, redact
+from artifacts.remote import BLOBS, RemoteError, adopted, blob_path, check_digest, manifest_path, missing_blob
+from artifacts.secrets import redact
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config

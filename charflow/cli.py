@@ -560,28 +560,31 @@ def run_command(args: argparse.Namespace) -> int:
             drain_prefect()
 
 
+def _fail(message: str, code: int) -> int:
+    """One line on stderr, with any secret the environment holds hidden (a driver's message may quote one)."""
+    from artifacts.secrets import scrub
+
+    print(scrub(message), file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.debug or environment().debug:
             return run_command(args)
     except SettingsError as exc:
-        print(f"charflow: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(f"charflow: error: {exc}", exc.exit_code)
     try:
         return run_command(args)
     except ValidationError as exc:
-        print(f"charflow: invalid parameters: {describe_validation_error(exc)}", file=sys.stderr)
-        return 2
+        return _fail(f"charflow: invalid parameters: {describe_validation_error(exc)}", 2)
     except CharflowError as exc:
-        print(f"charflow: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(f"charflow: error: {exc}", exc.exit_code)
     except OSError as exc:  # the machine's, not charflow's: a full disk, a permission, a closed port
-        print(f"charflow: error: {exc} (charflow --debug shows where)", file=sys.stderr)
-        return 1
+        return _fail(f"charflow: error: {exc} (charflow --debug shows where)", 1)
     except KeyboardInterrupt:
-        print("charflow: stopped at once (a second Ctrl-C); run the same command again to resume", file=sys.stderr)
-        return 130
+        return _fail("charflow: stopped at once (a second Ctrl-C); run the same command again to resume", 130)
 
 
 if __name__ == "__main__":

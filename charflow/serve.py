@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from artifacts.remote import redact
+from artifacts.secrets import redact
 from charflow.children import die_with_this_process
 from tasks.errors import CharflowError
 
@@ -83,6 +83,11 @@ def check_database(url: str) -> None:
         raise ServeError(f"--database {redact(url)!r} is not postgresql+asyncpg://USER@HOST:PORT/DB; fix --database")
     try:
         psycopg.connect(url.replace("+asyncpg", "", 1), connect_timeout=10).close()
+    except psycopg.ProgrammingError:  # its message may quote a piece of the password: not shown
+        raise ServeError(
+            f"--database {redact(url)!r} is not a URL libpq can parse; percent-encode the password's special "
+            "characters (# as %23, / as %2F, ? as %3F, @ as %40) and fix --database"
+        ) from None
     except psycopg.OperationalError as exc:
         raise ServeError(
             f"cannot reach Prefect's database {redact(url)} ({str(exc).strip()[:200]}); check that it is up and fix "

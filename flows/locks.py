@@ -198,7 +198,7 @@ class PostgresLockManager(_HeldLocks):
     def _connect(self) -> object:
         import psycopg
 
-        from artifacts.remote import redact
+        from artifacts.secrets import redact
 
         host, pid, _ = me()
         try:

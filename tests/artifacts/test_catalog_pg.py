@@ -9,7 +9,7 @@ import pytest
 from artifacts import settings
 from artifacts.catalog import CatalogError
 from artifacts.catalog_pg import PostgresCatalog
-from artifacts.remote import redact
+from artifacts.secrets import redact
 from flows.pipeline import PrepareParams
 from tasks.fetch import resolve_source
 from tasks.vocab import VocabParams
