@@ -22,7 +22,7 @@ GRACE_SECONDS = 3600.0  # a run may have published an artifact and not yet recor
 class GcParams(BaseModel):
     """What `inspect gc` keeps besides what a kept version or model reaches."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     keep: int = Field(1, ge=0, description="complete versions kept per corpus")
     grace: float = Field(

@@ -27,7 +27,7 @@ PREFECT = [sys.executable, "-m", "prefect"]
 class ServeParams(BaseModel):
     """Where `charflow serve` listens and keeps Prefect's records."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     port: int = Field(4200, ge=1, le=65535, description="the server's port on 127.0.0.1")
     database: str | None = Field(

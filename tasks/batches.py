@@ -29,7 +29,7 @@ else:
 class SamplerSpec(BaseModel):
     """How to cut an index sequence into minibatches; the book's settings by default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     sampler: SamplerName = Field("random", description="the book's random or consecutive minibatches")
     batch_size: int = Field(32, description="rows per batch")

@@ -42,7 +42,7 @@ class CleanError(CharflowError, ValueError):
 class Replacement(BaseModel):
     """Replace `old` by `new`: a literal string, or (`regex`) a Python `re` pattern with `re.sub`'s template."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     old: str = Field(min_length=1)
     new: str
@@ -70,7 +70,7 @@ class Replacement(BaseModel):
 class CleanParams(BaseModel):
     """The book's cleaning by default: newlines to spaces, the first 10,000 characters."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     normalize: Literal["NFC", "NFKC"] | None = Field(None, description="Unicode normalisation (none when not given)")
     # In order, each on the output of the one before ("\r\n" before "\n").

@@ -44,7 +44,7 @@ class NoValidationSplit(ParameterError):
 class EvaluateParams(BaseModel):
     """The whole text, never truncated, scored as the model's validation scores; None: the model's own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_chars: int | None = Field(
         default=None, gt=0, description="evaluate the first N characters of the cleaned text (default: all of it)"

@@ -33,7 +33,7 @@ BOM = codecs.BOM_UTF8
 
 
 class IngestParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     errors: Literal["strict", "replace"] = Field(
         "strict", description="strict: invalid UTF-8 is an error naming the file and byte offset; replace: U+FFFD"

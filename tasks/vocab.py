@@ -16,7 +16,7 @@ BOOK_VOCAB_SIZE = 1_027  # distinct characters in the book's 10,000 cleaned char
 class VocabParams(BaseModel):
     """Order by code point (default) or by descending count with code point breaking ties."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     order: Literal["codepoint", "frequency"] = Field(
         "codepoint", description="vocabulary order: by code point, or by descending count"

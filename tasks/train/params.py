@@ -20,7 +20,7 @@ MAX_SAMPLES = 64
 
 
 class ModelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: Literal["scratch", "rnn", "gru", "lstm", "transformer"] = Field(
         "scratch",
@@ -171,7 +171,7 @@ class TrainParams(ModelParams):
 class GenerateParams(BaseModel):
     """What `generate` continues, how far and how: the book's prefix, 50 characters, greedy, by default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     prefixes: tuple[str, ...] = Field(
         ("分开",), description="prefix to continue, repeatable (the default only when no --prefix-file is given)"
