@@ -20,6 +20,7 @@ from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.errors import CharflowError, Interrupted
 from tasks.evaluate import EvaluateParams
+from tasks.fetch import NAME_RULE
 from tasks.ingest import IngestParams
 from tasks.train.device import without_torch
 from tasks.train.params import (
@@ -35,7 +36,7 @@ from tasks.vocab import VocabParams
 
 def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", help="file, folder, .zip or http(s) URL (default: the book's lyrics)")
-    parser.add_argument("--name", help="corpus name (default: from the source's file name)")
+    parser.add_argument("--name", help=f"corpus name: {NAME_RULE} (default: from the source's file name)")
     parser.add_argument("--sha256", help="expected sha256 of the source's bytes")
     options.add_model(parser, IngestParams, "ingest")
     options.add_model(parser, CleanParams, "clean")
@@ -421,7 +422,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         return
     from artifacts import backends
     from flows.pipeline import Needs, PrepareParams
-    from tasks.fetch import expand_sources
+    from tasks.fetch import Located, expand_sources
     from tasks.precheck import MOST_FILES, check_before_work
 
     backends.urls()  # a malformed store or catalog URL
@@ -429,6 +430,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         _check_evaluation(args)
         return
     params = PrepareParams.of(_prepare_settings(args))
+    if getattr(args, "name", None) is not None:
+        Located(source=args.source or "", name=args.name)  # a name `corpus@version` could never reach
     on_batches = getattr(args, "batches", None)
     if args.command in ("batches", "run", "train"):
         sampler = options.build(args, BatchesParams)

@@ -8,6 +8,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from tasks.sources import (
     DEFAULT_PATTERNS,
@@ -37,6 +38,18 @@ DEFAULT_SHA256 = "3cfedd7d174111cdad5a27eaffaa6a2432a2842cf2590a03dd8a97610ea070
 DEFAULT_SIZE = 52_607
 
 
+# A corpus name: what `corpus@version/stage` can name again. Any characters (spaces, CJK: file names' own) but
+# '@', '/', '\\' and control characters, 128 at most, not blank at either end, not '.' or '..'.
+NAME_RULE = "1 to 128 characters, none of '@', '/', '\\' or control characters, no space at either end"
+_NOT_IN_NAMES = re.compile(r"[@/\\\x00-\x1f\x7f-\x9f]")
+
+
+def check_corpus_name(name: str) -> str:
+    if not name or len(name) > 128 or name != name.strip() or name in (".", "..") or _NOT_IN_NAMES.search(name):
+        raise ValueError(f"{name!r} cannot be a corpus name ({NAME_RULE}); choose another --name")
+    return name
+
+
 class Located(BaseModel):
     """A source as asked for: where, what digest to expect, and what to call the corpus."""
 
@@ -45,6 +58,11 @@ class Located(BaseModel):
     source: str
     sha256: str | None = None
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        return None if name is None else check_corpus_name(name)
 
 
 def resolve_source(
@@ -82,12 +100,13 @@ def expand_sources(sources: list[str], patterns: tuple[str, ...] = DEFAULT_PATTE
 
 
 def corpus_name(source: str) -> str:
-    """jaychou_lyrics.txt.zip -> jaychou_lyrics; a folder keeps its name."""
+    """jaychou_lyrics.txt.zip -> jaychou_lyrics; a folder keeps its name; what a name cannot hold becomes '_'."""
     base = PurePosixPath(source.rstrip("/").split("?")[0]).name or "corpus"
     for suffix in (".zip", ".txt", ".text", ".md"):
         if base.lower().endswith(suffix):
             base = base[: -len(suffix)]
-    return base or "corpus"
+    base = _NOT_IN_NAMES.sub("_", base).strip()[:128].strip()
+    return base if base not in ("", ".", "..") else "corpus"
 
 
 def _check_digest(source: str, actual: str, expected: str | None) -> None:

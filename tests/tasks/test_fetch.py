@@ -17,6 +17,8 @@ from tasks.fetch import (
     DEFAULT_SHA256,
     DEFAULT_URL,
     DIGESTS,
+    Located,
+    check_corpus_name,
     corpus_name,
     expand_sources,
     fetch,
@@ -97,10 +99,22 @@ def test_url_not_found(tmp_path, http_root):
         ("x/poems.txt", "poems"),
         ("https://h/p/songs.zip?x=1", "songs"),
         ("lyrics/", "lyrics"),
+        # File names keep working as names (spaces, CJK); what a reference could not hold becomes '_'.
+        ("x/周杰伦 歌词.txt", "周杰伦 歌词"),
+        ("x/songs@2.txt", "songs_2"),
+        ("x/tab\there.txt", "tab_here"),
+        ("x/ .txt", "corpus"),
     ],
 )
 def test_corpus_name(source, name):
     assert corpus_name(source) == name
+    assert check_corpus_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["a/b@1", "a@b", "a\\b", " padded", "x\x00y", "..", "n" * 129, ""])
+def test_a_name_no_reference_could_reach_is_refused(name):
+    with pytest.raises(ValueError, match="cannot be a corpus name"):
+        Located(source="x.txt", name=name)
 
 
 def test_reingest_sources_expand_to_one_corpus_per_file(tmp_path):
