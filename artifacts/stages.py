@@ -116,7 +116,7 @@ STAGES = _stages(
             "artifacts.builds:text_reader",
             "artifacts.builds:build_clean",
         ),
-        libraries=(*_ARRAYS, "numba"),
+        libraries=(*_ARRAYS, "numba", "regex"),
         build=build_clean,
         view=views.text,
     ),

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.errors import CharflowError
@@ -33,6 +34,8 @@ _constants: Any = importlib.import_module("re._constants")
 
 BOOK_MAX_CHARS = 10_000
 MAX_MATCH = 1 << 20  # characters: the longest match (or unbroken run) a step may hold back
+# The most a deployment's parameters may let one scan of a user's pattern run: a worker is never tied up longer.
+MAX_REGEX_TIMEOUT = 60.0
 
 
 class CleanError(CharflowError, ValueError):
@@ -85,6 +88,14 @@ class CleanParams(BaseModel):
         gt=0,
         description="the most characters a rule's match may read from where it starts, lookahead included, and "
         "the longest run that normalising or lowercasing holds back (characters)",
+    )
+    regex_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        le=MAX_REGEX_TIMEOUT,
+        description=f"seconds a --regex rule may take on one scan of at most --max-match characters (one match "
+        f"at most), {MAX_REGEX_TIMEOUT:.0f} at most: a pattern that backtracks without end is refused, not waited for",
+        json_schema_extra={"keyed": False},  # a bound on the work, not on what it makes
     )
 
     @field_validator("replacements", mode="before")
@@ -164,7 +175,9 @@ def clean_chunks(chunks: Iterable[str], params: CleanParams) -> Iterator[str]:
         )
     for rule in params.replacements:
         if rule.regex:
-            stream = _substitute(stream, re.compile(rule.old), rule.new, params.max_match)
+            # The `regex` package: `re`'s patterns, with a time limit (`re` has none: `(a+)+b` ran for good).
+            pattern = regex.compile(rule.old)
+            stream = _substitute(stream, pattern, rule.new, params.max_match, params.regex_timeout)
         elif len(rule.old) == 1:
             stream = _replace_each(stream, rule.old, rule.new)
         else:
@@ -245,11 +258,18 @@ def _at_stable_points(
 
 
 def _substitute(
-    chunks: Iterable[str], pattern: re.Pattern[str], new: str | Callable[[re.Match[str]], str], max_match: int
+    chunks: Iterable[str],
+    pattern: Any,
+    new: str | Callable[[Any], str],
+    max_match: int,
+    timeout: float | None = None,
 ) -> Iterator[str]:
     """`pattern.sub(new, whole_text)` over chunks. Matching resumes where the whole text's scan would: after the
     last match it kept, or in text no match can start in; one character of context stays in front, so that
-    `\\b` and MULTILINE `^` see the character before."""
+    `\\b` and MULTILINE `^` see the character before. With `timeout` (a `regex` pattern), each scan (of chunks
+    cut to --max-match characters) has that many seconds."""
+    if timeout is not None:
+        chunks = _at_most(chunks, max_match)
     context, pending = "", ""
     literal = None if callable(new) or "\\" in new else new
     arrived: list[str] = []
@@ -267,7 +287,7 @@ def _substitute(
         start, end = len(context), len(text)
         limit = end if final else end - max_match
         pieces, position, resume = [], start, None
-        for match in pattern.finditer(text, start):
+        for match in _matches(pattern, text, start, timeout):
             if match.end() - match.start() > max_match:
                 raise CleanError(
                     f"regex {pattern.pattern!r} matched {match.end() - match.start():,} characters, more than "
@@ -292,6 +312,26 @@ def _substitute(
         if out := "".join(pieces):
             yield out
         context, pending = text[max(cut - 1, 0) : cut], text[cut:]
+
+
+def _at_most(chunks: Iterable[str], size: int) -> Iterator[str]:
+    for chunk in chunks:
+        for start in range(0, len(chunk), size):
+            yield chunk[start : start + size]
+
+
+def _matches(pattern: Any, text: str, start: int, timeout: float | None) -> Iterator[Any]:
+    if timeout is None:
+        yield from pattern.finditer(text, start)
+        return
+    try:
+        yield from pattern.finditer(text, start, timeout=timeout)
+    except TimeoutError:
+        raise CleanError(
+            f"regex {pattern.pattern!r} ran past --regex-timeout {timeout:g} s on {len(text) - start:,} characters "
+            "(it backtracks without end on this text); simplify the pattern, or raise --regex-timeout "
+            f"(at most {MAX_REGEX_TIMEOUT:.0f})"
+        ) from None
 
 
 def _with_end(chunks: Iterable[str]) -> Iterator[tuple[bool, str]]:

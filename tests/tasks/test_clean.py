@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from artifacts.keys import keyed_params
 from tasks.clean import (
     BOOK_MAX_CHARS,
     CleanError,
@@ -207,3 +208,20 @@ def test_a_final_sigma_across_a_chunk_boundary():
         assert "".join(clean_chunks([text[i : i + size] for i in range(0, len(text), size)], params)) == clean(
             text, params
         )
+
+
+def test_a_pattern_that_backtracks_without_end_is_refused_at_its_time_limit():
+    """Was: `(a+)+b` on 30,000 a's never ended (and ignored the first Ctrl-C)."""
+    params = CleanParams(replacements=[regex("(a+)+b", "x")], max_chars=None, regex_timeout=0.2)
+    with pytest.raises(CleanError, match=r"regex '\(a\+\)\+b' ran past --regex-timeout 0.2 s on 30,000 characters"):
+        "".join(clean_chunks(["a" * 30_000], params))
+
+
+def test_the_regex_time_limit_is_bounded_and_changes_no_key():
+    with pytest.raises(ValueError, match="less than or equal to 60"):
+        CleanParams(regex_timeout=61)
+    assert keyed_params(CleanParams(regex_timeout=5)) == keyed_params(CleanParams())
+    # The same bytes as `re` gives, scan by scan, with the limit on.
+    params = CleanParams(replacements=[regex(r"(\w)(\w*)", r"\2\1")], max_chars=None, max_match=8)
+    text = "the quick brown fox jumps over the lazy dog " * 50
+    assert "".join(clean_chunks([text[i : i + 7] for i in range(0, len(text), 7)], params)) == clean(text, params)
