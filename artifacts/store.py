@@ -196,15 +196,35 @@ class Store:
         host, pid, started = me()
         # The owner in the name: a folder left by a killed run is known as such, and removed.
         staging = self.root / ".staging" / f"{stage}-{key[:16]}@{host}@{pid}@{started or ''}@{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
+        try:
+            staging.mkdir(parents=True)
+        except OSError as exc:
+            raise self.unwritable(exc) or exc from None
         return staging
+
+    def unwritable(self, exc: OSError) -> StoreError | None:
+        """What to tell of a write the store's folder refused (read-only, immutable, a mount inside it)."""
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return StoreError(
+                f"the store folder {self.root} cannot be written ({exc.strerror}: {exc.filename}); make it writable "
+                "(a read-write mount, chattr -i, its owner) or set CHARFLOW_HOME to a folder that is"
+            )
+        if exc.errno == errno.EXDEV:
+            return StoreError(
+                f"{exc.filename} and {exc.filename2} are on different file systems (a mount inside the store "
+                f"{self.root}): publishing is a rename within one; mount the whole store folder, not a part of it"
+            )
+        return None
 
     def ref(self, manifest: Manifest, cache_hit: bool) -> ArtifactRef:
         return Entry(self.folder(manifest.stage, manifest.key), manifest).ref(cache_hit)
 
     def ensure_free(self, stage: str, needed: int) -> None:
         """Refuse to start an artifact of about `needed` bytes that the disk cannot hold."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self.unwritable(exc) or exc from None
         free = shutil.disk_usage(self.root).free
         if free < needed + DISK_MARGIN_BYTES:
             raise DiskFull(
@@ -270,6 +290,8 @@ class Store:
                 published = self._share(self.remote, published)
             return self.ref(published, cache_hit=False)
         except OSError as exc:
+            if (refused := self.unwritable(exc)) is not None:
+                raise refused from None
             # pyarrow's write errors carry the message but no errno.
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and "No space left" not in str(exc):
                 raise

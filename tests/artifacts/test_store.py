@@ -1,6 +1,7 @@
 import errno
 import multiprocessing
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from artifacts.manifest import MANIFEST_NAME, Summary, read_manifest
-from artifacts.store import DiskFull, Store
+from artifacts.store import DiskFull, Store, StoreError
 
 
 class Rows(Summary):
@@ -183,3 +184,44 @@ def test_a_hit_trusts_unchanged_files_without_reading_them_and_verify_still_read
     data.write_bytes(data.read_bytes()[:-1] + b"\0")
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert store.lookup("demo", "k" * 64) is None
+
+
+def _privileged(*command: str) -> None:
+    """A mount or chattr, which need root (and a file system that has them): the test is skipped without."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a folder immutable or a read-only mount")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"{' '.join(command)} is not possible here: {done.stderr.strip()}")
+
+
+@pytest.mark.parametrize("fault", ["immutable", "read-only mount", "mount inside the store"])
+def test_a_store_folder_that_cannot_be_written_is_named_with_the_fix(tmp_path, fault):
+    """Was a raw `Operation not permitted` / `Invalid cross-device link`, with no fix named; nothing published."""
+    store = Store(tmp_path / "store")
+    materialize(store, key="a" * 64)  # the stage's folder exists
+    undo: list[tuple[str, ...]] = []
+    if fault == "immutable":
+        target, message = store.root / "demo", "cannot be written (Operation not permitted"
+        _privileged("chattr", "+i", str(target))
+        undo.append(("chattr", "-i", str(target)))
+    elif fault == "read-only mount":
+        target, message = store.root, "cannot be written (Read-only file system"
+        _privileged("mount", "--bind", str(target), str(target))
+        undo.append(("umount", str(target)))
+        _privileged("mount", "-o", "remount,ro,bind", str(target))
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        target, message = store.root / "demo", "are on different file systems (a mount inside the store"
+        _privileged("mount", "--bind", str(elsewhere), str(target))
+        undo.append(("umount", str(target)))
+    try:
+        with pytest.raises(StoreError, match=re.escape(message)) as refused:
+            materialize(store, key="b" * 64)
+        assert "CHARFLOW_HOME" in str(refused.value) or "mount the whole store folder" in str(refused.value)
+        assert not store.folder("demo", "b" * 64).exists()
+    finally:
+        for command in reversed(undo):
+            subprocess.run(command, check=True)
+    assert store.lookup("demo", "a" * 64) is not None  # what was stored stays
