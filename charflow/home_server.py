@@ -111,8 +111,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _taken(port: int) -> bool:
+    """Whether a process listens on 127.0.0.1:`port` (bound as the server binds: a socket in TIME_WAIT is not)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _start(folder: Path, port: int | None, env: dict[str, str]) -> Record:
     """A new server for `folder`, healthy, recorded. The caller holds `server.lock`."""
+    if port and _taken(port):
+        # Prefect's server would say "already in use" and exit, while the one there answered our health
+        # checks: work pools, deployments and a worker would then land on a server of another home.
+        raise ServeError(
+            f"port {port} is in use by another process (another home's Prefect server, say); choose another "
+            "--port, or leave --port out for a free one"
+        )
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}/api"
     log_path = _file("log", folder)
@@ -140,6 +160,8 @@ def _start(folder: Path, port: int | None, env: dict[str, str]) -> Record:
     timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
     try:
         wait_healthy(url, process, timeout)
+        if process.poll() is not None:  # what answered is not ours: it took the port meanwhile
+            raise ServeError(f"the Prefect server exited with status {process.returncode}")
     except BaseException as exc:  # Ctrl-C included: a server no record names would never be stopped
         process.kill()
         process.wait()

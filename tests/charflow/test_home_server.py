@@ -157,3 +157,37 @@ def test_serve_uses_the_homes_running_server_and_keeps_it_in_use(tmp_path, corpo
         assert starts(home) == 1
     finally:
         charflow(home, "server", "stop")
+
+
+def test_serve_on_a_port_another_server_holds_is_refused_and_touches_nothing(tmp_path):
+    """Was: "Port P is already in use", then the work pool, the deployments and a worker on the server that held
+    it (another home's, whose runs then wrote into that home). Here a stand-in answers Prefect's health check."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def do_POST(self):  # noqa: N802
+            self.do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        home = tmp_path / "home"
+        served = charflow(home, "serve", "--port", str(other.server_address[1]))
+    finally:
+        other.shutdown()
+    assert served.returncode != 0
+    assert f"port {other.server_address[1]} is in use by another process" in served.stderr
+    assert "choose another --port" in served.stderr
+    assert seen == []  # not even a health check: nothing was asked of, or done to, the other server
