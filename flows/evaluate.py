@@ -20,6 +20,7 @@ from flows.pipeline import is_corpus_text, pick
 from flows.prefect_tasks import PrefectRunner
 from flows.run_page import show_parameters
 from flows.run_words import corpus_prefix, markdown_table
+from flows.run_words import text as escaped
 from tasks.evaluate import EvaluateParams
 
 EVALUATION_KEY = "evaluation"
@@ -30,10 +31,10 @@ def evaluation_markdown(made: dict[str, ArtifactRef], text: str) -> str:
     evaluation = made["evaluate"]
     summary = evaluation.summary
     unknown = summary["unknown_mapped"] + summary["unknown_skipped"]
-    how = "as <unk>" if summary["unknown_mapped"] else "skipped"
+    how = "as &lt;unk&gt;" if summary["unknown_mapped"] else "skipped"
     row = {
         "model": f"`{made['train'].key[:12]}` ({summary['checkpoint']})",
-        "text": f"{text} (clean `{made['clean'].key[:12]}`, {summary['split']})",
+        "text": f"{escaped(text)} (clean `{made['clean'].key[:12]}`, {summary['split']})",
         "characters": f"{summary['chars']:,}",
         "unknown": f"{unknown:,} {how}" if unknown else "0",
         "perplexity": f"{summary['perplexity']:.4f}",

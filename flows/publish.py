@@ -16,7 +16,7 @@ from artifacts import inspect
 from artifacts.model import CURVE_FILE, METRICS_FILE
 from artifacts.store import ArtifactRef, Store
 from artifacts.vocab import FREQUENCY_FILE
-from flows.run_words import corpus_prefix, markdown_table
+from flows.run_words import code, corpus_prefix, fenced, markdown_table, text
 
 MAX_FILES_SHOWN = 20
 MAX_SAMPLE_CHARS = 1500
@@ -74,10 +74,10 @@ def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> Publis
     entry = inspect.entry(ref)
     shown = inspect.show(store, entry)
     manifest, view = shown["manifest"], shown["view"]
-    params = [{"parameter": k, "value": shown_value(v)} for k, v in manifest["params"].items()]
+    params = [{"parameter": k, "value": text(shown_value(v))} for k, v in manifest["params"].items()]
     files = [
         {
-            "file": f"`{ref.path}/{f['name']}`",
+            "file": code(f"{ref.path}/{f['name']}"),
             "rows": "" if f["rows"] is None else f"{f['rows']:,}",
             "bytes": f"{f['size']:,}",
         }
@@ -92,7 +92,7 @@ def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> Publis
             f"Content key `{ref.key}`, created {manifest['created']}.",
             markdown_table(params) or "No parameters.",
             markdown_table(files),
-            f"```\n{sample_json(view, ref.key)}\n```",
+            fenced(sample_json(view, ref.key)),
         ]
     )
     markdown(f"{ref.stage}-summary", summary, f"{ref.stage} artifact")
@@ -114,7 +114,7 @@ def publish(store: Store, ref: ArtifactRef, corpus: str | None = None) -> Publis
             chart_markdown(ref.path / CURVE_FILE, f"perplexity per epoch, model {ref.key[:12]}"),
             "perplexity.png",
         )
-        samples = "\n".join(f"- epoch {s['epoch']}, `{s['prefix']}`: {s['text']}" for s in view["samples"])
+        samples = "\n".join(f"- epoch {s['epoch']}, {code(s['prefix'])}: {text(s['text'])}" for s in view["samples"])
         markdown("training-samples", samples or "No samples.", "greedy samples")
     return made
 

@@ -5,11 +5,37 @@ through the server's REST API (`flows/recorded.py`) says the same as a run of th
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 from typing import Any
 
 from artifacts.store import ArtifactRef
 from tasks.fetch import Located, corpus_name
+
+# Markdown's own punctuation: a backslash before any of them shows it as itself (CommonMark). Not '|': a table
+# cell's is escaped by `markdown_table`, for every cell alike.
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!~])")
+
+
+def text(value: Any) -> str:
+    """A user's string (a corpus or file name, a parameter, a sample) as literal text in markdown: HTML and
+    markdown syntax escaped, line breaks as spaces, so that nothing in it renders as markup or leaves a table."""
+    escaped = html.escape(str(value), quote=False).replace("\r", " ").replace("\n", " ")
+    return _MARKUP.sub(r"\\\1", escaped)
+
+
+def code(value: Any) -> str:
+    """An inline code span holding `value` literally, whatever backticks it holds (a fence longer than any)."""
+    value = str(value).replace("\r", " ").replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", value)), default=0) + 1)
+    pad = " " if value.startswith("`") or value.endswith("`") else ""
+    return f"{fence}{pad}{value}{pad}{fence}"
+
+
+def fenced(value: str) -> str:
+    """A code block holding `value`, which no line of it can close (a fence longer than any backtick run)."""
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", value)), default=0) + 1)
+    return f"{fence}\n{value}\n{fence}"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -62,7 +88,7 @@ def summary_markdown(title: str, stages: dict[str, ArtifactRef], links: dict[str
         }
         for stage, ref in stages.items()
     ]
-    return f"## {title}\n\n{markdown_table(rows)}"
+    return f"## {text(title)}\n\n{markdown_table(rows)}"
 
 
 SUMMARY_KEY = "run-summary"  # after the corpus prefix

@@ -140,3 +140,27 @@ def test_the_runs_own_page_names_tags_parameters_and_links_every_stage(two_versi
     assert len(linked) == len(stages) + 5  # a summary per stage, 2 vocab and 3 train extras
     for stage, ref in stages.items():
         assert f"| {stage} | `{ref.key[:12]}` |" in summary.data
+
+
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+def test_user_strings_render_as_text_in_the_ui_markdown():
+    """Was: corpus names, file names, parameters and samples went raw into the UI's markdown (the database held
+    `## prepare <script>alert(1)</script> v1`), and text could close a code fence."""
+    from artifacts.store import ArtifactRef
+    from flows.run_words import code, fenced, run_title, summary_markdown, text
+
+    assert text(f"prepare {EVIL} v1") == r"prepare &lt;img src=x onerror=alert\(1\)&gt; v1"
+    assert text("*bold* [link](http://x) # not a heading\nnext") == (
+        r"\*bold\* \[link\]\(http://x\) \# not a heading next"
+    )
+    assert code("a`b") == "``a`b``"
+    assert code("`x") == "`` `x ``"
+    assert fenced("x\n```\ny") == "````\nx\n```\ny\n````"  # the inner fence cannot close the block
+    page = summary_markdown(
+        run_title("prepare", EVIL, 1), {"ingest": ArtifactRef(stage="ingest", key="k" * 64, path=".")}, {}
+    )
+    assert "<img" not in page
+    assert "&lt;img" in page
+    assert markdown_table([{"value": text("a|b")}]).splitlines()[-1] == r"| a\|b |"
