@@ -137,6 +137,16 @@ def member_streams(fetched: Fetched, params: IngestParams) -> Iterator[tuple[str
         raise changed
 
 
+def member_label(fetched: Fetched, name: str) -> str:
+    """A member as a message names it: the path given for a file (not a downloaded copy's name), a folder's
+    member under the folder given, an archive's after it."""
+    if fetched.kind == "directory":
+        return f"{fetched.source.rstrip('/')}/{name}"
+    if fetched.kind == "zip" or is_zip(Path(fetched.path)):
+        return f"{fetched.source}: {name}"
+    return fetched.source
+
+
 def expected_bytes(fetched: Fetched, params: IngestParams) -> int:
     """About how many bytes the ingested text takes: the members' (declared) sizes."""
     path = Path(fetched.path)
@@ -154,7 +164,7 @@ def ingest_utf8(fetched: Fetched, params: IngestParams, members: list[tuple[str,
     for index, (name, blocks) in enumerate(member_streams(fetched, params)):
         separator = b"\n" if index else b""
         size = 0
-        pieces = _strict(name, blocks) if params.errors == "strict" else _replaced(blocks)
+        pieces = _strict(member_label(fetched, name), blocks) if params.errors == "strict" else _replaced(blocks)
         for piece, read in pieces:
             size += read
             if piece or separator:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.clean import CleanParams, ascii_translation
-from tasks.ingest import IngestParams, _open_zip, _replaced, _strict, _wanted_zip_members
+from tasks.ingest import IngestParams, _open_zip, _replaced, _strict, _wanted_zip_members, member_label
 from tasks.sources import Fetched, IngestError, _blocks, _read_ahead, file_identity, is_zip, sha256_file, text_files
 from tasks.vocab import add_counts
 
@@ -88,7 +88,7 @@ def count_member(fetched: Fetched, params: IngestParams, table: bytes, name: str
 
     def cleaned(blocks: Iterator[bytes]) -> Iterator[np.ndarray]:
         nonlocal read
-        pieces = _strict(name, blocks) if params.errors == "strict" else _replaced(blocks)
+        pieces = _strict(member_label(fetched, name), blocks) if params.errors == "strict" else _replaced(blocks)
         for piece, size in pieces:
             read += size
             yield np.frombuffer(piece.translate(table), dtype=np.uint8)

@@ -183,3 +183,22 @@ def test_a_source_written_to_while_read_unhashed_is_refused(tmp_path, monkeypatc
         fh.write(b"X")
     with pytest.raises(IngestError, match="the source changed while it was being read; run again"):
         list(pieces)
+
+
+def test_bad_bytes_past_the_first_look_name_the_path_given(tmp_path):
+    """Was: `charflow prepare /usr/bin/ls` (text first, binary past the 64 KB looked at up front) said "ls:
+    invalid UTF-8 ...", not the path given; a folder's member and an archive's are named under their source."""
+    (tmp_path / "bin").mkdir()
+    source = tmp_path / "bin" / "ls"
+    source.write_bytes(b"a" * 70_000 + b"\xff\xfe")
+    with zipfile.ZipFile(tmp_path / "songs.zip", "w") as archive:
+        archive.writestr("bad.txt", b"ok\xff")
+    for given, named in [
+        (source, f"{source}: invalid UTF-8 at byte offset 70000"),
+        (tmp_path / "bin", f"{tmp_path / 'bin'}/ls: invalid UTF-8 at byte offset 70000"),
+        (tmp_path / "songs.zip", f"{tmp_path / 'songs.zip'}: bad.txt: invalid UTF-8 at byte offset 2"),
+    ]:
+        fetched = fetch(str(given), tmp_path / "downloads", patterns=("*",))
+        with pytest.raises(IngestError) as refused:
+            b"".join(ingest_module.ingest_utf8(fetched, IngestParams(patterns=("*",)), []))
+        assert str(refused.value).startswith(named), str(refused.value)
