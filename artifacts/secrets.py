@@ -36,9 +36,14 @@ def redact(url: str) -> str:
     return scrub(text)
 
 
+# A URL's password inside free text (a message quoting a parameter): up to the last '@' before a space or quote.
+_URL_PASSWORD = re.compile(r"(://[^\s/:@'\"]*:)[^\s'\"]*@")
+
+
 def scrub(text: str) -> str:
-    """`text` with every secret the environment holds (SECRET_VARIABLES, and the passwords of the URLs in
-    charflow's own settings) replaced."""
+    """`text` with the password of any URL in it, and every secret the environment holds (SECRET_VARIABLES,
+    and the passwords of the URLs in charflow's own settings), replaced."""
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + HIDDEN + "@", text)
     for secret in sorted(_environment_secrets(), key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
     return text

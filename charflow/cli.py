@@ -430,8 +430,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         _check_evaluation(args)
         return
     params = PrepareParams.of(_prepare_settings(args))
-    if getattr(args, "name", None) is not None:
-        Located(source=args.source or "", name=args.name)  # a name `corpus@version` could never reach
+    # A name `corpus@version` could never reach, a URL with a password (the run's parameters would keep it).
+    Located(source=getattr(args, "source", None) or "", name=getattr(args, "name", None))
     on_batches = getattr(args, "batches", None)
     if args.command in ("batches", "run", "train"):
         sampler = options.build(args, BatchesParams)

@@ -64,6 +64,19 @@ class Located(BaseModel):
     def _name(cls, name: str | None) -> str | None:
         return None if name is None else check_corpus_name(name)
 
+    @field_validator("source")
+    @classmethod
+    def _no_credentials(cls, source: str) -> str:
+        # A flow run's parameters are stored by Prefect before charflow's code runs: a password there would
+        # be kept, shown in the UI and copied into every retry.
+        scheme, sep, rest = source.partition("://")
+        if sep and scheme.lower() in ("http", "https") and ":" in rest.partition("/")[0].rpartition("@")[0]:
+            raise ValueError(
+                "a source URL may not carry a password (it would be stored with the run's parameters, and shown); "
+                "download the corpus and pass its path"
+            )
+        return source
+
 
 def resolve_source(
     source: str | None, name: str | None = None, sha256: str | None = None, search: Sequence[Path] = ()

@@ -85,3 +85,14 @@ def test_an_unreachable_catalog_is_named_without_its_password(tmp_path, monkeypa
     assert "CHARFLOW_CATALOG_URL" in err
     assert len(err.strip().splitlines()) == 1, err
     assert password not in out + err
+
+
+def test_a_source_url_with_a_password_is_refused_without_showing_it(tmp_path, monkeypatch, capsys):
+    """Prefect keeps a run's parameters before charflow's code runs: credentials never travel as one."""
+    monkeypatch.setenv("CHARFLOW_HOME", str(tmp_path / "home"))
+    assert main(["prepare", "https://reader:s3cret-pw@example.org/c.txt"]) == 2
+    err = capsys.readouterr().err
+    assert "a source URL may not carry a password" in err
+    assert "s3cret-pw" not in err
+    assert "reader:***@example.org" in err
+    assert not (tmp_path / "home").exists()

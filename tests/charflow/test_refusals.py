@@ -42,6 +42,7 @@ def sources(tmp_path, lyrics_zip):
         (["prepare", "https://example.org:port/a.txt"], 1, "not a valid URL (bad port)"),
         (["batches", LYRICS, "--seed", "-1"], 2, "seed=-1: Input should be greater than or equal to 0"),
         (["run", LYRICS, "--lr", "0"], 2, "lr=0.0: Input should be greater than 0"),
+        (["prepare", "https://reader:s3cret@example.org/c.txt"], 2, "a source URL may not carry a password"),
         # Was accepted, and could never be named again ("no corpus 'a/b'").
         (["prepare", LYRICS, "--name", "a/b@1"], 2, "'a/b@1' cannot be a corpus name (1 to 128 characters, none of"),
         # inf was accepted (training then diverged), nan too: every parameter model takes finite numbers only.
