@@ -68,7 +68,8 @@ class Context:
         self.console = Console()
 
     def entry(self, ref: str) -> Entry:
-        return inspect.entry(resolve(self.store, self.catalog, ref))
+        # Verified: a damaged artifact is named as such (its decoding would fail with a raw traceback).
+        return inspect.entry(resolve(self.store, self.catalog, ref, verify=True))
 
     def emit(self, value: Any) -> bool:
         """Print `value` as JSON when --json was given; say whether it was."""

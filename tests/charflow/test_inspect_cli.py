@@ -118,3 +118,21 @@ def test_the_installed_command_runs_as_a_process(two_versions):
     result = run_cli("inspect", "verify", "--json", home=two_versions["home"])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"ok": True, "damaged": [], "missing": [], "leftovers": []}
+
+
+@pytest.mark.parametrize("stage", ["ingest", "vocab"])
+def test_show_of_a_damaged_artifact_names_the_damage(tmp_path, monkeypatch, capsys, lyrics_zip, stage):
+    """Was a raw UnicodeDecodeError / ArrowInvalid traceback, where verify, generate and run name the damage."""
+    from flows import home
+    from flows.pipeline import plain_runner, prepare
+    from tasks.fetch import resolve_source
+
+    monkeypatch.setenv("CHARFLOW_HOME", str(tmp_path / "home"))
+    made = prepare(plain_runner(home.store_root()), resolve_source(str(lyrics_zip), "songs"))
+    ref = made.stages[stage]
+    data = max((p for p in ref.path.iterdir() if not p.name.startswith("_")), key=lambda p: p.stat().st_size)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2] + b"\xff\xfe torn")
+    assert main(["inspect", "show", f"songs@1/{stage}"]) == 1
+    err = capsys.readouterr().err
+    damaged = f"{stage} artifact {ref.key[:12]} is missing or damaged; run the pipeline again to rebuild it"
+    assert err == f"charflow: error: {damaged}\n"
