@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from artifacts.settings import SettingsError, environment
 from charflow import options
 from charflow.serve import ServeParams
-from flows import home, interrupt
+from flows import home, interrupt, tracking
 from flows.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
@@ -118,6 +118,7 @@ def _print_trained(result: Any, as_json: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    tracking.apply(options.build(args, tracking.TrackingParams))
     sampler, training = options.build(args, BatchesParams), _training(args)
     params = _prepare_params(args)
     from flows.train import train
@@ -130,6 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.batches:
         return cmd_run(args)
     training = _training(args)
+    tracking.apply(options.build(args, tracking.TrackingParams))
     from flows.train import train_batches
 
     _print_trained_on(train_batches(batches=args.batches, **training.model_dump()), args.json)
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_prepare_options(command)
         options.add_model(command, BatchesParams, "batches")
         options.add_model(command, TrainParams, "train (defaults: the book's scratch RNN)", skip={"seed"})
+        options.add_model(command, tracking.TrackingParams, "MLflow (with MLFLOW_TRACKING_URI set)")
         command.set_defaults(func=cmd_run)
     train = commands.choices["train"]
     train.add_argument(
