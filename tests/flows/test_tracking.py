@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from artifacts import runs
+from artifacts.catalog import JsonlCatalog
 from artifacts.model import METRICS_FILE, WEIGHTS_FILE, TrainSummary
 from flows import tracking
 from flows.pipeline import PrepareParams, plain_runner, train
@@ -189,6 +190,9 @@ def test_a_new_run_is_logged_with_its_settings_metrics_and_keys_then_aliased(tra
     # The same model met again (a cache hit): recorded already, so not logged again.
     train(runner, resolve_source(str(source), corpus), PREPARE, SAMPLER, TRAINING)
     assert len(logged_runs(corpus)) == 1
+    assert runs.record_run(runner.catalog, runner.store, corpus, 1, model) is None
+    elsewhere = JsonlCatalog(tmp_path / "elsewhere")
+    assert runs.record_run(elsewhere, runner.store, corpus, 1, model) == runs.runs_of(elsewhere.entries())[0]
 
     # promote's alias: a model version whose source is the artifact, linked to the model's MLflow run.
     url = tracking.store_url(runner.store)
