@@ -118,7 +118,6 @@ def _print_trained(result: Any, as_json: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    tracking.apply(options.build(args, tracking.TrackingParams))
     sampler, training = options.build(args, BatchesParams), _training(args)
     params = _prepare_params(args)
     from flows.train import train
@@ -131,7 +130,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.batches:
         return cmd_run(args)
     training = _training(args)
-    tracking.apply(options.build(args, tracking.TrackingParams))
     from flows.train import train_batches
 
     _print_trained_on(train_batches(batches=args.batches, **training.model_dump()), args.json)
@@ -439,6 +437,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             Needs(sampler).before_any_work(params)  # --max-chars too short for one batch, say
     if args.command in ("run", "train"):
         training = _training(args)
+        tracking.apply(options.build(args, tracking.TrackingParams))  # for this process's runs
         if not on_batches:  # on stored batches: their sampler, batch size, split and steps, checked by the flow
             _check_training(training, sampler, params)
     if on_batches:

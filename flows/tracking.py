@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from artifacts.remote import redact
 from artifacts.settings import environment
+from tasks.errors import CharflowError
 
 if TYPE_CHECKING:  # the command line imports this module for its flag: nothing slow at import
     from artifacts.runs import Run
@@ -67,10 +68,21 @@ def tracking_uri() -> str | None:
     return os.environ.get(TRACKING_URI) or None
 
 
+class TrackingError(CharflowError):
+    """An MLflow setting that cannot work."""
+
+
 def apply(params: TrackingParams) -> None:
-    """The command line's setting, for the runs this process records (its flow's tasks read the environment)."""
-    if params.mlflow_log_model:
-        os.environ[LOG_MODEL] = "1"
+    """The command line's setting, for the runs this process records (its flow's tasks read the environment);
+    refused before any work where it could do nothing."""
+    if not params.mlflow_log_model:
+        return
+    if tracking_uri() is None:
+        raise TrackingError(
+            f"--mlflow-log-model uploads the model to MLflow, but {TRACKING_URI} is not set: set it to your "
+            "tracking server, or leave --mlflow-log-model out"
+        )
+    os.environ[LOG_MODEL] = "1"
 
 
 def logs_weights() -> bool:

@@ -299,3 +299,19 @@ def test_unset_a_training_command_never_imports_mlflow(songs, prefect_server, tm
     )
 
     assert done.stdout.strip().splitlines()[-1] == "exit 0 mlflow imported: False", done.stderr
+
+
+def test_mlflow_log_model_without_a_tracking_uri_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from charflow.cli import main
+
+    monkeypatch.delenv(tracking.TRACKING_URI, raising=False)
+    monkeypatch.setenv("CHARFLOW_HOME", str(tmp_path / "home"))
+
+    assert main(["train", "--mlflow-log-model"]) == 1
+
+    assert capsys.readouterr().err == (
+        "charflow: error: --mlflow-log-model uploads the model to MLflow, but MLFLOW_TRACKING_URI is not set: set it "
+        "to your tracking server, or leave --mlflow-log-model out\n"
+    )
+    assert not (tmp_path / "home").exists()
+    assert tracking.LOG_MODEL not in os.environ
