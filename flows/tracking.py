@@ -37,7 +37,7 @@ LOG_MODEL = "CHARFLOW_MLFLOW_LOG_MODEL"
 # The per-epoch columns of metrics.parquet logged as MLflow metrics, the epoch as their step.
 EPOCH_METRICS = ("perplexity", "val_perplexity", "tokens_per_s", "grad_norm")
 # MLflow's limits for one log_batch request.
-BATCH_METRICS, BATCH_PARAMS, BATCH_TAGS = 1000, 100, 100
+BATCH_METRICS, BATCH_PARAMS = 1000, 100
 # MLflow's client retries an unreachable server for about four minutes by default (7 retries, backoff factor 2):
 # a training that has finished would wait that long to say so. These apply where the user has set none.
 CLIENT_DEFAULTS = {
