@@ -110,20 +110,25 @@ def run_entry(entries: list[Entry], run: Run) -> Entry | None:
     return {"event": "run", **stamped.model_dump(mode="json")}
 
 
-def record_run(catalog: Catalog, store: Store, corpus: str, version: int, model: ArtifactRef) -> None:
-    """Record `model` as a run of corpus@version unless it is already (a cache hit costs one catalog read)."""
+def record_run(catalog: Catalog, store: Store, corpus: str, version: int, model: ArtifactRef) -> Run | None:
+    """Record `model` as a run of corpus@version unless it is already (a cache hit costs one catalog read): the
+    run this call recorded, None when it was recorded already (by another writer too), so that what follows a
+    first recording (MLflow's copy) happens once per model."""
     if recorded(catalog.entries(), model.key):
-        return
+        return None
     batches = store.lookup("batches", TrainSummary.of(model).batches_key)
     run = run_of(model, corpus, version, batches)
-    catalog.append(lambda entries: run_entry(entries, run))
+    entry = catalog.append(lambda entries: run_entry(entries, run))
+    return None if entry is None else Run.model_validate({k: v for k, v in entry.items() if k != "event"})
 
 
-def record(catalog: Catalog, store: Store, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
-    """What a pipeline records of a run's outputs: the keys against the corpus version, and a model as a run."""
+def record(catalog: Catalog, store: Store, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> Run | None:
+    """What a pipeline records of a run's outputs: the keys against the corpus version, and a model as a run
+    (the run, where this call recorded it: see record_run)."""
     catalog.record_outputs(corpus, version, {stage: ref.key for stage, ref in outputs.items()})
     if "train" in outputs:
-        record_run(catalog, store, corpus, version, outputs["train"])
+        return record_run(catalog, store, corpus, version, outputs["train"])
+    return None
 
 
 def version_of(entries: list[Entry], key: str) -> tuple[str, int] | None:

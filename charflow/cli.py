@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from artifacts.settings import SettingsError, environment
 from charflow import options
 from charflow.serve import ServeParams
-from flows import home, interrupt
+from flows import home, interrupt, tracking
 from flows.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
@@ -333,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_prepare_options(command)
         options.add_model(command, BatchesParams, "batches")
         options.add_model(command, TrainParams, "train (defaults: the book's scratch RNN)", skip={"seed"})
+        options.add_model(command, tracking.TrackingParams, "MLflow (with MLFLOW_TRACKING_URI set)")
         command.set_defaults(func=cmd_run)
     train = commands.choices["train"]
     train.add_argument(
@@ -439,6 +440,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             Needs(sampler).before_any_work(params)  # --max-chars too short for one batch, say
     if args.command in ("run", "train"):
         training = _training(args)
+        tracking.apply(options.build(args, tracking.TrackingParams))  # for this process's runs
         if not on_batches:  # on stored batches: their sampler, batch size, split and steps, checked by the flow
             _check_training(training, sampler, params)
     if on_batches:

@@ -25,6 +25,7 @@ from artifacts.stages import STAGES, run_stage
 from artifacts.store import ArtifactRef, Store
 from artifacts.text import TextSummary
 from artifacts.vocab import read_vocab
+from flows import tracking
 from flows.ddp import check_processes, launch
 from tasks.batches import BatchesParams, check_fits, split_validation
 from tasks.clean import CleanParams
@@ -257,7 +258,8 @@ class PlainRunner:
         return self.catalog.register(corpus, fetched.sha256, fetched.size, fetched.source, ingested.key)
 
     def record(self, corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> None:
-        runs.record(self.catalog, self.store, corpus, version, outputs)
+        run = runs.record(self.catalog, self.store, corpus, version, outputs)
+        tracking.log_run(run, outputs.get("train"), self.store)  # MLflow's copy: once, as the run is recorded
 
     def find(self, ref: str, stage: str) -> ArtifactRef:
         return resolve(self.store, self.catalog, ref, stage, verify=True)

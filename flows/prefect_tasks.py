@@ -16,7 +16,7 @@ from artifacts.catalog import Catalog, CorpusVersion
 from artifacts.refs import resolve
 from artifacts.stages import STAGES, Stage, run_stage
 from artifacts.store import ArtifactRef, Store
-from flows import cluster, compute, home, interrupt
+from flows import cluster, compute, home, interrupt, tracking
 from flows.cache import content_key_policy
 from flows.ddp import launch
 from flows.pipeline import PrepareParams, vocab_key
@@ -114,7 +114,8 @@ def record_task(corpus: str, version: int, outputs: dict[str, ArtifactRef]) -> N
     store = _store()
     if "train" in outputs:  # its metrics are read: on this machine (made on another Dask worker, perhaps)
         outputs = {**outputs, "train": store.local(outputs["train"])}
-    runs.record(_catalog(), store, corpus, version, outputs)
+    run = runs.record(_catalog(), store, corpus, version, outputs)
+    tracking.log_run(run, outputs.get("train"), store, get_run_logger().warning)  # once, as the run is recorded
 
 
 @task(name="recorded-in", cache_policy=NO_CACHE)
