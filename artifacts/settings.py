@@ -56,6 +56,11 @@ class Settings(BaseModel):
         description="seconds the home's Prefect server keeps running with no command and no `charflow serve` "
         "using it (0: it stops with the last command that used it)",
     )
+    mlflow_log_model: bool = Field(
+        False,
+        description="1: with MLFLOW_TRACKING_URI set, each model's weights are uploaded to MLflow too (what "
+        "`--mlflow-log-model` sets for a command and its flow's tasks)",
+    )
     debug: bool = Field(False, description="1: show the traceback of a failure")
 
     @field_validator("data_path", mode="before")

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from artifacts.remote import redact
-from artifacts.settings import environment
+from artifacts.secrets import redact
+from artifacts.settings import environment, variable
 from tasks.errors import CharflowError
 
 if TYPE_CHECKING:  # the command line imports this module for its flag: nothing slow at import
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the command line imports this module for its flag: nothing 
 TRACKING_URI = "MLFLOW_TRACKING_URI"
 # Beside MLFLOW_TRACKING_URI, where MLflow is configured: read by whichever process records the run (a deployment's
 # worker, a Dask worker), which a command-line flag alone would not reach.
-LOG_MODEL = "CHARFLOW_MLFLOW_LOG_MODEL"
+LOG_MODEL = variable("mlflow_log_model")
 # The per-epoch columns of metrics.parquet logged as MLflow metrics, the epoch as their step.
 EPOCH_METRICS = ("perplexity", "val_perplexity", "tokens_per_s", "grad_norm")
 # MLflow's limits for one log_batch request.
@@ -86,7 +86,7 @@ def apply(params: TrackingParams) -> None:
 
 
 def logs_weights() -> bool:
-    return os.environ.get(LOG_MODEL, "").strip().lower() in ("1", "true", "yes", "on")
+    return environment().mlflow_log_model
 
 
 def registered_name(corpus: str) -> str:
@@ -216,8 +216,8 @@ MLFLOW_PATHS = ("/api/2.0/mlflow", "/api/3.0/mlflow", "/ajax-api/", "/api/2.0/ml
 
 
 def _client() -> Any:
-    for variable, value in CLIENT_DEFAULTS.items():
-        os.environ.setdefault(variable, value)
+    for name, value in CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     # MLflow's client prints each finished run's URL to stdout: charflow's answer (--json) is printed there.
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     pool = logging.getLogger("urllib3.connectionpool")

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.charflow-installed
-want=$(cat pyproject.toml constraints.txt constraints-mlflow-server.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -15,13 +15,6 @@ fi
 # On this project's machines `pip install torch==X` finds the CPU build on local disk; with a GPU, PyPI's build.
 .venv/bin/python -m pip install -q "$(grep '^torch==' constraints.txt)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
-# The tests' MLflow tracking server (`mlflow server`, the full mlflow package) in a venv of its own inside .venv:
-# its pyarrow<26 cannot sit beside charflow's pinned pyarrow (in content keys). charflow's client is mlflow-skinny.
-if [ ! -x .venv/mlflow-server/bin/python ]; then
-    "$PYTHON" -m venv .venv/mlflow-server
-    .venv/mlflow-server/bin/python -m pip install -q --upgrade pip
-fi
-.venv/mlflow-server/bin/python -m pip install -q -r constraints-mlflow-server.txt
 # numba compiles the UTF-8 loops of vocab and encode once and caches them (3 s): not in the first run's time.
 .venv/bin/python -c "import numpy, tasks.utf8; tasks.utf8.count_utf8([numpy.frombuffer(b'a', numpy.uint8)])"
 echo "$want" > "$stamp"

@@ -24,6 +24,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="charflow-tests-"))
 os.environ["CHARFLOW_HOME"] = str(_SESSION_HOME)
 os.environ.pop("PREFECT_API_URL", None)
+# A developer's own MLflow server is not the tests' (tests/flows/test_tracking.py starts one).
+for _name in ("MLFLOW_TRACKING_URI", "CHARFLOW_MLFLOW_LOG_MODEL"):
+    os.environ.pop(_name, None)
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # Each test's home server stops with the last command that used it, as a one-shot command's used to.

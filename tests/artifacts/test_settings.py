@@ -24,6 +24,7 @@ def test_every_field_is_read_from_its_charflow_variable(tmp_path):
         "CHARFLOW_LOCK_WAIT": "2.5",
         "CHARFLOW_CACHE_BYTES": "1024",
         "CHARFLOW_SERVER_IDLE": "30",
+        "CHARFLOW_MLFLOW_LOG_MODEL": "1",
         "CHARFLOW_DEBUG": "1",
     }
     assert sorted(given) == sorted(variable(name) for name in Settings.model_fields)
@@ -35,6 +36,7 @@ def test_every_field_is_read_from_its_charflow_variable(tmp_path):
     assert read.dask_address == "tcp://127.0.0.1:8786"
     assert read.lock_wait == 2.5
     assert read.cache_bytes == 1024
+    assert read.mlflow_log_model is True
     assert read.server_idle == 30.0
     assert read.debug is True
 

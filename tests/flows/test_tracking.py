@@ -46,14 +46,14 @@ CLI_TINY = [
 
 
 def mlflow_executable() -> Path:
-    """scripts/setup.sh's venv of the server, inside .venv (its pyarrow cannot sit beside charflow's)."""
+    """scripts/test.sh's venv of the server, inside .venv (its pyarrow cannot sit beside charflow's)."""
     return Path(sys.prefix) / "mlflow-server" / "bin" / "mlflow"
 
 
 def _start_mlflow(folder: Path) -> dict:
     executable = mlflow_executable()
     if not executable.is_file():
-        pytest.fail(f"no MLflow server at {executable}: run scripts/setup.sh, which installs it there")
+        pytest.fail(f"no MLflow server at {executable}: run scripts/test.sh, which installs it there")
     port = free_port()
     # No job runner (its pool of processes serves MLflow's GenAI features, not tracking).
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
