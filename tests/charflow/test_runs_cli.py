@@ -5,6 +5,11 @@ often the command that makes it runs (real processes)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -156,3 +161,43 @@ def test_a_model_is_one_run_however_often_it_is_made_and_one_never_recorded_is_r
     assert json.loads(third.stdout)["model"]["cache_hit"] is True
     [remade] = runs_in(home)
     assert {k: v for k, v in remade.items() if k != "recorded"} == {k: v for k, v in run.items() if k != "recorded"}
+
+
+def test_promotes_killed_at_any_point_leave_whole_runs_and_moves(two_models, home):
+    """kill -9 at a spread of moments over a promote's second or so (importing, resolving, recording the run,
+    moving the alias): the catalog holds whole entries only, a model is one run at most, every move's `from` is
+    the move before's model; promotes run to the end then record each model once."""
+    from artifacts.aliases import moves_of
+    from artifacts.catalog import JsonlCatalog
+
+    _, small, larger = two_models
+    catalog = JsonlCatalog(home / "store")
+    lines = catalog.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    catalog.path.write_text("".join(line for line in lines if json.loads(line).get("event") != "run"))
+    env = {**os.environ, "CHARFLOW_HOME": str(home)}
+
+    def promote(model):
+        command = [sys.executable, "-m", "charflow.cli", "promote", model.key, "--as", "champion"]
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def consistent():
+        entries = catalog.entries()
+        models = [e["model"] for e in entries if e.get("event") == "run"]
+        assert len(models) == len(set(models))
+        moves = moves_of(entries, "songs", "champion")
+        assert all(m.previous == before.model for before, m in zip(moves, moves[1:], strict=False))
+        assert not moves or moves[0].previous is None
+        return moves
+
+    for number, delay in enumerate([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5]):
+        proc = promote((small, larger)[number % 2])
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        consistent()
+    for model in (small, larger):
+        finished = promote(model)
+        assert finished.wait(timeout=120) == 0, finished.stderr.read().decode()
+    moves = consistent()
+    assert moves[-1].model == larger.key
+    assert sorted(e["model"] for e in catalog.entries() if e.get("event") == "run") == sorted([small.key, larger.key])
