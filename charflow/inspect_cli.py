@@ -270,18 +270,15 @@ def compare(ctx: Context) -> int:
     models = [ctx.entry(ref) for ref in ctx.args.models]
     labels = [_label(ref, found) for ref, found in zip(ctx.args.models, models, strict=True)]
     metric, rows = leaderboard.comparison(models, labels, params.metric)
-    chart = None
-    if params.chart or params.publish:
-        from artifacts.charts import comparison_chart
+    link = None
+    with tempfile.TemporaryDirectory(prefix="charflow-compare-") as scratch:
+        if params.chart or params.publish:  # matplotlib loaded only to draw
+            from artifacts.charts import comparison_chart
 
-        chart = Path(params.chart) if params.chart else Path(tempfile.mkdtemp()) / "comparison.png"
-        comparison_chart(rows, metric, chart)
-    if params.publish:
-        assert chart is not None
-        link = _publish(chart, metric, rows)
-    found = {"metric": metric, "rows": rows, "chart": str(chart) if params.chart else None}
-    if params.publish:
-        found["published"] = link
+            chart = Path(params.chart) if params.chart else Path(scratch) / "comparison.png"
+            comparison_chart(rows, metric, chart)
+            link = _publish(chart, metric, rows) if params.publish else None
+    found = {"metric": metric, "rows": rows, "chart": params.chart, "published": link}
     if ctx.emit(found):
         return 0
     epochs = sorted({r["epoch"] for r in rows})
@@ -291,7 +288,7 @@ def compare(ctx: Context) -> int:
     ctx.console.print(_table(f"{which} perplexity per epoch", ["model", *map(str, epochs)], table))
     if params.chart:
         ctx.console.print(f"chart: {params.chart}")
-    if params.publish:
+    if link:
         ctx.console.print(f"published: {link}")
     return 0
 

@@ -28,7 +28,7 @@ def comparison_markdown(chart: Path, metric: str, rows: list[dict[str, Any]]) ->
     return "\n\n".join([chart_markdown(chart, f"{which} perplexity per epoch"), markdown_table(table)])
 
 
-@flow(name="compare", log_prints=False)
+@flow(name="compare")
 def compare(chart: str, metric: str, rows: list[dict[str, Any]]) -> str:
     """Publish the comparison; its artifact's page."""
     made = create_markdown_artifact(
