@@ -164,11 +164,8 @@ def verify(ctx: Context) -> int:
             )
         if found["aliases"]:
             rows = [[x["corpus"], x["name"], x["model"][:12]] for x in found["aliases"]]
-            ctx.console.print(
-                _table(
-                    "aliases naming a model gone from the store (promote another)", ["corpus", "alias", "model"], rows
-                )
-            )
+            # Gone from the store: `corpus@NAME` fails until another model is promoted.
+            ctx.console.print(_table("aliases naming a lost model", ["corpus", "alias", "model"], rows))
         if found["leftovers"]:
             rows = [
                 [x["kind"], x["path"], _size(x["size"]), "yes" if x["abandoned"] else "no"] for x in found["leftovers"]

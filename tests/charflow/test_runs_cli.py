@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,17 @@ def test_leaderboard_promote_and_every_command_through_an_alias(two_models, cli,
         (larger.key, None, "retired"),
     ]
     assert json_of(cli, "inspect", "aliases") == []
+
+    # gc keeps an aliased model, saying so; verify fails on an alias whose model is gone.
+    assert cli("promote", small.key, "--as", "best")[0] == 0
+    kept = {k["key"]: k["why"] for k in json_of(cli, "inspect", "gc", "--grace", "0")["kept"]}
+    assert kept[small.key] == "alias songs@best"
+    shutil.rmtree(small.path)
+    code, out, _ = cli("inspect", "verify")
+    assert code == 1
+    assert "aliases naming a lost model" in out
+    code, out, _ = cli("inspect", "verify", "--json")
+    assert (code, json.loads(out)["aliases"]) == (1, [{"corpus": "songs", "name": "best", "model": small.key}])
 
 
 def runs_in(home):
