@@ -23,15 +23,8 @@ from tasks.errors import ParameterError
 SORTABLE = tuple(name for name in Run.model_fields if name not in ("params", "batches"))
 # The default checkpoint's perplexity, lowest first: the best model on top.
 DEFAULT_SORT = "checkpoint_perplexity"
-# The figures `inspect diff` sets side by side for two models: (row name, Run field).
-DELTAS = (
-    ("perplexity", "perplexity"),
-    ("val_perplexity", "val_perplexity"),
-    ("best_val_perplexity", "best_val_perplexity"),
-    ("bits_per_char", "bits_per_char"),
-    ("tokens_per_s", "tokens_per_s"),
-    ("seconds", "seconds"),
-)
+# The run fields `inspect diff` sets side by side for two models.
+DELTAS = ("perplexity", "val_perplexity", "best_val_perplexity", "bits_per_char", "tokens_per_s", "seconds")
 
 
 class RunsParams(BaseModel):
@@ -143,8 +136,8 @@ def model_run(entries: list[Entry], found: StoreEntry) -> Run:
 def metric_deltas(a: Run, b: Run) -> dict[str, dict[str, float | None]]:
     """Each figure of two models: a, b and b - a (None where either lacks it)."""
     out: dict[str, dict[str, float | None]] = {}
-    for name, field in DELTAS:
-        x, y = getattr(a, field), getattr(b, field)
+    for name in DELTAS:
+        x, y = getattr(a, name), getattr(b, name)
         out[name] = {"a": x, "b": y, "delta": None if x is None or y is None else y - x}
     return out
 
