@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from artifacts.catalog import Catalog
+from artifacts.leaderboard import metric_deltas, model_run
 from artifacts.manifest import read_manifest
 from artifacts.stages import STAGES
 from artifacts.store import ArtifactRef, Entry, Store
@@ -75,7 +76,9 @@ def _token_counts(found: Entry) -> dict[str, int]:
     return dict(zip(table.column("token").to_pylist(), table.column("count").to_pylist(), strict=True))
 
 
-def diff(a: Entry, b: Entry, limit: int = 10) -> dict[str, Any]:
+def diff(a: Entry, b: Entry, limit: int = 10, catalog: Catalog | None = None) -> dict[str, Any]:
+    """Parameters and inputs that differ; symbols added, removed and recounted (two vocabularies); each figure,
+    a, b and b - a (two models: their runs as recorded in `catalog`, else as their manifests make them)."""
     out: dict[str, Any] = {
         "stages": [a.stage, b.stage],
         "params": _changed(a.manifest.params, b.manifest.params),
@@ -92,6 +95,9 @@ def diff(a: Entry, b: Entry, limit: int = 10) -> dict[str, Any]:
             "removed": sorted(set(before) - set(after)),
             "largest_count_changes": [{"token": t, "change": c} for t, c in changes[:limit] if c],
         }
+    if a.stage == b.stage == "train":
+        entries = catalog.entries() if catalog is not None else []
+        out["metrics"] = metric_deltas(model_run(entries, a), model_run(entries, b))
     return out
 
 

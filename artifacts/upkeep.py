@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from artifacts.aliases import aliases_of
 from artifacts.catalog import Catalog
 from artifacts.manifest import MANIFEST_NAME, problems, read_manifest
 from artifacts.stages import STAGES
@@ -75,13 +76,34 @@ def verify(store: Store, catalog: Catalog) -> dict[str, Any]:
         if found:
             damaged.append({"stage": folder.parent.name, "key": folder.name, "problems": found})
     missing = missing_references(store, catalog)
-    return {"ok": not damaged and not missing, "damaged": damaged, "missing": missing, "leftovers": leftovers(store)}
+    lost = lost_aliases(store, catalog)
+    return {
+        "ok": not damaged and not missing and not lost,
+        "damaged": damaged,
+        "missing": missing,
+        "aliases": lost,
+        "leftovers": leftovers(store),
+    }
+
+
+def lost_aliases(store: Store, catalog: Catalog) -> list[dict[str, Any]]:
+    """Aliases naming a model that neither this machine's folder nor the shared store holds: `corpus@NAME/train`
+    would fail until one is promoted again."""
+    return [
+        {"corpus": corpus, "name": name, "model": model}
+        for (corpus, name), model in sorted(aliases_of(catalog.entries()).items())
+        if not store.folder("train", model).is_dir()
+        and (store.remote is None or store.remote.manifest("train", model) is None)
+    ]
 
 
 def kept(store: Store, catalog: Catalog, keep: int, grace: float) -> dict[str, str]:
-    """Key -> why it stays: in one of the `keep` latest complete versions of its corpus, a model, younger than
-    `grace` seconds, or an input of one of those."""
+    """Key -> why it stays: named by an alias, in one of the `keep` latest complete versions of its corpus, a
+    model, younger than `grace` seconds, or an input of one of those (an aliased model's vocabulary and clean
+    settings, which `evaluate` applies, among them)."""
     why: dict[str, str] = {}
+    for (corpus, name), model in sorted(aliases_of(catalog.entries()).items()):
+        why.setdefault(model, f"alias {corpus}@{name}")
     for corpus in sorted({v.corpus for v in catalog.versions()}):
         for version in catalog.complete(corpus)[-keep:] if keep > 0 else []:
             for run in catalog.outputs(corpus, version):

@@ -253,6 +253,28 @@ def _check_evaluation(args: argparse.Namespace) -> None:
         check_before_work(plan.text.located.source, plan.text.ingest)
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from artifacts import promotion
+    from artifacts.backends import open_catalog, open_store
+
+    params = options.build(args, promotion.PromoteParams)  # a bad name or combination refused before any work
+    if params.unset:
+        promotion.unset_target(args.target)
+    store, catalog = open_store(home.store_root()), open_catalog(home.store_root())
+    if params.unset:
+        print(promotion.describe(promotion.unset(catalog, args.target, params.why)))
+        return 0
+    assert params.alias is not None
+    moved, corpus, model = promotion.promote(store, catalog, args.target, params.alias, params.why)
+    if moved is None:
+        print(f"{corpus}@{params.alias} names {model[:12]} already: nothing moved")
+        return 0
+    print(promotion.describe(moved))
+    # MLflow (issue 25): the lead adds the registered-model alias here, after the move, e.g.
+    # set_registered_alias(corpus, params.alias, model) when MLFLOW_TRACKING_URI is set.
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from charflow.serve import serve
 
@@ -368,6 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     from charflow.inspect_cli import add_parser as add_inspect
 
     add_inspect(commands)
+    from artifacts.promotion import PromoteParams
+
+    promote = commands.add_parser(
+        "promote", help="name a model of its corpus (MODEL --as champion), or unset a name (CORPUS@NAME --unset)"
+    )
+    promote.add_argument(
+        "target",
+        metavar="MODEL",
+        help="the model: key, key prefix, folder or corpus@version/train; with --unset, CORPUS@NAME",
+    )
+    options.add_model(promote, PromoteParams, "promote")
+    promote.set_defaults(func=cmd_promote)
     serve = commands.add_parser("serve", help="a Prefect server, the work pool, the deployments and a worker")
     options.add_model(serve, ServeParams, "serve")
     serve.set_defaults(func=cmd_serve)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
-from artifacts import inspect, upkeep
+from artifacts import inspect, leaderboard, upkeep
 from artifacts.backends import describe, open_catalog, open_store
 from artifacts.refs import SYNTAX, resolve
 from artifacts.store import Entry
@@ -37,6 +39,12 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
     return table
 
 
+def _figure(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return ""
+    return f"{value:+,.4f}" if signed else f"{value:,.4f}"
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
@@ -58,6 +66,12 @@ class ShowParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch: tuple[int, int] | None = Field(None, description="batches: decode this batch (the first when not given)")
+
+
+class AliasesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    history: bool = Field(False, description="every move (from, to, when, why), not only where each alias is now")
 
 
 class Context:
@@ -122,11 +136,14 @@ def lineage(ctx: Context) -> int:
 
 def diff(ctx: Context) -> int:
     a, b = ctx.entry(ctx.args.a), ctx.entry(ctx.args.b)
-    found = inspect.diff(a, b)
+    found = inspect.diff(a, b, catalog=ctx.catalog)
     if ctx.emit(found):
         return 0
     rows = [[k, _json(x), _json(y)] for k, (x, y) in found["params"].items()]
     ctx.console.print(_table("parameters", ["parameter", a.key[:12], b.key[:12]], rows))
+    if metrics := found.get("metrics"):
+        rows = [[k, _figure(m["a"]), _figure(m["b"]), _figure(m["delta"], signed=True)] for k, m in metrics.items()]
+        ctx.console.print(_table("figures", ["figure", a.key[:12], b.key[:12], "b - a"], rows))
     if vocab := found.get("vocab"):
         ctx.console.print(f"added: {''.join(vocab['added'])!r}\nremoved: {''.join(vocab['removed'])!r}")
         rows = [[c["token"], f"{c['change']:+,}"] for c in vocab["largest_count_changes"]]
@@ -146,6 +163,10 @@ def verify(ctx: Context) -> int:
             ctx.console.print(
                 _table("recorded in the catalog, gone from the store", ["corpus", "version", "stage", "key"], rows)
             )
+        if found["aliases"]:
+            rows = [[x["corpus"], x["name"], x["model"][:12]] for x in found["aliases"]]
+            # Gone from the store: `corpus@NAME` fails until another model is promoted.
+            ctx.console.print(_table("aliases naming a lost model", ["corpus", "alias", "model"], rows))
         if found["leftovers"]:
             rows = [
                 [x["kind"], x["path"], _size(x["size"]), "yes" if x["abandoned"] else "no"] for x in found["leftovers"]
@@ -158,7 +179,9 @@ def verify(ctx: Context) -> int:
                 )
             )
         if found["ok"]:
-            ctx.console.print("every artifact matches its manifest, and every recorded output is in the store")
+            ctx.console.print(
+                "every artifact matches its manifest, and every recorded output and aliased model is in the store"
+            )
     return 0 if found["ok"] else 1
 
 
@@ -179,14 +202,149 @@ def gc(ctx: Context) -> int:
     return 0
 
 
+RUN_COLUMNS = ["corpus", "model", "aliases", "settings", "batches", "epochs", "train ppl", "val ppl"]
+RUN_COLUMNS += ["best val (epoch)", "bits/char", "tokens/s", "seconds", "device", "created"]
+# A leaderboard is wide: written to a file or a pipe, it is not folded to 80 columns.
+WIDE = 200
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def runs(ctx: Context) -> int:
+    params = options.build(ctx.args, leaderboard.RunsParams)
+    rows = leaderboard.leaderboard(ctx.catalog.entries(), ctx.args.corpus, params)
+    if ctx.emit(rows):
+        return 0
+    table = [
+        [
+            r["ref"],
+            r["model"][:12],
+            ", ".join(r["aliases"]),
+            f"{r['kind']} {r['hidden']}x{r['layers']} {r['optimizer']} lr={r['lr']:g}",
+            " ".join(str(v) for v in (r["sampler"], r["batch_size"], r["num_steps"]) if v is not None),
+            r["epochs"],
+            _number(r["perplexity"]),
+            _number(r["val_perplexity"]),
+            "" if r["best_epoch"] is None else f"{r['best_val_perplexity']:.3f} ({r['best_epoch']})",
+            _number(r["bits_per_char"]),
+            _number(r["tokens_per_s"], 0),
+            _number(r["seconds"], 1),
+            r["device"],
+            r["created"][:19],
+        ]
+        for r in rows
+    ]
+    order = "largest" if params.reverse else "smallest"
+    title = f"{len(rows)} runs{' of ' + ctx.args.corpus if ctx.args.corpus else ''}, {order} {params.sort} first"
+    if not ctx.console.is_terminal:
+        ctx.console.width = WIDE
+    ctx.console.print(_table(title, RUN_COLUMNS, table))
+    return 0
+
+
+def aliases(ctx: Context) -> int:
+    history = options.build(ctx.args, AliasesParams).history
+    rows = leaderboard.aliases_table(ctx.catalog.entries(), ctx.args.corpus, history)
+    if ctx.emit(rows):
+        return 0
+    if history:
+        table = [
+            [r["corpus"], r["name"], (r["from"] or "(none)")[:12], (r["to"] or "(unset)")[:12], r["when"], r["why"]]
+            for r in rows
+        ]
+        ctx.console.print(
+            _table("every alias move, oldest first", ["corpus", "alias", "from", "to", "when", "why"], table)
+        )
+    else:
+        table = [[r["corpus"], r["name"], r["model"][:12], r["since"], r["why"]] for r in rows]
+        ctx.console.print(_table("aliases", ["corpus", "alias", "model", "since", "why"], table))
+    return 0
+
+
+def compare(ctx: Context) -> int:
+    params = options.build(ctx.args, leaderboard.CompareParams)
+    models = [ctx.entry(ref) for ref in ctx.args.models]
+    labels = [_label(ref, found) for ref, found in zip(ctx.args.models, models, strict=True)]
+    metric, rows = leaderboard.comparison(models, labels, params.metric)
+    link = None
+    with tempfile.TemporaryDirectory(prefix="charflow-compare-") as scratch:
+        if params.chart or params.publish:  # matplotlib loaded only to draw
+            from artifacts.charts import comparison_chart
+
+            chart = Path(params.chart) if params.chart else Path(scratch) / "comparison.png"
+            comparison_chart(rows, metric, chart)
+            link = _publish(chart, metric, rows) if params.publish else None
+    found = {"metric": metric, "rows": rows, "chart": params.chart, "published": link}
+    if ctx.emit(found):
+        return 0
+    epochs = sorted({r["epoch"] for r in rows})
+    by = {(r["label"], r["epoch"]): r["perplexity"] for r in rows}
+    table = [[label, *(_number(by.get((label, e))) for e in epochs)] for label in labels]
+    which = "validation" if metric == "val" else "training"
+    ctx.console.print(_table(f"{which} perplexity per epoch", ["model", *map(str, epochs)], table))
+    if params.chart:
+        ctx.console.print(f"chart: {params.chart}")
+    if link:
+        ctx.console.print(f"published: {link}")
+    return 0
+
+
+def _publish(chart: Path, metric: str, rows: list[dict[str, Any]]) -> str:
+    """Published by a flow run on PREFECT_API_URL's server, else on this home's (started or reused as every
+    command that runs a flow does)."""
+    from charflow.cli import quiet_prefect_console
+    from charflow.home_server import prefect_api
+
+    home.check_home(home.charflow_home())
+    with prefect_api():
+        quiet_prefect_console()
+        from flows.compare import publish_comparison
+
+        return publish_comparison(chart, metric, rows)
+
+
+def _label(ref: str, found: Entry) -> str:
+    """A model as a legend names it: its key, and what the reference said when that was a name."""
+    return found.key[:12] if found.key.startswith(ref) else f"{ref} ({found.key[:12]})"
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[Context], int], str, list[str]]] = {
     "ls": (ls, "corpora, versions and artifacts, newest first", []),
     "show": (show, "an artifact's manifest, Parquet schemas and a decoded view", ["ref"]),
     "lineage": (lineage, "an artifact and every input behind it, down to the source", ["ref"]),
-    "diff": (diff, "what differs between two artifacts (parameters, inputs, vocabulary)", ["a", "b"]),
+    "diff": (
+        diff,
+        "what differs between two artifacts (parameters, inputs, vocabulary, a model's figures)",
+        ["a", "b"],
+    ),
+    "runs": (runs, "the leaderboard: every recorded run (of CORPUS), best first, with the aliases naming it", []),
+    "compare": (
+        compare,
+        "models' perplexity per epoch: a table, a chart (--chart), a Prefect artifact (--publish)",
+        [],
+    ),
+    "aliases": (aliases, "each alias and the model it names (--history: every move, from, to, when, why)", []),
     "verify": (verify, "re-hash every artifact, check the catalog's references, list leftovers", []),
     "gc": (gc, "delete what no kept version or model reaches, and abandoned leftovers (a dry run without --yes)", []),
 }
+
+
+# Each action's options, checked before the store is opened: bad input refused before any work.
+CHECKED: dict[str, type[BaseModel]] = {
+    "runs": leaderboard.RunsParams,
+    "compare": leaderboard.CompareParams,
+    "aliases": AliasesParams,
+    "show": ShowParams,
+    "gc": upkeep.GcParams,
+}
+
+
+def _checked(args: argparse.Namespace) -> argparse.Namespace:
+    if model := CHECKED.get(args.action):
+        options.build(args, model)
+    return args
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -201,8 +359,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, parents=[shared], help=help)
         for ref in refs:
             action.add_argument(ref, help=SYNTAX + " (jaychou@latest/vocab)")
+        if name in ("runs", "aliases"):
+            action.add_argument("corpus", nargs="?", help="only this corpus's (default: every corpus's)")
+        if name == "runs":
+            options.add_model(action, leaderboard.RunsParams, "runs")
+        if name == "aliases":
+            options.add_model(action, AliasesParams, "aliases")
+        if name == "compare":
+            action.add_argument("models", nargs="+", metavar="MODEL", help=SYNTAX + " (jaychou@champion/train)")
+            options.add_model(action, leaderboard.CompareParams, "compare")
         if name == "show":
             options.add_model(action, ShowParams, "show")
         if name == "gc":
             options.add_model(action, upkeep.GcParams, "gc")
-        action.set_defaults(func=lambda args, run=run: run(Context(args)))
+        action.set_defaults(func=lambda args, run=run: run(Context(_checked(args))))

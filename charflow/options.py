@@ -109,6 +109,9 @@ OPTIONS: dict[str, Option] = {
     # inspect
     "as_json": Option(flag="--json"),
     "batch": Option(nargs=2, metavar=("EPOCH", "BATCH")),
+    # promote, inspect compare
+    "alias": Option(flag="--as", metavar="NAME"),
+    "chart": Option(metavar="FILE"),
 }
 
 

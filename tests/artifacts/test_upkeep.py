@@ -18,7 +18,13 @@ def keys(made):
 
 def test_verify_names_damage_lost_references_and_leftovers(store):
     runner, first, second = store
-    assert upkeep.verify(runner.store, runner.catalog) == {"ok": True, "damaged": [], "missing": [], "leftovers": []}
+    assert upkeep.verify(runner.store, runner.catalog) == {
+        "ok": True,
+        "damaged": [],
+        "missing": [],
+        "aliases": [],
+        "leftovers": [],
+    }
     with first.stages["vocab"].file("vocab.parquet").open("r+b") as fh:
         fh.seek(100)
         fh.write(b"\0\0\0\0")

@@ -126,7 +126,7 @@ def same_bytes(a: dict, b: dict) -> None:
 def verify_clean(home: Path, api_url: str | None = None) -> None:
     code, out, err = charflow(home, "inspect", "verify", "--json", api_url=api_url)
     assert code == 0, err
-    assert json.loads(out) == {"ok": True, "damaged": [], "missing": [], "leftovers": []}
+    assert json.loads(out) == {"ok": True, "damaged": [], "missing": [], "aliases": [], "leftovers": []}
 
 
 @pytest.fixture(scope="module")
