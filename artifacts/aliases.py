@@ -78,10 +78,10 @@ def move_entry(entries: list[Entry], corpus: str, name: str, model: str | None, 
     is there already. Decided under the catalog's writers' lock, so two moves at once leave no gap: the second
     one's `previous` is the first one's model."""
     previous = aliases_of(entries, corpus).get((corpus, check_name(name)))
-    if previous == model:
-        return None
     if model is None and previous is None:
         raise AliasError(f"{corpus} has no alias {name!r} to unset")
+    if previous == model:
+        return None
     move = AliasMove(
         corpus=corpus,
         name=name,

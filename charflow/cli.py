@@ -262,16 +262,16 @@ def cmd_promote(args: argparse.Namespace) -> int:
         promotion.unset_target(args.target)
     store, catalog = open_store(home.store_root()), open_catalog(home.store_root())
     if params.unset:
-        print(promotion.describe(promotion.unset(catalog, args.target, params.why)))
-        return 0
-    assert params.alias is not None
-    moved, corpus, model = promotion.promote(store, catalog, args.target, params.alias, params.why)
-    if moved is None:
-        print(f"{corpus}@{params.alias} names {model[:12]} already: nothing moved")
-        return 0
+        moved = promotion.unset(catalog, args.target, params.why)
+    else:
+        assert params.alias is not None
+        moved, corpus, model = promotion.promote(store, catalog, args.target, params.alias, params.why)
+        if moved is None:
+            print(f"{corpus}@{params.alias} names {model[:12]} already: nothing moved")
+            return 0
     print(promotion.describe(moved))
-    # MLflow (issue 25): the lead adds the registered-model alias here, after the move, e.g.
-    # set_registered_alias(corpus, params.alias, model) when MLFLOW_TRACKING_URI is set.
+    # MLflow's registered-model alias follows charflow's (where MLFLOW_TRACKING_URI is set; one warning if not taken).
+    tracking.set_alias(moved.corpus, moved.name, moved.model, tracking.store_url(store), why=params.why)
     return 0
 
 

@@ -246,6 +246,16 @@ def test_the_command_line_logs_the_weights_with_mlflow_log_model_once(tracked, s
     assert again.returncode == 0, again.stderr
     assert len(logged_runs(corpus)) == 1  # recorded once, logged once
 
+    # `charflow promote` moves MLflow's registered-model alias with charflow's, and --unset removes it.
+    promoted = run_cli("promote", model["key"][:12], "--as", "champion", home=home)
+    assert promoted.returncode == 0, promoted.stderr
+    version = client().get_model_version_by_alias(tracking.registered_name(corpus), "champion")
+    assert version.source.endswith(f"/train/{model['key']}")
+    assert version.run_id == logged.info.run_id
+    unset = run_cli("promote", f"{corpus}@champion", "--unset", home=home)
+    assert unset.returncode == 0, unset.stderr
+    assert "champion" not in client().get_registered_model(tracking.registered_name(corpus)).aliases
+
 
 def test_an_unreachable_server_is_one_warning_and_the_training_stands(songs, prefect_server, tmp_path, monkeypatch):
     source, corpus = songs
