@@ -77,9 +77,11 @@ def move_entry(entries: list[Entry], corpus: str, name: str, model: str | None, 
     """The entry moving `corpus`'s alias `name` to `model` (None: unset), from wherever it is now; none when it
     is there already. Decided under the catalog's writers' lock, so two moves at once leave no gap: the second
     one's `previous` is the first one's model."""
-    previous = aliases_of(entries, corpus).get((corpus, check_name(name)))
+    now = aliases_of(entries, corpus)
+    previous = now.get((corpus, check_name(name)))
     if model is None and previous is None:
-        raise AliasError(f"{corpus} has no alias {name!r} to unset")
+        have = ", ".join(sorted(n for _, n in now)) or "none"
+        raise AliasError(f"{corpus} has no alias {name!r} to unset; its aliases: {have}")
     if previous == model:
         return None
     move = AliasMove(
