@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.publish import chart_markdown
 from flows.run_page import artifact_link
-from flows.run_words import markdown_table
+from flows.run_words import markdown_table, text
 
 COMPARISON_KEY = "model-comparison"
 
@@ -22,7 +22,7 @@ def comparison_markdown(chart: Path, metric: str, rows: list[dict[str, Any]]) ->
     epochs = sorted({r["epoch"] for r in rows})
     by = {(r["label"], r["epoch"]): r["perplexity"] for r in rows}
     table = [
-        {"model": label, **{str(e): f"{by[(label, e)]:.3f}" if (label, e) in by else "" for e in epochs}}
+        {"model": text(label), **{str(e): f"{by[(label, e)]:.3f}" if (label, e) in by else "" for e in epochs}}
         for label in dict.fromkeys(r["label"] for r in rows)
     ]
     return "\n\n".join([chart_markdown(chart, f"{which} perplexity per epoch"), markdown_table(table)])
