@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -334,8 +334,15 @@ def cmd_share(args: argparse.Namespace) -> int:
     return 1 if report["damaged"] else 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's, but a refusal is one line (its usage block aside): the command, the problem, where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="charflow", description=__doc__)
+    parser = Parser(prog="charflow", description=__doc__)
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of a failure (or set CHARFLOW_DEBUG=1)"
     )
@@ -600,10 +607,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    """One line on stderr, with any secret the environment holds hidden (a driver's message may quote one)."""
+    """One line on stderr, with any secret the environment holds hidden (a driver's message may quote one), and
+    control characters a value brought shown escaped (an escape sequence would act on the terminal)."""
     from artifacts.secrets import scrub
 
-    print(scrub(message), file=sys.stderr)
+    shown = "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in scrub(message))
+    print(shown, file=sys.stderr)
     return code
 
 

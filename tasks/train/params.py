@@ -231,8 +231,10 @@ def generate_prefixes(params: GenerateParams) -> tuple[str, ...]:
     prefixes = params.prefixes if "prefixes" in params.model_fields_set else ()
     try:
         text = params.prefix_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        if isinstance(exc, ValueError) and not isinstance(exc, UnicodeDecodeError):
+            reason = "not a path: it holds a NUL character"
         raise PrefixFileError(
             f"cannot read --prefix-file {params.prefix_file} ({reason}); give a UTF-8 text file"
         ) from None
