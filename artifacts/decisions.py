@@ -146,14 +146,23 @@ def decision_entry(entries: list[Entry], decision: Decision, again: bool) -> Ent
 
 
 def carried_out(catalog: Catalog, decision: Decision) -> AliasMove | None:
-    """The decision's move, made only while the alias still names the champion it was decided against (a move
-    made since, by hand or by another run, stands); None when there is nothing to move."""
+    """The decision's move, made unless the alias has moved since the decision was recorded (its own move made
+    already, or another by hand or by another run: that stands); None when there is nothing to move."""
     if not decision.moves:
         return None
 
     def rule(entries: list[Entry]) -> Entry | None:
-        now = aliases.aliases_of(entries, decision.corpus).get((decision.corpus, decision.alias))
-        if now != decision.champion:
+        recorded = [
+            n
+            for n, e in enumerate(entries)
+            if e.get("event") == "decision"
+            and (e["corpus"], e["version"], e["alias"], e["created"])
+            == (decision.corpus, decision.version, decision.alias, decision.created)
+        ]
+        if not recorded:
+            return None
+        later = entries[recorded[-1] + 1 :]
+        if aliases.moves_of(later, decision.corpus, decision.alias):
             return None
         return aliases.move_entry(entries, decision.corpus, decision.alias, decision.model, decision.message)
 
