@@ -77,10 +77,14 @@ def reingest(sources: list[str] | None = None, train: bool = False, **settings: 
         known = compute.call(known_version_task, corpus=located.name, sha256=fetched.sha256)
         row = {"corpus": located.name, "status": "unchanged", "source": located.source}
         # Known content is done with, unless the gate has yet to decide its version (a run killed before deciding,
-        # or --promote first given now): its model is then trained (a cache hit where it was) and decided.
+        # or --promote first given now) or is asked to decide again: its model is then trained (a cache hit where
+        # it was) and decided.
         if known is not None and (
             params.promote is None
-            or compute.call(decided_task, corpus=known.corpus, version=known.version, alias=params.promote)
+            or (
+                not params.redecide
+                and compute.call(decided_task, corpus=known.corpus, version=known.version, alias=params.promote)
+            )
         ):
             return {**row, "version": known.version, "keys": ""}
         made = _made(located, train, prepare_params, sampler, training, run_settings)

@@ -98,12 +98,30 @@ def test_reingest_promotes_then_rejects_a_worse_model(tmp_path, lyrics_text, pre
     assert f"| new | `{third['model'][:12]}` (v3) |" in decision_page
     assert f"| champion | `{v2[:12]}` (v2) |" in decision_page
 
+    # Decided again when asked, on a text of its own: ingested and cleaned as v3's corpus, every character of it.
+    (tmp_path / "held-out.txt").write_text(lyrics_text[5000:5400], encoding="utf-8")
+    eval_source = ("--eval-source", str(tmp_path / "held-out.txt"))
+    rows, _ = reingest(corpora, home, prefect_server, *GATE, "--lr", "0.01", "--redecide", *eval_source)
+    again = rows[0]["decision"]
+    assert (rows[0]["status"], again["version"], again["verdict"], again["decided_now"]) == (
+        "unchanged",
+        3,
+        "rejected",
+        True,
+    )
+    assert (again["start"], again["characters"]) == (0, again["end"] - 1)
+    assert again["text"].startswith(f"{tmp_path / 'held-out.txt'} (clean ")
+    assert again["text_key"] != third["text_key"]
+    assert again["new"]["charged"] > 0  # unseen lyrics: characters v3's vocabulary lacks
+    assert again["held"]["charged"] > 0
+
     entries = catalog.entries()
     assert aliases.aliases_of(entries) == {("songs", "champion"): v2}
     assert [m.model for m in aliases.moves_of(entries, "songs", "champion")] == [v1, v2]
     assert [(d.version, d.verdict) for d in decisions_of(entries, "songs")] == [
         (1, "first"),
         (2, "promoted"),
+        (3, "rejected"),
         (3, "rejected"),
     ]
 
