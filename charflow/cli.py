@@ -18,7 +18,7 @@ from flows import home, interrupt
 from flows.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
-from tasks.errors import CharflowError, Interrupted
+from tasks.errors import CharflowError, Interrupted, ParameterError
 from tasks.evaluate import EvaluateParams
 from tasks.gate import GateParams
 from tasks.ingest import IngestParams
@@ -168,6 +168,9 @@ def _check_reingest(args: argparse.Namespace) -> None:
 
     sampler, gate = options.build(args, BatchesParams), options.build(args, GateParams)
     check_gate(gate, args.train, sampler)
+    if not args.train and (unused := [*options.given(args, BatchesParams), *options.given(args, TrainParams)]):
+        flags = ", ".join(sorted({"--" + name.replace("_", "-") for name in unused}))
+        raise ParameterError(f"{flags} shape{'s' * (len(unused) == 1)} the training: add --train")
     if args.train:
         params = PrepareParams.of(_prepare_settings(args))
         _check_training(_training(args), sampler, params)
@@ -369,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train)
     reingest = commands.add_parser(
-        "reingest", help="prepare (or train on) every corpus among the sources that is new or changed"
+        "reingest",
+        help="prepare (or train on) every corpus among the sources that is new or changed; with --promote, move an "
+        "alias to each new version's model unless it is worse than the model the alias names (docs/gate.md)",
     )
     reingest.add_argument("sources", nargs="*", help="files, folders, .zips, globs or URLs (default: ./corpora)")
     reingest.add_argument("--train", action="store_true", help="also train a model (the book's settings)")

@@ -25,6 +25,7 @@ from tasks.clean import CleanParams
 from tasks.fetch import Located
 from tasks.gate import GateParams
 from tasks.ingest import IngestParams
+from tasks.precheck import check_before_work
 from tasks.train.params import TrainParams, check_validation
 from tasks.vocab import VocabParams
 
@@ -65,6 +66,8 @@ def reingest(sources: list[str] | None = None, train: bool = False, **settings: 
             return []
         sources = [DEFAULT_SOURCES]
     prepare_params = PrepareParams.of(settings)
+    if params.eval_source is not None:  # the text the gate compares on: there, before any work
+        check_before_work(params.eval_source, prepare_params.ingest)
     shown = {**prepare_params.flat()}
     if train:
         shown.update({**sampler.model_dump(mode="json"), **training.model_dump(mode="json")})

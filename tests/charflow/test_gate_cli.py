@@ -135,6 +135,7 @@ def test_reingest_promotes_then_rejects_a_worse_model(tmp_path, lyrics_text, pre
         (["--train", "--promote", "no way", "--val-fraction", "0.1"], "'no way' is not an alias name"),
         (["--train", "--promote", "champion", "--val-fraction", "0.1", "--tolerance", "1.5"], "tolerance=1.5: Input"),
         (["--train", "--promote", "champion", "--val-fraction", "0.1", "--tolerance", "-1"], "tolerance=-1.0: Input"),
+        (["--epochs", "3", "--hidden", "32"], "--epochs, --hidden shape the training: add --train"),
         (["--eval-source", "{tmp}/songs.txt"], "--eval-source is the text the quality gate compares models on: add"),
         (["--train", "--promote", "champion", "--eval-source", "{tmp}/missing.txt"], "missing.txt: no such file"),
     ],
