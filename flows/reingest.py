@@ -106,9 +106,8 @@ def reingest(sources: list[str] | None = None, train: bool = False, **settings: 
         message += "; " + "; ".join(
             d["message"] if d["decided_now"] else f"decided before: {d['message']}" for d in decided
         )
-    for decision in decided:
-        get_run_logger().info(decision["message"])
-    publish_table("reingest-summary", [{k: v for k, v in row.items() if k != "decision"} for row in rows], message)
+    shown_rows = [{**row, "decision": row["decision"]["verdict"]} if "decision" in row else row for row in rows]
+    publish_table("reingest-summary", shown_rows, message)
     return Completed(message=message, data=rows)
 
 
