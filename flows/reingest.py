@@ -106,7 +106,9 @@ def reingest(sources: list[str] | None = None, train: bool = False, **settings: 
         message += "; " + "; ".join(
             d["message"] if d["decided_now"] else f"decided before: {d['message']}" for d in decided
         )
-    shown_rows = [{**row, "decision": row["decision"]["verdict"]} if "decision" in row else row for row in rows]
+    shown_rows = [
+        {**row, "decision": row.get("decision", {}).get("verdict", "")} if params.promote else row for row in rows
+    ]
     publish_table("reingest-summary", shown_rows, message)
     return Completed(message=message, data=rows)
 
