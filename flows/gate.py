@@ -72,7 +72,7 @@ def compared_text(made: Prepared, gate: GateParams) -> Compared:
 
 def decision_markdown(decision: Decision, made_now: bool) -> str:
     """The decision as a person reads it: the verdict, both models' figures and samples side by side."""
-    sides = [("new", decision.new)] + ([(decision.alias, decision.held)] if decision.held is not None else [])
+    sides = [("new", decision.new)] + ([] if decision.held is None else [(decision.alias, decision.held)])
     rows = [
         {
             "": who,
@@ -84,7 +84,6 @@ def decision_markdown(decision: Decision, made_now: bool) -> str:
             "sample": side.sample.replace("\n", VISIBLE["\n"]),
         }
         for who, side in sides
-        if side is not None
     ]
     change = (
         f"Vocabulary change from {decision.alias}'s to the new model's: {decision.added:,} added"
@@ -96,7 +95,7 @@ def decision_markdown(decision: Decision, made_now: bool) -> str:
         else ""
     )
     rule = (
-        f"Both models are charged for the same {decision.characters:,} characters (every character of the text "
+        f"Each model is charged for the same {decision.characters:,} characters (every character of the text "
         f"compared but its first): -log2 of the model's probability for a character in its vocabulary, "
         f"{decision.unknown_bits:.4f} bits (log2 of the 1,114,112 Unicode code points) for one outside it. "
         f"The new model takes `{decision.alias}` when its perplexity is at most the champion's × "
