@@ -18,9 +18,10 @@ from flows import home, interrupt, tracking
 from flows.progress import artifact_line, version_line
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
-from tasks.errors import CharflowError, Interrupted
+from tasks.errors import CharflowError, Interrupted, ParameterError
 from tasks.evaluate import EvaluateParams
 from tasks.fetch import NAME_RULE
+from tasks.gate import GateParams
 from tasks.ingest import IngestParams
 from tasks.train.device import without_torch
 from tasks.train.params import (
@@ -151,10 +152,37 @@ def _print_trained_on(refs: dict[str, Any], as_json: bool) -> None:
         print(f"final perplexity {summary.perplexity:.3f} after {summary.epochs} epochs")
 
 
+def _reingest_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Every prepare, batches, train and gate option, checked by its model, flat as the flow takes them."""
+    settings = _prepare_settings(args)
+    for model in (BatchesParams, GateParams):
+        settings.update(options.build(args, model).model_dump())
+    return {**settings, **_training(args).model_dump()}
+
+
+def _check_reingest(args: argparse.Namespace) -> None:
+    """The gate's settings against the run's (--promote needs --train and held-out text), the training's against
+    its batches, and --eval-source's first bytes: before any work."""
+    from artifacts.decisions import check_gate
+    from flows.pipeline import PrepareParams
+    from tasks.precheck import check_before_work
+
+    sampler, gate = options.build(args, BatchesParams), options.build(args, GateParams)
+    check_gate(gate, args.train, sampler)
+    if not args.train and (unused := [*options.given(args, BatchesParams), *options.given(args, TrainParams)]):
+        flags = ", ".join(sorted({"--" + name.replace("_", "-") for name in unused}))
+        raise ParameterError(f"{flags} shape{'s' * (len(unused) == 1)} the training: add --train")
+    if args.train:
+        params = PrepareParams.of(_prepare_settings(args))
+        _check_training(_training(args), sampler, params)
+        if gate.eval_source is not None:
+            check_before_work(gate.eval_source, params.ingest)
+
+
 def cmd_reingest(args: argparse.Namespace) -> int:
     from flows.reingest import reingest
 
-    rows = reingest(sources=args.sources or None, train=args.train, **_prepare_settings(args))
+    rows = reingest(sources=args.sources or None, train=args.train, **_reingest_settings(args))
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -163,6 +191,11 @@ def cmd_reingest(args: argparse.Namespace) -> int:
         print(f"{row['corpus']:<24} {row['status']:<9} {version:<5} {row['source']}")
         if row["keys"]:
             print(f"  {row['keys']}")
+        if decision := row.get("decision"):
+            print(f"  {decision['message']}" + ("" if decision["decided_now"] else " (decided before)"))
+            for who, side in (("new", decision["new"]), (decision["alias"], decision["held"])):
+                if side is not None:
+                    print(f"    {who:<10} {side['model'][:12]} sample: {side['sample']!r}")
     print(f"{len(rows)} corpora looked at")
     return 0
 
@@ -370,12 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train)
     reingest = commands.add_parser(
-        "reingest", help="prepare (or train on) every corpus among the sources that is new or changed"
+        "reingest",
+        help="prepare (or train on) every corpus among the sources that is new or changed; with --promote, move an "
+        "alias to each new version's model unless it is worse than the model the alias names (docs/gate.md)",
     )
     reingest.add_argument("sources", nargs="*", help="files, folders, .zips, globs or URLs (default: ./corpora)")
     reingest.add_argument("--train", action="store_true", help="also train a model (the book's settings)")
     for model, title in ((IngestParams, "ingest"), (CleanParams, "clean"), (VocabParams, "vocab")):
         options.add_model(reingest, model, title)
+    options.add_model(reingest, BatchesParams, "batches (with --train)")
+    options.add_model(reingest, TrainParams, "train (with --train; defaults: the book's scratch RNN)", skip={"seed"})
+    options.add_model(reingest, GateParams, "quality gate (with --train --promote NAME)")
     reingest.add_argument("--json", action="store_true", help="print the rows as JSON")
     reingest.set_defaults(func=cmd_reingest)
     generate = commands.add_parser(
@@ -487,6 +525,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if on_batches:
         return
     if args.command == "reingest":
+        _check_reingest(args)
         for located in expand_sources(args.sources)[:MOST_FILES] if args.sources else []:
             check_before_work(located.source, params.ingest)
     elif args.source:

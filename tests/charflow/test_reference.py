@@ -9,6 +9,7 @@ from charflow.inspect_cli import Output, ShowParams
 from charflow.serve import ServeParams
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
+from tasks.gate import GateParams
 from tasks.ingest import IngestParams
 from tasks.train.params import GenerateParams, TrainParams
 from tasks.vocab import VocabParams
@@ -20,6 +21,7 @@ MODELS = [
     BatchesParams,
     TrainParams,
     GenerateParams,
+    GateParams,
     ServeParams,
     GcParams,
     ShowParams,

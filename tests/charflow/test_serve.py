@@ -176,6 +176,22 @@ def test_reingest_processes_only_what_is_new(served, tmp_path):
     ]
 
 
+def test_the_daily_reingest_gates_its_models(served, tmp_path, lyrics_text):
+    """The deployment's gate parameters: the first model takes the alias; the run's message and summary say so;
+    an alias with no --train is a Failed run that says why."""
+    corpora = tmp_path / "gated"
+    corpora.mkdir()
+    (corpora / "gated.txt").write_text(lyrics_text[:3000], encoding="utf-8")
+    small = ["max_chars=3000", "epochs=2", "hidden=16", "val_fraction=0.1", "pred_period=100"]
+    sources = f'sources=["{corpora}"]'
+    result, run_id = deployment_run(served, "reingest/daily", sources, "train=true", "promote=champion", *small)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert state_message(served, run_id).startswith("1 corpora looked at; champion of gated: promoted, the first ")
+    assert [(r["corpus"], r["decision"]) for r in summary_rows(served, run_id)] == [("gated", "first")]
+    result, run_id = deployment_run(served, "reingest/daily", sources, "promote=champion")
+    assert "add --train" in state_message(served, run_id)
+
+
 def test_overlapping_runs_on_one_corpus_make_one_version(served, tmp_path):
     corpora = tmp_path / "overlap"
     corpora.mkdir()

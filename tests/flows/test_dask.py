@@ -242,3 +242,22 @@ def test_a_worker_without_the_shared_backends_names_itself(tmp_path, monkeypatch
         f"the Dask worker {address} has no CHARFLOW_STORE_URL: start every worker with CHARFLOW_STORE_URL and "
         "CHARFLOW_CATALOG_URL set to the same shared store and catalog"
     )
+
+
+def test_the_quality_gate_decides_on_the_cluster(on_cluster, lyrics_zip, tmp_path):
+    """The decision is a task on a worker: it reads the models and the text from the shared store, and records
+    the decision and the alias move in the shared catalog."""
+    from artifacts import aliases
+    from artifacts.backends import open_catalog
+    from artifacts.decisions import decisions_of
+    from flows import home
+    from flows.reingest import reingest
+
+    split_lyrics(lyrics_zip, tmp_path / "corpora", parts=1, size=3000, name="gated")
+    small = {"max_chars": 3000, "epochs": 2, "hidden": 16, "val_fraction": 0.1, "pred_period": 100}
+    (row,) = reingest(sources=[str(tmp_path / "corpora")], train=True, promote="champion", **small)
+    decision = row["decision"]
+    assert (row["corpus"], row["status"], decision["verdict"], decision["moved"]) == ("gated0", "new", "first", True)
+    entries = open_catalog(home.store_root()).entries()
+    assert aliases.aliases_of(entries, "gated0") == {("gated0", "champion"): decision["model"]}
+    assert [d.verdict for d in decisions_of(entries, "gated0")] == ["first"]

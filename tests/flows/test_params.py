@@ -17,6 +17,7 @@ from flows.train import train, train_batches
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.evaluate import EvaluateParams
+from tasks.gate import GateParams
 from tasks.ingest import IngestParams
 from tasks.train.params import TrainParams
 from tasks.vocab import VocabParams
@@ -27,7 +28,7 @@ FLOWS = {
     batches: (["source", "name", "sha256"], (*PREPARE, BatchesParams)),
     train: (["source", "name", "sha256"], (*PREPARE, BatchesParams, TrainParams)),
     train_batches: (["batches"], (TrainParams,)),
-    reingest: (["sources", "train"], PREPARE),
+    reingest: (["sources", "train"], (*PREPARE, BatchesParams, TrainParams, GateParams)),
     evaluate: (["model", "text"], (EvaluateParams,)),
 }
 
