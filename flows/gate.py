@@ -21,7 +21,7 @@ from flows import cluster, compute, home
 from flows.pipeline import Prepared, SourceText, plan_evaluation
 from flows.prefect_tasks import PrefectRunner
 from flows.publish import VISIBLE, visible
-from flows.run_words import corpus_prefix, markdown_table
+from flows.run_words import code, corpus_prefix, markdown_table, text
 from tasks.evaluate import EvaluateParams, evaluated_range
 from tasks.gate import GateParams
 
@@ -81,15 +81,15 @@ def decision_markdown(decision: Decision, made_now: bool) -> str:
             "charged unknown": f"{side.charged:,}",
             "bits per char": f"{side.bits_per_char:.4f}",
             "perplexity": f"{side.perplexity:.4f}",
-            "sample": side.sample.replace("\n", VISIBLE["\n"]),
+            "sample": text(side.sample.replace("\n", VISIBLE["\n"])),
         }
         for who, side in sides
     ]
     change = (
         f"Vocabulary change from {decision.alias}'s to the new model's: {decision.added:,} added"
-        + (f" ({' '.join(map(visible, decision.added_shown))})" if decision.added_shown else "")
+        + (f" ({text(' '.join(map(visible, decision.added_shown)))})" if decision.added_shown else "")
         + f", {decision.removed:,} removed"
-        + (f" ({' '.join(map(visible, decision.removed_shown))})" if decision.removed_shown else "")
+        + (f" ({text(' '.join(map(visible, decision.removed_shown)))})" if decision.removed_shown else "")
         + "."
         if decision.held is not None
         else ""
@@ -101,11 +101,11 @@ def decision_markdown(decision: Decision, made_now: bool) -> str:
         f"The new model takes `{decision.alias}` when its perplexity is at most the champion's × "
         f"(1 + {decision.tolerance:g})."
     )
-    samples = f"Samples: prefix `{decision.prefix}`, seed {decision.seed}, temperature {decision.temperature:g}."
-    title = f"## {decision.verdict}: {decision.corpus} v{decision.version}, `{decision.alias}`"
+    samples = f"Samples: prefix {code(decision.prefix)}, seed {decision.seed}, temperature {decision.temperature:g}."
+    title = f"## {decision.verdict}: {text(decision.corpus)} v{decision.version}, `{decision.alias}`"
     earlier = "" if made_now else f"\n\nDecided before, at {decision.created}: not decided again."
     return "\n\n".join(
-        part for part in [title + earlier, decision.message, markdown_table(rows), change, rule, samples] if part
+        part for part in [title + earlier, text(decision.message), markdown_table(rows), change, rule, samples] if part
     )
 
 

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.fetch import Located
 
 # The charge for a character a model cannot encode: a uniform choice among every Unicode code point.
 CODE_POINTS = 0x110000
@@ -61,6 +63,12 @@ class GateParams(BaseModel):
     redecide: bool = Field(
         False, description="decide again for a version decided already (by default a version is decided once)"
     )
+
+    @field_validator("eval_source")
+    @classmethod
+    def _no_credentials(cls, source: str | None) -> str | None:
+        """A flow parameter: refused where it carries a password, as a source is (tasks.fetch.Located)."""
+        return None if source is None else Located(source=source).source
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def test_every_setting_says_what_it_means_once_in_its_model(model):
 
 def test_the_reference_shows_an_option_its_default_and_its_help():
     text = reference.render()
-    assert "| `--epochs EPOCHS` | epochs of batches (and of training) (default: 250) |" in text
+    assert "| `--epochs EPOCHS` | epochs of batches (and of training), 100,000 at most (default: 250) |" in text
     sampler = "| `--sampler {random,consecutive}` | the book's random or consecutive minibatches (default: 'random') |"
     assert sampler in text
     assert "| `CHARFLOW_LOCK_WAIT` | `1800.0` | seconds a run waits for a stage another run is building |" in text
