@@ -3,6 +3,10 @@ steps as tasks, and the runner that makes the pipeline a Prefect flow's work."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -49,11 +53,53 @@ def _here(store: Store, value: Any, params: BaseModel) -> Any:
     return value
 
 
+def share_cores(hints: dict[str, Any] | None, log: Callable[[str], None]) -> None:
+    """Runs trained at once (a sweep's hint "runs_at_once", never keyed) share this machine's cores: each sets its
+    thread's torch threads to its share (on a Dask worker, of those of its task slots that may train at once)."""
+    at_once = (hints or {}).get("runs_at_once")
+    if not at_once:
+        return
+    import torch
+
+    from tasks.sweep import threads_per_run
+
+    if "distributed" in sys.modules:
+        from distributed import get_worker
+
+        with contextlib.suppress(ValueError):  # ValueError: not on a worker
+            at_once = min(at_once, get_worker().state.nthreads)
+    torch.set_num_threads(threads_per_run(at_once))
+    log(f"torch threads {torch.get_num_threads()}: {at_once} runs at once on {len(os.sched_getaffinity(0))} cores")
+    _curves_one_at_a_time()
+
+
+_DRAWING = threading.Lock()
+
+
+def _curves_one_at_a_time() -> None:
+    """matplotlib is not thread-safe (its tick labels' text parser fails when two threads lay out at once): runs
+    trained at once in one process draw their perplexity charts one at a time. Wrapped here, not in
+    artifacts/model.py, whose code is part of the train stage's key."""
+    from artifacts import model
+
+    if getattr(model.perplexity_curve, "one_at_a_time", False):
+        return
+    drawn = model.perplexity_curve
+
+    def locked(*args: Any, **kwargs: Any) -> None:
+        with _DRAWING:
+            drawn(*args, **kwargs)
+
+    locked.one_at_a_time = True  # type: ignore[attr-defined]
+    model.perplexity_curve = locked
+
+
 def _stage_task(stage: Stage) -> Task:
     def run(inputs: dict[str, Any], params: BaseModel, hints: dict[str, Any] | None = None) -> ArtifactRef:
         logger = get_run_logger()
         presenter = Presenter(logger.info, warn=logger.warning)
         store = _store()
+        share_cores(hints, logger.info)
         try:
             inputs = {name: _here(store, value, params) for name, value in inputs.items()}
             with interrupt.handled():

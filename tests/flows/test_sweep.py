@@ -1,0 +1,95 @@
+"""The sweep flow under Prefect: one prepare, the batches once per batches setting, every combination of the grid
+trained (a bounded number at once) and recorded as a run, a leaderboard artifact linking each; a repeat is all
+cache hits; a run that fails fails alone. On the 2-worker Dask cluster: 4 runs, 2 at once."""
+
+import pytest
+
+from artifacts import runs
+from artifacts.backends import open_catalog
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+# A run in a few seconds on a loaded 2-core machine: 2,000 characters, 2 epochs of 7 batches, 16 or 32 units.
+SMALL = {
+    "max_chars": 2000,
+    "epochs": 2,
+    "batch_size": 8,
+    "num_steps": 16,
+    "model": "rnn",
+    "optimizer": "adam",
+    "lr": 0.01,
+    "pred_period": 1,
+    "pred_chars": 5,
+}
+
+
+def flow_run_of(state):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        artifacts = {a.key: a for a in client.read_artifacts() if a.flow_run_id == run.id}
+        task_runs = client.read_task_runs()
+    return run, artifacts, [t for t in task_runs if t.flow_run_id == run.id]
+
+
+def test_a_sweep_trains_each_combination_once_records_it_and_a_repeat_is_all_cache_hits(home, lyrics_zip):
+    from flows.sweep import sweep
+
+    grid = ["hidden=16,32", "seed=0,1"]
+    state = sweep(source=str(lyrics_zip), grid=grid, max_parallel=2, return_state=True, **SMALL)
+    rows = state.result()
+    assert [(r["run"], r["hidden"], r["seed"], r["status"]) for r in rows] == [
+        (1, 16, 0, "trained"),
+        (2, 16, 1, "trained"),
+        (3, 32, 0, "trained"),
+        (4, 32, 1, "trained"),
+    ]
+    assert len({r["model"] for r in rows}) == 4
+    # One batches artifact per distinct batches setting: the seed is one, the hidden size is not.
+    assert rows[0]["batches"] == rows[2]["batches"] != rows[1]["batches"] == rows[3]["batches"]
+    recorded = runs.runs_of(open_catalog(home / "store").entries(), "jaychou_lyrics")
+    assert sorted(r.model for r in recorded) == sorted(r["model"] for r in rows)
+    by_model = {r.model: r for r in recorded}
+    for row in rows:
+        assert by_model[row["model"]].perplexity == row["perplexity"]
+        assert by_model[row["model"]].params["hidden"] == row["hidden"]
+    run, artifacts, task_runs = flow_run_of(state)
+    assert run.name.startswith("sweep jaychou_lyrics v1")
+    board = artifacts["jaychou-lyrics-sweep-leaderboard"].data
+    assert board.startswith("## sweep jaychou_lyrics v1: 4 runs\n\n| run | hidden | seed | status | model |")
+    best = min(rows, key=lambda r: r["checkpoint_perplexity"])
+    assert board.index(best["model"][:12]) < min(board.index(r["model"][:12]) for r in rows if r is not best)
+    for row in rows:  # each run's line links its own model's artifacts
+        assert [a["key"] for a in row["artifacts"]][:2] == ["train-summary", "training-metrics"]
+        assert row["artifacts"][0]["url"].split("/")[-1] in board
+    trains = [t for t in task_runs if "stage:train" in t.tags]
+    assert sorted(t.name for t in trains) == sorted(f"train {r['model'][:12]}" for r in rows)
+
+    again = sweep(source=str(lyrics_zip), grid=grid, max_parallel=2, **SMALL)
+    assert [(r["model"], r["status"]) for r in again] == [(r["model"], "cached") for r in rows]
+    assert [r["perplexity"] for r in again] == [r["perplexity"] for r in rows]
+    assert len(runs.runs_of(open_catalog(home / "store").entries())) == 4  # each model one run, however met
+
+
+def test_a_run_that_diverges_fails_alone_and_the_sweep_says_which(home, lyrics_zip):
+    from flows.sweep import SweepFailed, sweep
+
+    # lr 1e9 passes every check (any positive rate may do) and blows the loss up in the first epoch.
+    settings = {**SMALL, "hidden": 16, "optimizer": "sgd", "clip": None}
+    state = sweep(source=str(lyrics_zip), grid=["lr=1,1e9"], max_parallel=1, return_state=True, **settings)
+    assert state.is_failed()
+    with pytest.raises(SweepFailed) as failed:
+        state.result()
+    rows = failed.value.rows
+    assert [(r["lr"], r["status"]) for r in rows] == [(1.0, "trained"), (1e9, "failed")]
+    assert rows[1]["error"].startswith("the loss became ")
+    assert rows[1]["error"].endswith("lower the learning rate or clip gradients")
+    assert str(failed.value) == f"1 of 2 runs failed: run 2 (lr=1000000000.0): {rows[1]['error']}"
+    assert state.message.endswith(str(failed.value))
+    recorded = runs.runs_of(open_catalog(home / "store").entries())
+    assert [r.model for r in recorded] == [rows[0]["model"]]
+    _, artifacts, _ = flow_run_of(state)
+    board = artifacts["jaychou-lyrics-sweep-leaderboard"].data
+    assert board.startswith("## sweep jaychou_lyrics v1: 2 runs, 1 failed\n")
+    assert board.splitlines()[-1].startswith("| 2 | 1000000000.0 | failed |  | ")
+    assert board.splitlines()[-1].endswith(f"| {rows[1]['error']} |")
