@@ -175,14 +175,14 @@ def _sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_sweep(args: argparse.Namespace, params: Any) -> None:
     """The grid, every combination built and checked as `run` checks one, before any server starts."""
-    from tasks.sweep import GridError, parse_entry, runs, shown
+    from tasks.sweep import GridError, expand, runs, shown
 
     swept = options.build(args, SweepParams)
-    given = _sweep_settings(args)
-    for entry in swept.grid:
-        if (name := parse_entry(entry)[0]) in given:
+    given = {**options.given(args, BatchesParams), **options.given(args, TrainParams)}
+    for name, entry in zip(expand(swept.grid)[0], swept.grid, strict=True):
+        if name in given:
             raise GridError(f"{name} is both --{name.replace('_', '-')} and --grid {entry!r}; give it once")
-    for combination, sampler, training in runs(given, swept.grid):
+    for combination, sampler, training in runs(_sweep_settings(args), swept.grid):
         try:
             training = without_torch(training)
             resolve_device(training)

@@ -43,6 +43,7 @@ class SweepParams(BaseModel):
 
     grid: tuple[str, ...] = Field(
         (),
+        validate_default=True,
         description="NAME=V1,V2,...: a training or batches setting (hidden, lr, model, layers, optimizer, "
         "batch_size, num_steps, seed, ...) and its values, repeatable; every combination is one run",
     )
@@ -55,12 +56,9 @@ class SweepParams(BaseModel):
 
     @field_validator("grid")
     @classmethod
-    def _entries_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("a sweep needs at least one --grid NAME=V1,V2,... (hidden=128,256, say)")
-        names = [parse_entry(entry)[0] for entry in value]
-        if repeated := sorted({name for name in names if names.count(name) > 1}):
-            raise ValueError(f"{', '.join(repeated)} named in more than one --grid entry; give its values once")
         return value
 
 
@@ -129,6 +127,8 @@ def expand(grid: tuple[str, ...]) -> list[dict[str, Any]]:
     """Every combination of the grid's values, the first entry's slowest: [{name: value, ...}, ...]."""
     parsed = [parse_values(entry) for entry in grid]
     names = [name for name, _ in parsed]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise GridError(f"{', '.join(repeated)} named in more than one --grid entry; give its values once")
     combinations = [dict(zip(names, values, strict=True)) for values in itertools.product(*(v for _, v in parsed))]
     if len(combinations) > MAX_RUNS:
         raise GridError(f"the grid makes {len(combinations)} runs, more than {MAX_RUNS}; sweep fewer values at once")
@@ -150,7 +150,10 @@ def runs(settings: dict[str, Any], grid: tuple[str, ...]) -> list[tuple[dict[str
             sampler = BatchesParams(**{k: v for k, v in merged.items() if k in BatchesParams.model_fields})
             training = TrainParams(**{k: v for k, v in merged.items() if k in TrainParams.model_fields})
         except ValidationError as exc:
-            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}".lstrip(": ") for e in exc.errors())
+            problem = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}".lstrip(": ")
+                for e in exc.errors()
+            )
             raise GridError(f"the grid's run {shown(combination)}: {problem}") from None
         made.append((combination, sampler, training))
     return made

@@ -71,25 +71,60 @@ def test_a_sweep_trains_each_combination_once_records_it_and_a_repeat_is_all_cac
     assert len(runs.runs_of(open_catalog(home / "store").entries())) == 4  # each model one run, however met
 
 
-def test_a_run_that_diverges_fails_alone_and_the_sweep_says_which(home, lyrics_zip):
-    from flows.sweep import SweepFailed, sweep
+def most_at_once(spans) -> int:
+    """The most spans (start, end) that hold one moment in common."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    now = most = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
 
-    # lr 1e9 passes every check (any positive rate may do) and blows the loss up in the first epoch.
-    settings = {**SMALL, "hidden": 16, "optimizer": "sgd", "clip": None}
-    state = sweep(source=str(lyrics_zip), grid=["lr=1,1e9"], max_parallel=1, return_state=True, **settings)
-    assert state.is_failed()
-    with pytest.raises(SweepFailed) as failed:
-        state.result()
-    rows = failed.value.rows
-    assert [(r["lr"], r["status"]) for r in rows] == [(1.0, "trained"), (1e9, "failed")]
-    assert rows[1]["error"].startswith("the loss became ")
-    assert rows[1]["error"].endswith("lower the learning rate or clip gradients")
-    assert str(failed.value) == f"1 of 2 runs failed: run 2 (lr=1000000000.0): {rows[1]['error']}"
-    assert state.message.endswith(str(failed.value))
-    recorded = runs.runs_of(open_catalog(home / "store").entries())
-    assert [r.model for r in recorded] == [rows[0]["model"]]
-    _, artifacts, _ = flow_run_of(state)
-    board = artifacts["jaychou-lyrics-sweep-leaderboard"].data
-    assert board.startswith("## sweep jaychou_lyrics v1: 2 runs, 1 failed\n")
-    assert board.splitlines()[-1].startswith("| 2 | 1000000000.0 | failed |  | ")
-    assert board.splitlines()[-1].endswith(f"| {rows[1]['error']} |")
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@pytest.mark.slow
+def test_four_runs_two_at_once_on_the_two_worker_cluster_then_all_cache_hits(on_cluster, lyrics_zip):
+    import os
+
+    from distributed import Client
+
+    from flows.sweep import sweep
+    from tasks.sweep import threads_per_run
+
+    grid = ["hidden=16,32", "lr=0.01,0.02"]
+    state = sweep(source=str(lyrics_zip), grid=grid, max_parallel=2, return_state=True, **SMALL)
+    rows = state.result()
+    assert [(r["hidden"], r["lr"], r["status"]) for r in rows] == [
+        (16, 0.01, "trained"),
+        (16, 0.02, "trained"),
+        (32, 0.01, "trained"),
+        (32, 0.02, "trained"),
+    ]
+    _, artifacts, task_runs = flow_run_of(state)
+    trains = [t for t in task_runs if "stage:train" in t.tags]
+    assert len(trains) == 4
+    # Two at once, never more: the workers hold four task slots between them.
+    assert most_at_once([(t.start_time, t.end_time) for t in trains]) == 2
+    # Each run set its torch threads to its share of the cores, on the worker that trained it.
+    with Client(on_cluster["address"], set_as_default=False) as client:
+        names = {address: worker["name"] for address, worker in client.scheduler_info()["workers"].items()}
+        threads = client.run(torch_threads)
+    trained_on = {
+        home.name: [r["model"] for r in rows if home.joinpath("store", "train", r["model"]).is_dir()]
+        for home in on_cluster["homes"]
+    }
+    # Trained on the workers, each in its own home; the models met in the shared store and catalog.
+    assert sorted(key for keys in trained_on.values() for key in keys) == sorted(r["model"] for r in rows)
+    share = threads_per_run(2, len(os.sched_getaffinity(0)))
+    assert {names[a]: n for a, n in threads.items() if trained_on[names[a]]} == {
+        w: share for w, k in trained_on.items() if k
+    }
+    assert "jaychou-lyrics-sweep-leaderboard" in artifacts
+
+    again = sweep(source=str(lyrics_zip), grid=grid, max_parallel=2, **SMALL)
+    assert [(r["model"], r["status"]) for r in again] == [(r["model"], "cached") for r in rows]
