@@ -55,7 +55,7 @@ def _here(store: Store, value: Any, params: BaseModel) -> Any:
 
 def share_cores(hints: dict[str, Any] | None, log: Callable[[str], None]) -> None:
     """Runs trained at once (a sweep's hint "runs_at_once", never keyed) share this machine's cores: each sets its
-    thread's torch threads to its share (on a Dask worker, of those of its task slots that may train at once)."""
+    process's torch threads to its share (on a Dask worker, of those of its task slots that may train at once)."""
     at_once = (hints or {}).get("runs_at_once")
     if not at_once:
         return
@@ -70,28 +70,16 @@ def share_cores(hints: dict[str, Any] | None, log: Callable[[str], None]) -> Non
             at_once = min(at_once, get_worker().state.nthreads)
     torch.set_num_threads(threads_per_run(at_once))
     log(f"torch threads {torch.get_num_threads()}: {at_once} runs at once on {len(os.sched_getaffinity(0))} cores")
-    _curves_one_at_a_time()
 
 
-_DRAWING = threading.Lock()
+# A sweep's runs train one at a time in a process (a Dask worker's task slots are its threads): torch's random
+# generator, which seeds a model's initialisation and its dropout, and matplotlib, which draws its chart, are the
+# process's, not the thread's. At once, they run in processes of their own (flows/sweep.py) or on other workers.
+_ONE_RUN_AT_A_TIME = threading.Lock()
 
 
-def _curves_one_at_a_time() -> None:
-    """matplotlib is not thread-safe (its tick labels' text parser fails when two threads lay out at once): runs
-    trained at once in one process draw their perplexity charts one at a time. Wrapped here, not in
-    artifacts/model.py, whose code is part of the train stage's key."""
-    from artifacts import model
-
-    if getattr(model.perplexity_curve, "one_at_a_time", False):
-        return
-    drawn = model.perplexity_curve
-
-    def locked(*args: Any, **kwargs: Any) -> None:
-        with _DRAWING:
-            drawn(*args, **kwargs)
-
-    locked.one_at_a_time = True  # type: ignore[attr-defined]
-    model.perplexity_curve = locked
+def _one_run_here(hints: dict[str, Any] | None) -> contextlib.AbstractContextManager[Any]:
+    return _ONE_RUN_AT_A_TIME if (hints or {}).get("runs_at_once") else contextlib.nullcontext()
 
 
 def _stage_task(stage: Stage) -> Task:
@@ -102,7 +90,7 @@ def _stage_task(stage: Stage) -> Task:
         share_cores(hints, logger.info)
         try:
             inputs = {name: _here(store, value, params) for name, value in inputs.items()}
-            with interrupt.handled():
+            with interrupt.handled(), _one_run_here(hints):
                 return run_stage(store, stage.name, params, presenter, interrupt.requested, hints, launch, **inputs)
         finally:
             presenter.close()

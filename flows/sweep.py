@@ -9,26 +9,29 @@ message naming the failed runs (a scheduled sweep that lost a run shows as faile
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from prefect import get_run_logger
+from prefect import get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ProcessPoolTaskRunner
 
 from artifacts import runs
+from artifacts.backends import open_store
 from artifacts.manifest import read_manifest
 from artifacts.settings import environment
 from artifacts.store import ArtifactRef
-from flows import compute, pipeline
+from flows import compute, home, pipeline
 from flows.compute import ConfiguredTaskRunner
 from flows.ddp import check_processes
 from flows.params import flat_flow
 from flows.pipeline import Needs, PrepareParams, pick
-from flows.prefect_tasks import PrefectRunner
+from flows.prefect_tasks import STAGE_TASKS, PrefectRunner
+from flows.progress import artifact_line
+from flows.publish import publish
 from flows.run_page import artifact_link, show_parameters
 from flows.run_words import corpus_prefix, markdown_table, resolved_source
 from tasks.batches import BatchesParams
@@ -185,23 +188,22 @@ def sweep_runs(
         return made
 
     cut_batches = dict(zip(samplers, at_once(cut, samplers, limit), strict=True))
-    at_once_here = min(limit, len(planned))
+    # Several at once share the cores (and train one at a time in any one process); one at a time, as `run` does.
+    hints = {"runs_at_once": min(limit, len(planned))} if min(limit, len(planned)) > 1 else None
 
-    def train(run: PlannedRun) -> dict[str, Any]:
+    def train(run: PlannedRun, pool: ProcessPoolTaskRunner | None) -> dict[str, Any]:
         batches = cut_batches[run.sampler]
         if isinstance(batches, BaseException):
             return failed_row(run, batches)
         # A runner of its own: its published artifacts are this run's, whatever the others publish meanwhile.
         own = PrefectRunner(names_run=False)
         own.corpus, own.version = prepared.corpus, prepared.version
+        inputs = {"batches": batches, "vocab": prepared.stages["vocab"]}
         try:
-            model = own.stage(
-                "train",
-                run.training,
-                hints={"runs_at_once": at_once_here},
-                batches=batches,
-                vocab=prepared.stages["vocab"],
-            )
+            if pool is None:  # one at a time here, or submitted from this thread to the Dask cluster
+                model = own.stage("train", run.training, hints=hints, **inputs)
+            else:
+                model = in_process(pool, own, run.training, hints, inputs)
             own.record(prepared.corpus, prepared.version, {"train": model})
         except Interrupted:
             raise
@@ -212,14 +214,30 @@ def sweep_runs(
         links = [(key, artifact_link(id_)) for key, id_ in own.published.get("train", [])]
         return trained_row(run, model, batches, made, links)
 
-    torch = sys.modules.get("torch")
-    threads = torch.get_num_threads() if torch is not None else None
-    try:
-        rows = at_once(train, planned, limit)
-    finally:
-        if threads is not None and not compute.on_cluster():  # each run set its share; this process's back
-            torch.set_num_threads(threads)
-    return prepared, rows
+    if compute.on_cluster() or limit == 1 or len(planned) == 1:
+        return prepared, at_once(lambda run: train(run, None), planned, limit)
+    # Here, at once: each run in a process of its own (torch's random generator and matplotlib are a process's).
+    with ProcessPoolTaskRunner(max_workers=min(limit, len(planned))) as pool:
+        return prepared, at_once(lambda run: train(run, pool), planned, limit)
+
+
+def in_process(
+    pool: ProcessPoolTaskRunner, own: PrefectRunner, training: TrainParams, hints: dict, inputs: dict
+) -> ArtifactRef:
+    """The train stage's task run in one of `pool`'s processes, as `PrefectRunner.stage` runs it here: tagged,
+    its artifact shown and published from this flow run."""
+    labels = ["stage:train", f"corpus:{own.corpus}", f"model:{training.model}"]
+    with tags(*labels):
+        future = pool.submit(STAGE_TASKS["train"], {"inputs": inputs, "params": training, "hints": hints})
+    future.wait()
+    state = future.state
+    ref: ArtifactRef = state.result()  # the task's own exception, where it failed
+    if state.name == "Cached":
+        ref = ref.model_copy(update={"cache_hit": True})
+    get_run_logger().info(artifact_line("train", ref))
+    own.stages["train"] = ref
+    own.published["train"] = publish(open_store(home.store_root()), ref, own.corpus)
+    return ref
 
 
 @flat_flow(

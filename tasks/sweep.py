@@ -23,8 +23,8 @@ from tasks.vocab import VocabParams
 
 # A typo such as `--grid seed=0,...` over hundreds of values would queue hours of training: refused past this.
 MAX_RUNS = 256
-# Runs trained at once in one process by default: on a small machine two share its cores (each with half the
-# torch threads) and finish sooner together than one after the other (see docs/deployments.md#sweeps).
+# Runs trained at once by default: on a small machine two processes share its cores (each with half the torch
+# threads) and finish sooner together than one after the other (see docs/deployments.md#sweeps).
 DEFAULT_PARALLEL = 2
 MAX_PARALLEL = 64
 
@@ -51,7 +51,8 @@ class SweepParams(BaseModel):
         DEFAULT_PARALLEL,
         ge=1,
         le=MAX_PARALLEL,
-        description="runs trained at once (here each with cores ÷ N torch threads; on a Dask cluster, tasks at once)",
+        description="runs trained at once: here each in a process of its own with cores ÷ N torch threads; on a "
+        "Dask cluster, train tasks at once",
     )
 
     @field_validator("grid")
