@@ -24,7 +24,7 @@ from artifacts.backends import open_store
 from artifacts.manifest import read_manifest
 from artifacts.settings import environment
 from artifacts.store import ArtifactRef
-from flows import compute, home, pipeline
+from flows import compute, home, interrupt, pipeline
 from flows.compute import ConfiguredTaskRunner
 from flows.ddp import check_processes
 from flows.params import flat_flow
@@ -226,6 +226,8 @@ def in_process(
 ) -> ArtifactRef:
     """The train stage's task run in one of `pool`'s processes, as `PrefectRunner.stage` runs it here: tagged,
     its artifact shown and published from this flow run."""
+    if interrupt.requested():
+        raise Interrupted("stopped before the train stage; run the same command again to go on")
     labels = ["stage:train", f"corpus:{own.corpus}", f"model:{training.model}"]
     with tags(*labels):
         future = pool.submit(STAGE_TASKS["train"], {"inputs": inputs, "params": training, "hints": hints})
@@ -260,7 +262,8 @@ def sweep(
     params = PrepareParams.of(settings)
     planned = plan(settings, swept.grid, params)
     located = resolve_source(source, name, sha256, environment().data_path)
-    show_parameters({**resolved_source(located), **swept.model_dump(mode="json"), **params.flat()})
+    every_run = {k: v for k, v in settings.items() if k in BatchesParams.model_fields or k in TrainParams.model_fields}
+    show_parameters({**resolved_source(located), **swept.model_dump(mode="json"), **params.flat(), **every_run})
     runner = PrefectRunner()
     prepared, rows = sweep_runs(runner, located, params, planned, swept.max_parallel)
     runner.finish()
