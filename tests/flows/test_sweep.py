@@ -51,6 +51,7 @@ def train_alone(source, folder, **grid):
     return made.stages["train"]
 
 
+@pytest.mark.slow
 def test_a_sweep_trains_each_combination_once_records_it_and_a_repeat_is_all_cache_hits(home, lyrics_zip, tmp_path):
     from flows.sweep import sweep
 
