@@ -23,6 +23,7 @@ from tasks.evaluate import EvaluateParams
 from tasks.fetch import NAME_RULE
 from tasks.gate import GateParams
 from tasks.ingest import IngestParams
+from tasks.sweep import SweepParams
 from tasks.train.device import without_torch
 from tasks.train.params import (
     GenerateParams,
@@ -198,6 +199,62 @@ def cmd_reingest(args: argparse.Namespace) -> int:
                     print(f"    {who:<10} {side['model'][:12]} sample: {side['sample']!r}")
     print(f"{len(rows)} corpora looked at")
     return 0
+
+
+def _sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run options given (the grid's combinations complete them, each built whole by its models), flat."""
+    given = {**options.given(args, BatchesParams), **options.given(args, TrainParams)}
+    return {**_prepare_params(args), **given}
+
+
+def _check_sweep(args: argparse.Namespace, params: Any) -> None:
+    """The grid, every combination built and checked as `run` checks one, before any server starts."""
+    from tasks.sweep import GridError, expand, runs, shown
+
+    swept = options.build(args, SweepParams)
+    given = {**options.given(args, BatchesParams), **options.given(args, TrainParams)}
+    for name, entry in zip(expand(swept.grid)[0], swept.grid, strict=True):
+        if name in given:
+            raise GridError(f"{name} is both --{name.replace('_', '-')} and --grid {entry!r}; give it once")
+    for combination, sampler, training in runs(_sweep_settings(args), swept.grid):
+        try:
+            training = without_torch(training)
+            resolve_device(training)
+            _check_training(training, sampler, params)
+        except (CharflowError, ValueError) as exc:
+            raise GridError(f"the grid's run {shown(combination)}: {exc}") from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    swept = options.build(args, SweepParams)
+    from flows.sweep import SweepFailed, sweep
+
+    try:
+        rows = sweep(**_sweep_settings(args), **swept.model_dump())
+    except SweepFailed as failed:  # the others' rows first, then the one line naming the failed runs
+        _print_sweep(failed.rows, args.json)
+        raise
+    _print_sweep(rows, args.json)
+    return 0
+
+
+def _print_sweep(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """The leaderboard, best first, a failed run with its error (JSON: every row, in run order)."""
+    from flows.sweep import leaderboard
+
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    keys = list(rows[0])
+    names = keys[1 : keys.index("status")]  # the grid's settings, between the run's number and its status
+    print(f"{'run':>3}  {'  '.join(f'{n:>10}' for n in names)}  {'status':<7}  {'model':<12}  perplexity  validation")
+    for row in leaderboard(rows):
+        values = "  ".join(f"{str(row[n]):>10}" for n in names)
+        if row["status"] == "failed":
+            print(f"{row['run']:>3}  {values}  failed   {row['error']}")
+            continue
+        held = "" if row["val_perplexity"] is None else f"{row['val_perplexity']:10.3f}"
+        print(f"{row['run']:>3}  {values}  {row['status']:<7}  {row['model'][:12]}  {row['perplexity']:10.3f}  {held}")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -416,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_model(reingest, GateParams, "quality gate (with --train --promote NAME)")
     reingest.add_argument("--json", action="store_true", help="print the rows as JSON")
     reingest.set_defaults(func=cmd_reingest)
+    sweep = commands.add_parser(
+        "sweep", help="prepare once, then train a model for every combination of --grid NAME=V1,V2,... and rank them"
+    )
+    _add_prepare_options(sweep)
+    options.add_model(sweep, SweepParams, "sweep")
+    options.add_model(sweep, BatchesParams, "batches")
+    options.add_model(sweep, TrainParams, "train (defaults: the book's scratch RNN)", skip={"seed"})
+    sweep.set_defaults(func=cmd_sweep)
     generate = commands.add_parser(
         "generate",
         help="continue a prefix with a trained model: greedy as the book's, or sampled; one text a line (each "
@@ -465,8 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that run flows: they write to the home and need a Prefect API.
-RUNS_FLOWS = {"prepare", "batches", "run", "train", "reingest", "evaluate"}
-ANSWERABLE = RUNS_FLOWS - {"reingest"}
+RUNS_FLOWS = {"prepare", "batches", "run", "train", "reingest", "evaluate", "sweep"}
+ANSWERABLE = RUNS_FLOWS - {"reingest", "sweep"}
 
 
 class QuietConsole(logging.Filter):
@@ -522,6 +587,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         tracking.apply(options.build(args, tracking.TrackingParams))  # for this process's runs
         if not on_batches:  # on stored batches: their sampler, batch size, split and steps, checked by the flow
             _check_training(training, sampler, params)
+    if args.command == "sweep":
+        _check_sweep(args, params)
     if on_batches:
         return
     if args.command == "reingest":

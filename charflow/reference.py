@@ -62,6 +62,7 @@ def _deployments() -> list[str]:
     from flows.batches import batches
     from flows.prepare import prepare
     from flows.reingest import reingest
+    from flows.sweep import sweep
     from flows.train import train, train_batches
 
     lines = [
@@ -73,7 +74,7 @@ def _deployments() -> list[str]:
         "| flow | parameters |",
         "| --- | --- |",
     ]
-    for flow in (prepare, batches, train, train_batches, reingest):
+    for flow in (prepare, batches, train, train_batches, reingest, sweep):
         lines.append(f"| `{flow.name}` | {', '.join(f'`{p}`' for p in inspect.signature(flow.fn).parameters)} |")
     return [*lines, ""]
 

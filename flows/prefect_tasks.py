@@ -3,6 +3,10 @@ steps as tasks, and the runner that makes the pipeline a Prefect flow's work."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -49,14 +53,44 @@ def _here(store: Store, value: Any, params: BaseModel) -> Any:
     return value
 
 
+def share_cores(hints: dict[str, Any] | None, log: Callable[[str], None]) -> None:
+    """Runs trained at once (a sweep's hint "runs_at_once", never keyed) share this machine's cores: each sets its
+    process's torch threads to its share (on a Dask worker, of those of its task slots that may train at once)."""
+    at_once = (hints or {}).get("runs_at_once")
+    if not at_once:
+        return
+    import torch
+
+    from tasks.sweep import threads_per_run
+
+    if "distributed" in sys.modules:
+        from distributed import get_worker
+
+        with contextlib.suppress(ValueError):  # ValueError: not on a worker
+            at_once = min(at_once, get_worker().state.nthreads)
+    torch.set_num_threads(threads_per_run(at_once))
+    log(f"torch threads {torch.get_num_threads()}: {at_once} runs at once on {len(os.sched_getaffinity(0))} cores")
+
+
+# A sweep's runs train one at a time in a process (a Dask worker's task slots are its threads): torch's random
+# generator, which seeds a model's initialisation and its dropout, and matplotlib, which draws its chart, are the
+# process's, not the thread's. At once, they run in processes of their own (flows/sweep.py) or on other workers.
+_ONE_RUN_AT_A_TIME = threading.Lock()
+
+
+def _one_run_here(hints: dict[str, Any] | None) -> contextlib.AbstractContextManager[Any]:
+    return _ONE_RUN_AT_A_TIME if (hints or {}).get("runs_at_once") else contextlib.nullcontext()
+
+
 def _stage_task(stage: Stage) -> Task:
     def run(inputs: dict[str, Any], params: BaseModel, hints: dict[str, Any] | None = None) -> ArtifactRef:
         logger = get_run_logger()
         presenter = Presenter(logger.info, warn=logger.warning)
         store = _store()
+        share_cores(hints, logger.info)
         try:
             inputs = {name: _here(store, value, params) for name, value in inputs.items()}
-            with interrupt.handled():
+            with interrupt.handled(), _one_run_here(hints):
                 return run_stage(store, stage.name, params, presenter, interrupt.requested, hints, launch, **inputs)
         finally:
             presenter.close()

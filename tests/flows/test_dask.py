@@ -15,31 +15,11 @@ from flows.pipeline import train as train_pipeline
 from tasks.batches import BatchesParams
 from tasks.fetch import Located
 from tasks.train.params import TrainParams, resolve_device
-from tests.helpers import environment_of, free_port, run_cli
-from tests.services import S3_ENV, KillOnFirstRun, create_bucket, create_database, dask_cluster
+from tests.helpers import free_port, run_cli
+from tests.services import KillOnFirstRun
 
 pytestmark = pytest.mark.slow
 STAGES = ["ingest", "clean", "vocab", "encode", "batches", "train"]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, s3_endpoint, postgres_url):
-    root = tmp_path_factory.mktemp("dask")
-    create_bucket(s3_endpoint, "dask-cluster")
-    env = {
-        **S3_ENV,
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "CHARFLOW_STORE_URL": "s3://dask-cluster/charflow",
-        "CHARFLOW_CATALOG_URL": create_database(postgres_url, "dask_catalog"),
-    }
-    with dask_cluster(root, env) as running:
-        yield {**running, "env": env}
-
-
-@pytest.fixture
-def on_cluster(cluster, home, monkeypatch, prefect_harness):
-    with environment_of(monkeypatch, {**cluster["env"], "CHARFLOW_DASK_ADDRESS": cluster["address"]}):
-        yield cluster
 
 
 def files(ref) -> dict[str, str]:
