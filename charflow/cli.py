@@ -480,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_model(sweep, SweepParams, "sweep")
     options.add_model(sweep, BatchesParams, "batches")
     options.add_model(sweep, TrainParams, "train (defaults: the book's scratch RNN)", skip={"seed"})
+    options.add_model(sweep, tracking.TrackingParams, "MLflow (with MLFLOW_TRACKING_URI set)")
     sweep.set_defaults(func=cmd_sweep)
     generate = commands.add_parser(
         "generate",
@@ -589,6 +590,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             _check_training(training, sampler, params)
     if args.command == "sweep":
         _check_sweep(args, params)
+        tracking.apply(options.build(args, tracking.TrackingParams))  # for this process's runs
     if on_batches:
         return
     if args.command == "reingest":

@@ -72,14 +72,16 @@ def share_cores(hints: dict[str, Any] | None, log: Callable[[str], None]) -> Non
     log(f"torch threads {torch.get_num_threads()}: {at_once} runs at once on {len(os.sched_getaffinity(0))} cores")
 
 
-# A sweep's runs train one at a time in a process (a Dask worker's task slots are its threads): torch's random
-# generator, which seeds a model's initialisation and its dropout, and matplotlib, which draws its chart, are the
-# process's, not the thread's. At once, they run in processes of their own (flows/sweep.py) or on other workers.
-_ONE_RUN_AT_A_TIME = threading.Lock()
+# Stages that train or draw run one at a time in a process (a Dask worker's task slots are its threads): torch's
+# random generator, which seeds a model's initialisation and its dropout, and matplotlib, which draws the charts,
+# are the process's, not the thread's (two trainings at once in threads gave one model the other's seed: the same
+# key, other bytes). At once, they run in processes of their own (flows/sweep.py) or on other workers.
+_ONE_AT_A_TIME = threading.Lock()
+PROCESS_WIDE = ("vocab", "train", "evaluate")
 
 
-def _one_run_here(hints: dict[str, Any] | None) -> contextlib.AbstractContextManager[Any]:
-    return _ONE_RUN_AT_A_TIME if (hints or {}).get("runs_at_once") else contextlib.nullcontext()
+def _one_at_a_time(stage: str) -> contextlib.AbstractContextManager[Any]:
+    return _ONE_AT_A_TIME if stage in PROCESS_WIDE else contextlib.nullcontext()
 
 
 def _stage_task(stage: Stage) -> Task:
@@ -90,7 +92,7 @@ def _stage_task(stage: Stage) -> Task:
         share_cores(hints, logger.info)
         try:
             inputs = {name: _here(store, value, params) for name, value in inputs.items()}
-            with interrupt.handled(), _one_run_here(hints):
+            with interrupt.handled(), _one_at_a_time(stage.name):
                 return run_stage(store, stage.name, params, presenter, interrupt.requested, hints, launch, **inputs)
         finally:
             presenter.close()

@@ -33,7 +33,7 @@ from flows.prefect_tasks import STAGE_TASKS, PrefectRunner
 from flows.progress import artifact_line
 from flows.publish import publish
 from flows.run_page import artifact_link, show_parameters
-from flows.run_words import corpus_prefix, markdown_table, resolved_source
+from flows.run_words import corpus_prefix, markdown_table, resolved_source, text
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.errors import CharflowError, Interrupted, ParameterError
@@ -154,18 +154,18 @@ def leaderboard_markdown(title: str, rows: list[dict[str, Any]], names: list[str
     table = [
         {
             "run": row["run"],
-            **{name: row[name] for name in names},
+            **{name: text(row[name]) for name in names},
             "status": row["status"],
             "model": f"`{row['model'][:12]}`" if row["model"] else "",
             "perplexity": number(row.get("perplexity")),
             "validation": number(row.get("val_perplexity")),
             "bits/char": number(row.get("bits_per_char")),
             "seconds": number(row.get("seconds")),
-            "artifacts": ", ".join(f"[{a['key']}]({a['url']})" for a in row.get("artifacts", [])) or row["error"],
+            "artifacts": ", ".join(f"[{a['key']}]({a['url']})" for a in row.get("artifacts", [])) or text(row["error"]),
         }
         for row in leaderboard(rows)
     ]
-    return f"## {title}\n\n{markdown_table(table)}"
+    return f"## {text(title)}\n\n{markdown_table(table)}"
 
 
 def sweep_runs(
