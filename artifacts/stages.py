@@ -40,9 +40,9 @@ from artifacts.builds import (
 )
 from artifacts.fingerprint import code_fingerprint
 from artifacts.keys import content_key, keyed_params, library_versions
-from artifacts.manifest import Summary
+from artifacts.manifest import MANIFEST_NAME, Summary
 from artifacts.model import TrainSummary
-from artifacts.store import ArtifactRef, Store
+from artifacts.store import ArtifactRef, Store, StoreError
 from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.encode import EncodeParams
@@ -265,6 +265,12 @@ def run_stage(
     keyed, digests = keyed_params(params), stage.digests(inputs)
 
     def build(folder: Path) -> Summary:
+        for value in inputs.values():
+            if isinstance(value, ArtifactRef) and not (value.path / MANIFEST_NAME).is_file():
+                raise StoreError(
+                    f"the {value.stage} artifact {value.key[:12]} that the {name} stage reads is gone (removed by "
+                    "inspect gc --yes while this run used it?); run the same command again: it is made anew"
+                )
         explain_miss(store, stage, keyed, digests, on_event)
         summary = stage.build(
             Build(folder, store, name, key, on_event, should_stop, hints or {}, launch), **inputs, params=params

@@ -16,8 +16,13 @@ from artifacts.catalog import Catalog
 from artifacts.manifest import MANIFEST_NAME, problems, read_manifest
 from artifacts.stages import STAGES
 from artifacts.store import Entry, Store
+from tasks.errors import CharflowError
 
 GRACE_SECONDS = 3600.0  # a run may have published an artifact and not yet recorded it
+
+
+class GcRefused(CharflowError):
+    """gc asked to delete while a build runs in the store."""
 
 
 class GcParams(BaseModel):
@@ -136,7 +141,8 @@ def gc(
     checkpoints: bool = False,
 ) -> dict[str, Any]:
     """What no kept version or model reaches, abandoned builds and damaged copies (and checkpoints when asked);
-    removed only when `delete`. Also says what stays and why."""
+    removed only when `delete`. Also says what stays and why. Deleting artifacts is refused while a build runs in
+    this store: what it reads, or what its run published a moment ago for the next stage, would go from under it."""
     why = kept(store, catalog, keep, grace)
     # With a shared store, gc clears this machine's copies only: the shared store keeps every artifact for the
     # other machines (and this one, which fetches again what it needs).
@@ -147,6 +153,12 @@ def gc(
     removed_leftovers = [
         item for item in leftovers(store) if item["abandoned"] or (checkpoints and item["kind"] == "checkpoint")
     ]
+    building = [folder.name.split("@")[0] for folder, stale in store.staging_folders() if not stale]
+    if delete and doomed and building:
+        raise GcRefused(
+            f"{len(building)} build{'s' * (len(building) > 1)} in progress in {store.root} ({', '.join(building)}): "
+            "gc --yes would delete what a running command reads; run it once they end (a dry run is fine now)"
+        )
     if delete:
         if store.remote is None:
             catalog.record_collected([e.key for e in doomed])

@@ -92,3 +92,27 @@ def test_gc_removes_abandoned_builds_and_checkpoints_only_when_asked(store):
     upkeep.gc(runner.store, runner.catalog, delete=True, checkpoints=True)
     assert not checkpoint.exists()
     assert live.exists()
+
+
+def test_gc_deletes_nothing_while_a_build_runs_and_a_stage_whose_input_went_says_so(store):
+    """Was: `inspect gc --yes --grace 0` deleted what a running prepare had just published, and the prepare
+    failed with a raw FileNotFoundError."""
+    import pytest
+
+    from artifacts.stages import run_stage
+    from artifacts.store import StoreError
+    from tasks.clean import CleanParams
+
+    runner, first, second = store
+    building = runner.store._staging("clean", "c" * 64)  # this process's: a live build
+    before = {e.key for e in runner.store.entries(upkeep.STAGES)}
+    with pytest.raises(upkeep.GcRefused, match=r"1 build in progress in .* \(clean-cccccccccccccccc\): gc --yes would"):
+        upkeep.gc(runner.store, runner.catalog, delete=True, grace=0)
+    assert upkeep.gc(runner.store, runner.catalog, delete=False, grace=0)["artifacts"]  # a dry run says what would go
+    assert {e.key for e in runner.store.entries(upkeep.STAGES)} == before
+    building.rmdir()
+    upkeep.gc(runner.store, runner.catalog, delete=True, grace=0)  # v1's artifacts go
+    ingested = first.stages["ingest"]
+    assert not ingested.path.exists()
+    with pytest.raises(StoreError, match=f"the ingest artifact {ingested.key[:12]} that the clean stage reads is gone"):
+        run_stage(runner.store, "clean", CleanParams(max_chars=99), text=ingested)
