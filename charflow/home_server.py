@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -277,6 +278,11 @@ def check_reachable(api_url: str, timeout: float = 5.0) -> None:
             pass
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):  # https with a CA of the set-up's own
+            raise ServeError(
+                f"the Prefect server at PREFECT_API_URL={api_url} has a certificate this machine does not trust "
+                f"({reason.verify_message}); set SSL_CERT_FILE to the certificate of the CA that signed it"
+            ) from None
         raise ServeError(
             f"cannot reach the Prefect server at PREFECT_API_URL={api_url} ({reason}); start it (charflow serve) "
             "or unset PREFECT_API_URL to use this home's own"
