@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -217,3 +219,63 @@ def test_a_tls_scheduler_runs_a_clients_task_with_the_clusters_certificate(tls_c
             ComputeError, match="CHARFLOW_DASK_TLS_CA, CHARFLOW_DASK_TLS_CERT, CHARFLOW_DASK_TLS_KEY set"
         ):
             check(address.replace("tls://", "tcp://"))
+
+
+@pytest.fixture
+def postgres_tls(tmp_path):
+    """A PostgreSQL cluster on 127.0.0.1 that takes TLS connections with a password only (hostssl, scram-sha-256),
+    its certificate from scripts/make_certs.sh: (URL without sslmode, the CA's file, the password)."""
+    from tests.services import _as_postgres, postgres_bin
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
+    root = Path(tempfile.mkdtemp(prefix="charflow-pgtls-", dir="/tmp"))  # the postgres user traverses /tmp
+    certs, password = root / "certs", "Pa55#w/rd?x=1&y@z%"
+    subprocess.run(["bash", str(ROOT / "scripts" / "make_certs.sh"), str(certs), "127.0.0.1"], check=True)
+    (root / "password").write_text(password + "\n")
+    if os.geteuid() == 0:
+        for path in [root, *root.rglob("*")]:
+            shutil.chown(path, "postgres", "postgres")
+    data, port = root / "data", free_port()
+    initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "charflow", "-A", "scram-sha-256"]
+    subprocess.run(_as_postgres([*initdb, f"--pwfile={root / 'password'}"]), check=True, capture_output=True)
+    (data / "pg_hba.conf").write_text("local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on "
+        f"-c ssl_cert_file={certs}/127.0.0.1.pem -c ssl_key_file={certs}/127.0.0.1-key.pem"
+    )
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(_as_postgres([*pg_ctl, "-o", options, "-l", str(root / "log"), "start", "-w"]), check=True)
+    try:
+        yield f"postgresql://charflow@127.0.0.1:{port}/postgres", certs / "ca.pem", password
+    finally:
+        subprocess.run(_as_postgres([*pg_ctl, "stop", "-m", "fast", "-w"]), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_catalog_on_postgresql_with_a_password_and_verify_full(postgres_tls, tmp_path):
+    url, ca, password = postgres_tls
+    verified = f"{url}?sslmode=verify-full&sslrootcert={ca}"
+    (tmp_path / "store").mkdir()
+
+    def ls(catalog: str, pgpassword: str | None) -> subprocess.CompletedProcess:
+        env = {"CHARFLOW_STORE_URL": f"file://{tmp_path}/store", "CHARFLOW_CATALOG_URL": catalog}
+        return charflow(tmp_path / "home", "inspect", "ls", **env, **({"PGPASSWORD": pgpassword} if pgpassword else {}))
+
+    (tmp_path / "home").mkdir()
+    refused = {
+        "no password supplied": ls(verified, None),
+        "password authentication failed": ls(verified, "not-the-password"),
+        "no encryption": ls(f"{url}?sslmode=disable", password),  # no hostssl line takes a plain connection
+    }
+    for reason, result in refused.items():
+        assert result.returncode == 1
+        line = result.stderr.strip()
+        assert line.startswith("charflow: error: cannot reach the catalog database postgresql://charflow@"), line
+        assert reason in line
+        assert line.endswith("fix CHARFLOW_CATALOG_URL")
+    taken = ls(verified, password)
+    assert taken.returncode == 0, taken.stderr
+    for result in (*refused.values(), taken):
+        assert password not in result.stdout + result.stderr
