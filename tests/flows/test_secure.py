@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from charflow.serve import ServeError, check_credentials
 from flows.cluster import ComputeError, check, security
 from tests.helpers import environment_of, free_port
 
@@ -49,7 +50,7 @@ def api(url: str, path: str, auth: str | None, body: dict | None = None) -> tupl
         return exc.code, exc.read()
 
 
-@pytest.mark.slow  # a home server and one flow run: about 50 s on 2 busy cores
+@pytest.mark.slow  # a home server and one flow run: 25-55 s on 2 shared cores
 def test_a_prefect_server_with_an_auth_string_refuses_clients_without_it(tmp_path, lyrics_text):
     home = tmp_path / "home"
     home.mkdir()
@@ -83,6 +84,13 @@ def test_a_prefect_server_with_an_auth_string_refuses_clients_without_it(tmp_pat
             "PREFECT_API_AUTH_STRING); " + fix
         )
         assert not (other / "store").exists()
+        # The home's own command without either setting: told, not given a second server.
+        bare = charflow(home, "server", "status")
+        assert bare.stderr.strip() == refused.stderr.strip()
+        # charflow serve's check before it deploys: the worker's environment gets the server's string.
+        check_credentials(url, {"PREFECT_SERVER_API_AUTH_STRING": AUTH}, own_server=True)
+        with pytest.raises(ServeError, match="refused the credentials"):
+            check_credentials(url, {"PREFECT_SERVER_API_AUTH_STRING": AUTH})  # another machine's: not sent
 
         # With it: the answer from the store is recorded there as a flow run (charflow's own REST calls).
         taken = charflow(home, "prepare", str(song), PREFECT_API_URL=url, PREFECT_API_AUTH_STRING=AUTH)
@@ -91,7 +99,7 @@ def test_a_prefect_server_with_an_auth_string_refuses_clients_without_it(tmp_pat
         status, body = api(url, "flow_runs/filter", AUTH, {})
         assert status == 200
         assert sorted(run["state_name"] for run in json.loads(body)) == ["Cached", "Completed"]
-        for result in (made, refused, wrong, taken):
+        for result in (made, refused, wrong, bare, taken):
             assert AUTH not in result.stdout + result.stderr
             assert base64.b64encode(AUTH.encode()).decode() not in result.stdout + result.stderr
         assert AUTH not in (home / "prefect" / "server.json").read_text()
