@@ -287,3 +287,23 @@ def test_the_catalog_on_postgresql_with_a_password_and_verify_full(postgres_tls,
     assert taken.returncode == 0, taken.stderr
     for result in (*refused.values(), taken):
         assert password not in result.stdout + result.stderr
+
+
+def test_a_flow_runs_its_tasks_on_the_tls_cluster(tls_cluster, monkeypatch, prefect_harness):
+    from distributed import get_worker
+    from prefect import flow, task
+
+    from flows.compute import ConfiguredTaskRunner
+
+    @task
+    def where() -> str:
+        return get_worker().name
+
+    @flow(task_runner=ConfiguredTaskRunner())
+    def on_the_cluster() -> str:
+        return where.submit().result()
+
+    monkeypatch.setattr("flows.cluster._answered", set())
+    env = {**SHARED, **certificates(tls_cluster["certs"]), "CHARFLOW_DASK_ADDRESS": tls_cluster["address"]}
+    with environment_of(monkeypatch, env):
+        assert on_the_cluster() == "tls-worker"
