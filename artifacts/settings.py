@@ -45,7 +45,24 @@ class Settings(BaseModel):
     catalog_url: str | None = Field(
         None, description="postgresql://USER@HOST:PORT/DB: the catalog and locks every machine shares"
     )
-    dask_address: str | None = Field(None, description="tcp://HOST:PORT: run every flow's tasks on this Dask cluster")
+    dask_address: str | None = Field(
+        None,
+        description="tcp://HOST:PORT, or tls://HOST:PORT with the CHARFLOW_DASK_TLS_* certificates: run every "
+        "flow's tasks on this Dask cluster",
+    )
+    dask_tls_ca: Path | None = Field(
+        None,
+        description="with a tls:// CHARFLOW_DASK_ADDRESS: the PEM certificate of the cluster's own authority "
+        "(scripts/make_certs.sh); the scheduler must present a certificate it signed",
+    )
+    dask_tls_cert: Path | None = Field(
+        None,
+        description="with a tls:// CHARFLOW_DASK_ADDRESS: this client's PEM certificate, signed by "
+        "CHARFLOW_DASK_TLS_CA (the scheduler refuses a client without one)",
+    )
+    dask_tls_key: Path | None = Field(
+        None, description="the PEM private key of CHARFLOW_DASK_TLS_CERT (readable by its owner only)"
+    )
     lock_wait: float = Field(1800.0, ge=0, description="seconds a run waits for a stage another run is building")
     cache_bytes: int = Field(
         20 * 2**30, ge=0, description="with a shared store, the most bytes this machine keeps copies of"
@@ -74,6 +91,11 @@ class Settings(BaseModel):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("dask_tls_ca", "dask_tls_cert", "dask_tls_key")
+    @classmethod
+    def _expanded(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
 
 
 def variable(field: str) -> str:

@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from artifacts.settings import environment
-from charflow.serve import ServeError, wait_healthy
+from charflow.serve import AUTH_STRING, ServeError, api_get, auth_string, check_credentials, wait_healthy
 
 # A server whose starter did not record it this long after it answered was given up (a record of another
 # server replaced its own, its starter died): it stops.
@@ -96,9 +97,8 @@ def serves_this_home(record: Record, folder: Path, timeout: float = 5.0) -> bool
     """The recorded server lives, answers, and names this home as its own."""
     if record.prefect_home != str(folder) or not _is_server_process(record.pid):
         return False
-    try:
-        with urllib.request.urlopen(f"{record.url}/admin/settings", timeout=timeout) as response:
-            return json.loads(response.read()).get("home") == str(folder)
+    try:  # a server started with PREFECT_SERVER_API_AUTH_STRING refuses a command without it: said, not restarted
+        return json.loads(api_get(record.url, "admin/settings", timeout, own_server=True)).get("home") == str(folder)
     except (OSError, ValueError):
         return False
 
@@ -275,13 +275,19 @@ def status(folder: Path | None = None) -> dict[str, object]:
 def check_reachable(api_url: str, timeout: float = 5.0) -> None:
     try:
         with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):
-            return
+            pass
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):  # https with a CA of the set-up's own
+            raise ServeError(
+                f"the Prefect server at PREFECT_API_URL={api_url} has a certificate this machine does not trust "
+                f"({reason.verify_message}); set SSL_CERT_FILE to the certificate of the CA that signed it"
+            ) from None
         raise ServeError(
             f"cannot reach the Prefect server at PREFECT_API_URL={api_url} ({reason}); start it (charflow serve) "
             "or unset PREFECT_API_URL to use this home's own"
         ) from None
+    check_credentials(api_url)  # the health check is open to anyone
 
 
 @contextmanager
@@ -300,11 +306,17 @@ def prefect_api() -> Iterator[None]:
         return
     with attached() as record:
         os.environ["PREFECT_API_URL"] = record.url
+        # A home server started with PREFECT_SERVER_API_AUTH_STRING: this command is its client.
+        given_auth = os.environ.get(AUTH_STRING)
+        if not given_auth and (auth := auth_string(own_server=True)):
+            os.environ[AUTH_STRING] = auth
         try:
             yield
         finally:
             drain_prefect()  # while the server still answers
             os.environ.pop("PREFECT_API_URL", None)
+            if not given_auth:
+                os.environ.pop(AUTH_STRING, None)
 
 
 def drain_prefect(timeout: float = 10.0) -> None:

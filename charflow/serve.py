@@ -5,12 +5,15 @@ stops once idle."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,6 +25,9 @@ from tasks.errors import CharflowError
 
 POOL = "charflow-local"
 PREFECT = [sys.executable, "-m", "prefect"]
+# Prefect's basic auth: the server refuses every API call (its health check aside) without this string.
+AUTH_STRING = "PREFECT_API_AUTH_STRING"  # what a client sends
+SERVER_AUTH_STRING = "PREFECT_SERVER_API_AUTH_STRING"  # what a server started here requires
 
 
 class ServeParams(BaseModel):
@@ -46,6 +52,52 @@ def project_root() -> Path:
     if not (root / "prefect.yaml").is_file():
         raise ServeError(f"no prefect.yaml in {root}: run charflow serve from a checkout of charflow")
     return root
+
+
+def auth_string(environ: Mapping[str, str] | None = None, own_server: bool = False) -> str | None:
+    """The auth string a client sends: PREFECT_API_AUTH_STRING; to a server this machine starts (`own_server`),
+    else the one that server requires."""
+    environ = os.environ if environ is None else environ
+    return environ.get(AUTH_STRING) or (environ.get(SERVER_AUTH_STRING) if own_server else None) or None
+
+
+def api_headers(environ: Mapping[str, str] | None = None, own_server: bool = False) -> dict[str, str]:
+    """The headers Prefect's own client would send: basic auth from the auth string, else a Prefect Cloud key."""
+    environ = os.environ if environ is None else environ
+    if auth := auth_string(environ, own_server):
+        return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+    if key := environ.get("PREFECT_API_KEY"):
+        return {"Authorization": f"Bearer {key}"}
+    return {}
+
+
+def refused(api_url: str, code: int, sent: bool) -> ServeError:
+    """The one line for a server that refused this client's credentials (the auth string itself never shown)."""
+    return ServeError(
+        f"the Prefect server at {redact(api_url)} refused the credentials ({code}: {'a wrong' if sent else 'no'} "
+        f"{AUTH_STRING}); set {AUTH_STRING} to the server's auth string ({SERVER_AUTH_STRING} where it runs)"
+    )
+
+
+def api_get(
+    api_url: str, path: str, timeout: float = 5.0, environ: Mapping[str, str] | None = None, own_server: bool = False
+) -> bytes:
+    """GET `path` of the API with this client's credentials; a 401/403 raises `refused`'s error."""
+    headers = api_headers(environ, own_server)
+    request = urllib.request.Request(f"{api_url.rstrip('/')}/{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise refused(api_url, exc.code, sent=bool(headers)) from None
+        raise
+
+
+def check_credentials(api_url: str, environ: Mapping[str, str] | None = None, own_server: bool = False) -> None:
+    """Refuse, before any work, a server that will not take this client's credentials (its health check is
+    open to anyone: it says nothing about them)."""
+    api_get(api_url, "admin/version", environ=environ, own_server=own_server)
 
 
 def wait_healthy(api_url: str, process: subprocess.Popen | None, timeout: float = 180.0) -> None:
@@ -120,6 +172,8 @@ def serve(port: int = 4200, database: str | None = None) -> int:
             if not record.url.endswith(f":{port}/api"):
                 print(f"charflow serve: this home's Prefect server runs already, at {record.url}", flush=True)
             api_url = env["PREFECT_API_URL"] = record.url
+            if auth := auth_string(env, own_server=True):  # the deploy commands and the worker are its clients
+                env[AUTH_STRING] = auth
         return _serve_on(api_url, root, env)
 
 
@@ -136,6 +190,7 @@ def _serve_on(api_url: str, root: Path, env: dict[str, str]) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         wait_healthy(api_url, None)
+        check_credentials(api_url, env)
         print(f"charflow serve: Prefect API at {api_url}", flush=True)
         subprocess.run(
             [*PREFECT, "work-pool", "create", POOL, "--type", "process", "--overwrite"],

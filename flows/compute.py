@@ -17,7 +17,7 @@ from prefect.context import FlowRunContext
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.cluster import ComputeError, check, dask_address
+from flows.cluster import ComputeError, check, dask_address, security
 
 # Corpora prepared at once by one reingest on a cluster: each waits on its workers, not on this machine.
 MAX_CONCURRENT_CORPORA = 8
@@ -37,7 +37,8 @@ class ConfiguredTaskRunner(ThreadPoolTaskRunner):
         check(address)
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner(address=address)
+        tls = security(address)  # a tls:// scheduler: this client's certificate, encryption required
+        return DaskTaskRunner(address=address, client_kwargs={"security": tls} if tls else None)
 
 
 def on_cluster() -> bool:

@@ -24,10 +24,11 @@ class NotRecorded(Exception):
 
 def _headers() -> dict[str, str]:
     headers = {"Content-Type": "application/json"}
-    if key := os.environ.get("PREFECT_API_KEY"):
-        headers["Authorization"] = f"Bearer {key}"
-    elif auth := os.environ.get("PREFECT_API_AUTH_STRING"):
+    # As Prefect's client: the server's auth string first (PREFECT_SERVER_API_AUTH_STRING's value), else a key.
+    if auth := os.environ.get("PREFECT_API_AUTH_STRING"):
         headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    elif key := os.environ.get("PREFECT_API_KEY"):
+        headers["Authorization"] = f"Bearer {key}"
     return headers
 
 
