@@ -21,6 +21,9 @@ def test_every_field_is_read_from_its_charflow_variable(tmp_path):
         "CHARFLOW_STORE_URL": "s3://bucket/prefix",
         "CHARFLOW_CATALOG_URL": "postgresql://u@127.0.0.1:5432/db",
         "CHARFLOW_DASK_ADDRESS": "tcp://127.0.0.1:8786",
+        "CHARFLOW_DASK_TLS_CA": f"{tmp_path / 'ca.pem'}",
+        "CHARFLOW_DASK_TLS_CERT": f"{tmp_path / 'client.pem'}",
+        "CHARFLOW_DASK_TLS_KEY": f"{tmp_path / 'client.key'}",
         "CHARFLOW_LOCK_WAIT": "2.5",
         "CHARFLOW_CACHE_BYTES": "1024",
         "CHARFLOW_SERVER_IDLE": "30",
@@ -34,6 +37,11 @@ def test_every_field_is_read_from_its_charflow_variable(tmp_path):
     assert read.store_url == "s3://bucket/prefix"
     assert read.catalog_url == "postgresql://u@127.0.0.1:5432/db"
     assert read.dask_address == "tcp://127.0.0.1:8786"
+    assert (read.dask_tls_ca, read.dask_tls_cert, read.dask_tls_key) == (
+        tmp_path / "ca.pem",
+        tmp_path / "client.pem",
+        tmp_path / "client.key",
+    )
     assert read.lock_wait == 2.5
     assert read.cache_bytes == 1024
     assert read.mlflow_log_model is True
