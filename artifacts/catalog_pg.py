@@ -68,10 +68,12 @@ class PostgresCatalog(EntryQueries):
             ) from None
         except psycopg.OperationalError as exc:
             detail = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
-            raise CatalogError(
-                f"cannot reach the catalog database {self.path} ({detail}); check that it is up and fix "
-                "CHARFLOW_CATALOG_URL"
-            ) from None
+            fix = "check that it is up and fix CHARFLOW_CATALOG_URL"
+            if "password" in detail.lower():  # none given, or a wrong one
+                fix = "give the password in ~/.pgpass (or PGPASSWORD), or fix CHARFLOW_CATALOG_URL's user"
+            elif "encryption" in detail.lower() or "ssl" in detail.lower():
+                fix = "set sslmode (e.g. ?sslmode=verify-full) in CHARFLOW_CATALOG_URL as the server requires"
+            raise CatalogError(f"cannot reach the catalog database {self.path} ({detail}); {fix}") from None
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)

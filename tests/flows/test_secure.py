@@ -272,17 +272,21 @@ def test_the_catalog_on_postgresql_with_a_password_and_verify_full(postgres_tls,
         return charflow(tmp_path / "home", "inspect", "ls", **env, **({"PGPASSWORD": pgpassword} if pgpassword else {}))
 
     (tmp_path / "home").mkdir()
+    pgpass = "give the password in ~/.pgpass (or PGPASSWORD), or fix CHARFLOW_CATALOG_URL's user"
     refused = {
-        "no password supplied": ls(verified, None),
-        "password authentication failed": ls(verified, "not-the-password"),
-        "no encryption": ls(f"{url}?sslmode=disable", password),  # no hostssl line takes a plain connection
+        ("no password supplied", pgpass): ls(verified, None),
+        ("password authentication failed", pgpass): ls(verified, "not-the-password"),
+        # no hostssl line takes a plain connection
+        ("no encryption", "set sslmode (e.g. ?sslmode=verify-full) in CHARFLOW_CATALOG_URL as the server requires"): ls(
+            f"{url}?sslmode=disable", password
+        ),
     }
-    for reason, result in refused.items():
+    for (reason, fix), result in refused.items():
         assert result.returncode == 1
         line = result.stderr.strip()
         assert line.startswith("charflow: error: cannot reach the catalog database postgresql://charflow@"), line
         assert reason in line
-        assert line.endswith("fix CHARFLOW_CATALOG_URL")
+        assert line.endswith(fix), line
     taken = ls(verified, password)
     assert taken.returncode == 0, taken.stderr
     for result in (*refused.values(), taken):
