@@ -7,11 +7,13 @@ number it has there and new content takes the next ones: the report says which n
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from artifacts import aliases, runs
 from artifacts.catalog import Catalog
 from artifacts.manifest import problems
 from artifacts.stages import STAGES
@@ -48,6 +50,7 @@ def share(local_store: Store, local_catalog: Catalog, shared_store: Store, share
             number = numbers[(event["corpus"], event["version"])]
             shared_catalog.record_outputs(event["corpus"], number, event["outputs"])
     shared_catalog.record_collected(sorted(local_catalog.collected()))
+    _share_runs_and_aliases(local_catalog, shared_catalog, numbers, report)
     scratch = Path(tempfile.mkdtemp(prefix="charflow-share-check-"))
     try:
         for entry in entries:
@@ -62,3 +65,25 @@ def share(local_store: Store, local_catalog: Catalog, shared_store: Store, share
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+def _share_runs_and_aliases(
+    local: Catalog, shared: Catalog, numbers: dict[tuple[str, int], int], report: dict[str, Any]
+) -> None:
+    """Each local run under its version's shared number (a model already there is left as it is), and each alias
+    the shared catalog does not have yet for that corpus; one it has names the other machines' choice: kept, and
+    reported."""
+    report.update(runs=0, aliases=[], aliases_kept_there=[])
+    entries = local.entries()
+    for run in runs.runs_of(entries):
+        moved = run.model_copy(update={"version": numbers.get((run.corpus, run.version), run.version)})
+        if shared.append(functools.partial(runs.run_entry, run=moved)) is not None:
+            report["runs"] += 1
+    there = aliases.aliases_of(shared.entries())
+    for (corpus, name), model in sorted(aliases.aliases_of(entries).items()):
+        if (corpus, name) in there:
+            if there[(corpus, name)] != model:
+                report["aliases_kept_there"].append({"corpus": corpus, "alias": name, "shared": there[(corpus, name)]})
+            continue
+        aliases.move(shared, corpus, name, model, "shared from a home's catalog (charflow share)")
+        report["aliases"].append({"corpus": corpus, "alias": name, "model": model})
