@@ -12,16 +12,17 @@ from typing import Any
 from artifacts.store import ArtifactRef
 from tasks.fetch import Located, corpus_name
 
-# Markdown's own punctuation: a backslash before any of them shows it as itself (CommonMark). Not '|': a table
-# cell's is escaped by `markdown_table`, for every cell alike.
-_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!~])")
+# What makes markup anywhere in a line: a backslash, code, emphasis, links, strikethrough. '_' inside a word is no
+# emphasis (CommonMark), so `jaychou_lyrics` stays as it is written; a table cell's '|' is `markdown_table`'s.
+# What is markup only where a line starts ('#', '-', '1.') cannot start one here: line breaks become spaces.
+_MARKUP = re.compile(r"([\\`*\[\]~])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 
 
 def text(value: Any) -> str:
     """A user's string (a corpus or file name, a parameter, a sample) as literal text in markdown: HTML and
     markdown syntax escaped, line breaks as spaces, so that nothing in it renders as markup or leaves a table."""
     escaped = html.escape(str(value), quote=False).replace("\r", " ").replace("\n", " ")
-    return _MARKUP.sub(r"\\\1", escaped)
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), escaped)
 
 
 def code(value: Any) -> str:

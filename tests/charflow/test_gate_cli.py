@@ -13,6 +13,7 @@ from artifacts import aliases
 from artifacts.catalog import JsonlCatalog
 from artifacts.decisions import decisions_of
 from charflow.cli import main
+from flows.run_words import text
 from tests.helpers import run_cli
 
 SMALL = ("--max-chars", "3000", "--epochs", "3", "--hidden", "32", "--val-fraction", "0.1", "--pred-period", "100")
@@ -94,7 +95,7 @@ def test_reingest_promotes_then_rejects_a_worse_model(tmp_path, lyrics_text, pre
     state, decision_page = last_run(prefect_server, corpora)
     assert state.type.value == "COMPLETED"
     assert state.message.startswith("1 corpora looked at; champion of songs: rejected, ")
-    assert decision_page.startswith(f"## rejected: songs v3, `champion`\n\n{third['message']}")
+    assert decision_page.startswith(f"## rejected: songs v3, `champion`\n\n{text(third['message'])}")
     assert f"| new | `{third['model'][:12]}` (v3) |" in decision_page
     assert f"| champion | `{v2[:12]}` (v2) |" in decision_page
 

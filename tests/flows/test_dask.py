@@ -168,8 +168,8 @@ def test_a_bad_file_fails_on_a_worker_with_its_one_line(on_cluster, tmp_path):
     with pytest.raises(IngestError) as failed:
         reingest(sources=[str(corpora)])
     assert str(failed.value) == (
-        "broken.txt: invalid UTF-8 at byte offset 6 (bytes b'\\xff\\xfeta': invalid start byte). Convert the file to "
-        "UTF-8, or pass --decode-errors replace to substitute U+FFFD."
+        f"{corpora / 'broken.txt'}: invalid UTF-8 at byte offset 6 (bytes b'\\xff\\xfeta': invalid start byte). "
+        "Convert the file to UTF-8, or pass --decode-errors replace to substitute U+FFFD."
     )
 
 

@@ -151,9 +151,9 @@ def test_user_strings_render_as_text_in_the_ui_markdown():
     from artifacts.store import ArtifactRef
     from flows.run_words import code, fenced, run_title, summary_markdown, text
 
-    assert text(f"prepare {EVIL} v1") == r"prepare &lt;img src=x onerror=alert\(1\)&gt; v1"
-    assert text("*bold* [link](http://x) # not a heading\nnext") == (
-        r"\*bold\* \[link\]\(http://x\) \# not a heading next"
+    assert text(f"prepare {EVIL} v1") == "prepare &lt;img src=x onerror=alert(1)&gt; v1"
+    assert text("*bold* [link](http://x) _em_ jaychou_lyrics\nnext") == (
+        r"\*bold\* \[link\](http://x) \_em\_ jaychou_lyrics next"
     )
     assert code("a`b") == "``a`b``"
     assert code("`x") == "`` `x ``"
