@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -64,6 +64,15 @@ class Build:
     launch: Launch | None = None
 
 
+def stoppable(chunks: Iterable[Any], build: Build) -> Iterator[Any]:
+    """A stage's stream of chunks, stopped between two of them when a stop is asked (the first Ctrl-C): nothing
+    is published, and the same command starts the stage again."""
+    for chunk in chunks:
+        if build.should_stop():
+            raise Interrupted(f"stopped in the {build.stage} stage; nothing was published: run the same command again")
+        yield chunk
+
+
 def _load_compiled() -> None:
     import tasks.utf8
 
@@ -79,7 +88,7 @@ def build_ingest(build: Build, source: Fetched, params: IngestParams) -> text_ki
         threading.Thread(target=_load_compiled, name="load-compiled").start()
     members: list[tuple[str, int]] = []
     metadata = {"stage": build.stage, "source": source.source, "sha256": source.sha256, "size": source.size}
-    chars = text_kind.write_text_utf8(build.folder, ingest_utf8(source, params, members), metadata)
+    chars = text_kind.write_text_utf8(build.folder, stoppable(ingest_utf8(source, params, members), build), metadata)
     return text_kind.IngestSummary(
         chars=chars,
         source=source.source,
@@ -99,12 +108,12 @@ def text_reader(text: ArtifactRef) -> TextReader:
 
 
 def build_clean(build: Build, text: ArtifactRef, params: CleanParams) -> text_kind.TextSummary:
-    cleaned = clean_stream(text_reader(text), params)
+    cleaned = clean_stream(text_reader(text), params, build.should_stop)
     metadata = {"stage": build.stage, "input": text.key}
     if isinstance(cleaned, CleanedUtf8):
-        chars = text_kind.write_text_utf8(build.folder, cleaned.chunks, metadata)
+        chars = text_kind.write_text_utf8(build.folder, stoppable(cleaned.chunks, build), metadata)
     else:
-        chars = text_kind.write_text(build.folder, cleaned.chunks, metadata)
+        chars = text_kind.write_text(build.folder, stoppable(cleaned.chunks, build), metadata)
     if chars == 0:
         raise CleanError("cleaning left no text (the replacements removed every character); change --replace")
     return text_kind.TextSummary(chars=chars)
@@ -139,7 +148,7 @@ def build_encode(
 ) -> indices_kind.EncodeSummary:
     build.store.ensure_free(build.stage, 4 * text_kind.TextSummary.of(text).chars)  # int32 per character
     source = {"vocab_key": vocab.key, "vocab_size": vocab_kind.VocabSummary.of(vocab).size}
-    chunks = encode_stream(text_reader(text), vocab_kind.read_vocab(vocab.path))
+    chunks = stoppable(encode_stream(text_reader(text), vocab_kind.read_vocab(vocab.path)), build)
     rows = indices_kind.write_indices(build.folder, chunks, {"stage": build.stage, "text_key": text.key, **source})
     return indices_kind.EncodeSummary(rows=rows, **source)
 

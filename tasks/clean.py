@@ -12,8 +12,11 @@ be longer) is the one case `max_match` must be raised for without being told.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import queue
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tasks.errors import CharflowError
+from tasks.errors import CharflowError, Interrupted
 from tasks.text_reader import TextReader
 
 if TYPE_CHECKING:
@@ -161,8 +164,11 @@ def clean(text: str, params: CleanParams) -> str:
     return text
 
 
-def clean_chunks(chunks: Iterable[str], params: CleanParams) -> Iterator[str]:
-    """`clean` over a text given in chunks, streaming: each step holds back only what it must."""
+def clean_chunks(
+    chunks: Iterable[str], params: CleanParams, should_stop: Callable[[], bool] = lambda: False
+) -> Iterator[str]:
+    """`clean` over a text given in chunks, streaming: each step holds back only what it must. A --regex rule's
+    scan is given up when `should_stop` says so (a Ctrl-C heard within a long match)."""
     stream: Iterable[str] = chunks
     if params.normalize:
         form = params.normalize
@@ -177,7 +183,7 @@ def clean_chunks(chunks: Iterable[str], params: CleanParams) -> Iterator[str]:
         if rule.regex:
             # The `regex` package: `re`'s patterns, with a time limit (`re` has none: `(a+)+b` ran for good).
             pattern = regex.compile(rule.old)
-            stream = _substitute(stream, pattern, rule.new, params.max_match, params.regex_timeout)
+            stream = _substitute(stream, pattern, rule.new, params.max_match, params.regex_timeout, should_stop)
         elif len(rule.old) == 1:
             stream = _replace_each(stream, rule.old, rule.new)
         else:
@@ -263,6 +269,7 @@ def _substitute(
     new: str | Callable[[Any], str],
     max_match: int,
     timeout: float | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[str]:
     """`pattern.sub(new, whole_text)` over chunks. Matching resumes where the whole text's scan would: after the
     last match it kept, or in text no match can start in; one character of context stays in front, so that
@@ -287,7 +294,7 @@ def _substitute(
         start, end = len(context), len(text)
         limit = end if final else end - max_match
         pieces, position, resume = [], start, None
-        for match in _matches(pattern, text, start, timeout):
+        for match in _matches(pattern, text, start, timeout, should_stop):
             if match.end() - match.start() > max_match:
                 raise CleanError(
                     f"regex {pattern.pattern!r} matched {match.end() - match.start():,} characters, more than "
@@ -320,18 +327,67 @@ def _at_most(chunks: Iterable[str], size: int) -> Iterator[str]:
             yield chunk[start : start + size]
 
 
-def _matches(pattern: Any, text: str, start: int, timeout: float | None) -> Iterator[Any]:
+class _Scan:
+    """A user's pattern scanned in a thread of its own, the GIL let go, its matches handed over a few at a time;
+    `give_up` lets the thread go at its next match (or at its time limit)."""
+
+    END = object()
+
+    def __init__(self, pattern: Any, text: str, start: int, timeout: float):
+        self.handed: queue.Queue[Any] = queue.Queue(maxsize=256)
+        self.abandoned = threading.Event()
+        threading.Thread(target=self._run, args=(pattern, text, start, timeout), name="regex-scan", daemon=True).start()
+
+    def _hand(self, item: Any) -> bool:
+        while not self.abandoned.is_set():
+            with contextlib.suppress(queue.Full):
+                self.handed.put(item, timeout=0.1)
+                return True
+        return False
+
+    def _run(self, pattern: Any, text: str, start: int, timeout: float) -> None:
+        try:
+            for match in pattern.finditer(text, start, timeout=timeout, concurrent=True):
+                if not self._hand(match):
+                    return
+            self._hand(self.END)
+        except TimeoutError as exc:
+            self._hand(exc)
+
+    def next(self) -> Any:
+        """A match, END, the TimeoutError; None when nothing came within a tenth of a second."""
+        try:
+            return self.handed.get(timeout=0.1)
+        except queue.Empty:
+            return None
+
+    def give_up(self) -> None:
+        self.abandoned.set()
+
+
+def _matches(
+    pattern: Any, text: str, start: int, timeout: float | None, should_stop: Callable[[], bool] = lambda: False
+) -> Iterator[Any]:
+    """The scan's matches. With a time limit (a user's pattern), scanned apart and waited for in tenths of a
+    second: a stop asked meanwhile is heard at once, not when a long match ends."""
     if timeout is None:
         yield from pattern.finditer(text, start)
         return
+    scan = _Scan(pattern, text, start, timeout)
     try:
-        yield from pattern.finditer(text, start, timeout=timeout)
-    except TimeoutError:
-        raise CleanError(
-            f"regex {pattern.pattern!r} ran past --regex-timeout {timeout:g} s on {len(text) - start:,} characters "
-            "(it backtracks without end on this text); simplify the pattern, or raise --regex-timeout "
-            f"(at most {MAX_REGEX_TIMEOUT:.0f})"
-        ) from None
+        while (item := scan.next()) is not _Scan.END:
+            if should_stop():
+                raise Interrupted(f"stopped in a scan of regex {pattern.pattern!r}; nothing was published")
+            if isinstance(item, TimeoutError):
+                raise CleanError(
+                    f"regex {pattern.pattern!r} ran past --regex-timeout {timeout:g} s on {len(text) - start:,} "
+                    "characters (it backtracks without end on this text); simplify the pattern, or raise "
+                    f"--regex-timeout (at most {MAX_REGEX_TIMEOUT:.0f})"
+                )
+            if item is not None:
+                yield item
+    finally:
+        scan.give_up()
 
 
 def _with_end(chunks: Iterable[str]) -> Iterator[tuple[bool, str]]:
@@ -393,12 +449,14 @@ class CleanedUtf8:
     chunks: Iterator[bytes] | Iterator[np.ndarray]
 
 
-def clean_stream(text: TextReader, params: CleanParams) -> CleanedText | CleanedUtf8:
+def clean_stream(
+    text: TextReader, params: CleanParams, should_stop: Callable[[], bool] = lambda: False
+) -> CleanedText | CleanedUtf8:
     """`clean` over a stored text by the fastest exact path: a byte map of its UTF-8 when cleaning is one (in
     compiled loops for a large text kept whole), else the chunked clean of its decoded chunks."""
     table = ascii_translation(params)
     if table is None:
-        return CleanedText(clean_chunks(text.strings(), params))
+        return CleanedText(clean_chunks(text.strings(), params, should_stop))
     if params.max_chars is None and text.compiled_pays:
         from tasks.utf8 import map_bytes  # numba: 0.35 s to load
 

@@ -407,3 +407,21 @@ def test_kill_9_of_charflow_serve_takes_its_server_and_worker_along(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     wait_for(lambda: processes_of(home) == [], "the server and worker stop", timeout=60)
+
+
+@pytest.mark.slow
+def test_the_first_ctrl_c_stops_a_stage_inside_a_long_regex_match(tmp_path):
+    """Was: the first SIGINT was ignored until the stage ended, and a match of `(a+)+b` never ends. Now the scan
+    is heard within a tenth of a second (its time limit here is far off: 60 s)."""
+    home = tmp_path / "home"
+    text = tmp_path / "aaa.txt"
+    text.write_text("a" * 30_000, encoding="utf-8")
+    args = ["prepare", text, "--regex", "(a+)+b", "x", "--regex-timeout", "60", "--max-chars", "none"]
+    process = start(home, *args)
+    staging = home / "store" / ".staging"
+    wait_for(lambda: staging.is_dir() and any(p.name.startswith("clean-") for p in staging.iterdir()), "clean start")
+    os.killpg(process.pid, signal.SIGINT)
+    code, _, err = finish(process, home, timeout=60)
+    one_clear_line(code, err, 130, "stopped in a scan of regex '(a+)+b'; nothing was published")
+    assert not (home / "store" / "clean").exists()
+    assert processes_of(home) == []

@@ -225,3 +225,17 @@ def test_the_regex_time_limit_is_bounded_and_changes_no_key():
     params = CleanParams(replacements=[regex(r"(\w)(\w*)", r"\2\1")], max_chars=None, max_match=8)
     text = "the quick brown fox jumps over the lazy dog " * 50
     assert "".join(clean_chunks([text[i : i + 7] for i in range(0, len(text), 7)], params)) == clean(text, params)
+
+
+def test_a_stop_asked_within_a_long_match_is_heard_at_once():
+    """The first Ctrl-C stops any stage: a scan is waited for in tenths of a second, not until it ends (here it
+    would run to its 30 s limit and end in the CleanError instead)."""
+    import threading
+
+    from tasks.errors import Interrupted
+
+    asked = threading.Event()
+    threading.Timer(0.5, asked.set).start()
+    params = CleanParams(replacements=[regex("(a+)+b", "x")], max_chars=None, regex_timeout=30)
+    with pytest.raises(Interrupted, match=r"stopped in a scan of regex '\(a\+\)\+b'; nothing was published"):
+        "".join(clean_chunks(["a" * 30_000], params, asked.is_set))
