@@ -154,6 +154,55 @@ def test_a_browser_shows_the_runs_artifacts_chart_and_chinese(served):
     assert all((shots / f"{name}.png").stat().st_size > 10_000 for name in ("run", "summary", "chart", "vocab"))
 
 
+def test_user_text_renders_as_text_in_a_browser(served, tmp_path):
+    """Was: corpus and file names and parameters went raw into the UI's markdown. A source file named as an
+    HTML element and a markdown link, and a --replace rule writing it, render as text: no such element in the
+    DOM."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium on this machine: .ci/run installs Debian's chromium and fonts-noto-cjk")
+    # HTML (which the UI's renderer may drop on its own), and markdown that would make a link.
+    evil = "<img src=x onerror=alert(1)> [click](https:evil.example)"
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    source = folder / f"{evil}.txt"
+    source.write_text("some text, with x in it", encoding="utf-8")
+    replace = json.dumps([{"old": "x", "new": evil, "regex": False}])
+    result, run_id = deployment_run(
+        served, "prepare/default", f"source={json.dumps(str(source))}", f"replacements={replace}"
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    request = urllib.request.Request(
+        served["env"]["PREFECT_API_URL"] + "/artifacts/filter",
+        data=json.dumps({"artifacts": {"flow_run_id": {"any_": [run_id]}}}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        made = {a["key"]: a for a in json.loads(response.read()) if a["key"]}
+    base = served["env"]["PREFECT_API_URL"].removesuffix("/api")
+    pages = [key for key in made if key.endswith(("ingest-summary", "clean-summary", "run-summary"))]
+    assert len(pages) == 3, sorted(made)
+    for key in pages:
+        dom = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=20000",
+                "--dump-dom",
+                f"{base}/artifacts/artifact/{made[key]['id']}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        ).stdout
+        assert "onerror=alert(1)" in dom, (key, dom[-2000:])  # shown, as text
+        assert "[click](https:evil.example)" in dom, (key, dom[-2000:])
+        assert not re.search(r"<img[^>]*onerror|<a[^>]*evil\.example", dom), (key, dom[-2000:])
+
+
 def test_reingest_processes_only_what_is_new(served, tmp_path):
     corpora = tmp_path / "corpora"
     corpora.mkdir()
