@@ -6,8 +6,12 @@ stops once idle."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +27,8 @@ from artifacts.secrets import redact
 from charflow.children import die_with_this_process
 from tasks.errors import CharflowError
 
-POOL = "charflow-local"
+POOL_VARIABLE = "CHARFLOW_POOL"  # prefect.yaml's work pool: "{{ $CHARFLOW_POOL }}", set by serve
+LEGACY_POOL = "charflow-local"  # the one pool of every home before pools were named for their home
 PREFECT = [sys.executable, "-m", "prefect"]
 # Prefect's basic auth: the server refuses every API call (its health check aside) without this string.
 AUTH_STRING = "PREFECT_API_AUTH_STRING"  # what a client sends
@@ -100,6 +105,108 @@ def check_credentials(api_url: str, environ: Mapping[str, str] | None = None, ow
     api_get(api_url, "admin/version", environ=environ, own_server=own_server)
 
 
+def pool_name(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """This home's work pool and whose it is: `charflow-` and 8 hex digits of the sha256 of CHARFLOW_STORE_URL
+    when set (the machines sharing a store and catalog are one team: one pool, whose workers take any of its
+    runs), else of this machine's name and the resolved CHARFLOW_HOME (two machines' homes at one path stay two
+    pools). A worker takes only its pool's runs, so one home's runs never write into another's."""
+    from artifacts.settings import environment
+
+    settings = environment(environ)
+    if settings.store_url:
+        owner = f"the shared store {redact(settings.store_url.rstrip('/'))}"
+        identity = "store " + settings.store_url.rstrip("/")
+    else:
+        owner = f"the home {socket.gethostname()}:{settings.home}"
+        identity = f"home {socket.gethostname()}:{settings.home}"
+    return "charflow-" + hashlib.sha256(identity.encode()).hexdigest()[:8], owner
+
+
+def planned(root: Path, pool: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """prefect.yaml's deployments, 'FLOW/NAME', with the pool each goes to once deployed with CHARFLOW_POOL=`pool`
+    (the flows are named as their functions: flows/params.py's flat_flow)."""
+    import yaml
+
+    config = yaml.safe_load((root / "prefect.yaml").read_text(encoding="utf-8"))
+    values = {**environ, POOL_VARIABLE: pool}
+
+    def resolved(name: str) -> str:  # `prefect deploy`'s "{{ $VAR }}", from the environment, an unset one kept
+        return re.sub(r"{{\s*\$(\w+)\s*}}", lambda m: values.get(m[1], m[0]), name)
+
+    return {
+        f"{d['entrypoint'].rsplit(':', 1)[1].replace('_', '-')}/{d['name']}": resolved(d["work_pool"]["name"])
+        for d in config["deployments"]
+    }
+
+
+def foreign(existing: Mapping[str, str | None], wanted: Mapping[str, str], movable: set[str]) -> str | None:
+    """The first deployment that deploying `wanted` ({'FLOW/NAME': pool}) would move off another home's pool,
+    given the server's `existing` ({'FLOW/NAME': its pool}, absent: none there): deployments are only created or
+    updated in place, except those on a `movable` pool (the legacy pool on this home's own server)."""
+    for name, pool in wanted.items():
+        there = existing.get(name, pool)
+        if there != pool and there not in movable:
+            return name
+    return None
+
+
+def existing_deployments(api_url: str, names: list[str], environ: Mapping[str, str]) -> dict[str, str | None]:
+    """The server's deployments of those names, each with its work pool's name."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = json.loads(api_get(api_url, f"deployments/name/{name}", environ=environ))["work_pool_name"]
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+    return found
+
+
+def existing_pool_type(api_url: str, pool: str, environ: Mapping[str, str]) -> str | None:
+    try:
+        return json.loads(api_get(api_url, f"work_pools/{pool}", environ=environ))["type"]
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+        return None
+
+
+def claim(api_url: str, root: Path, env: dict[str, str], pool: str, owner: str, own_server: bool) -> None:
+    """Refuse, before creating anything, a deployment of prefect.yaml that another home's pool holds, or a pool of
+    this name that is not a process pool; then create the pool if missing (an existing one is never overwritten:
+    other machines of the team may work on it)."""
+    wanted = planned(root, pool, env)
+    existing = existing_deployments(api_url, list(wanted), env)
+    movable = {LEGACY_POOL} if own_server else set()
+    if name := foreign(existing, wanted, movable):
+        raise ServeError(
+            f"deployment {name} on the Prefect server at {redact(api_url)} runs on work pool {existing[name]!r}, "
+            f"another home's, not {pool!r} (of {owner}); serve moves no one's deployments: share that home's "
+            f"CHARFLOW_STORE_URL to work on its pool, serve on this home's own server (unset PREFECT_API_URL), or, "
+            f"if no one serves it any more, delete it (prefect deployment delete '{name}') and serve again"
+        )
+    for name, there in existing.items():
+        if there in movable and there != wanted[name]:
+            print(f"charflow serve: {name} moves from the pool {there} to {wanted[name]}", flush=True)
+    kind = existing_pool_type(api_url, pool, env)
+    if kind is None:
+        made = subprocess.run(
+            [*PREFECT, "work-pool", "create", pool, "--type", "process"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        kind = existing_pool_type(api_url, pool, env)  # another machine of the team may have made it meanwhile
+        if kind is None:
+            raise ServeError(f"could not create the work pool {pool}: {made.stderr.strip()[-300:]}")
+    if kind != "process":
+        raise ServeError(
+            f"the work pool {pool!r} on the Prefect server at {redact(api_url)} is a {kind!r} pool, not a process "
+            f"pool; delete it (prefect work-pool delete {pool}) and serve again"
+        )
+
+
 def wait_healthy(api_url: str, process: subprocess.Popen | None, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -174,10 +281,10 @@ def serve(port: int = 4200, database: str | None = None) -> int:
             api_url = env["PREFECT_API_URL"] = record.url
             if auth := auth_string(env, own_server=True):  # the deploy commands and the worker are its clients
                 env[AUTH_STRING] = auth
-        return _serve_on(api_url, root, env)
+        return _serve_on(api_url, root, env, own_server=not os.environ.get("PREFECT_API_URL"))
 
 
-def _serve_on(api_url: str, root: Path, env: dict[str, str]) -> int:
+def _serve_on(api_url: str, root: Path, env: dict[str, str], own_server: bool = False) -> int:
     """The work pool, the deployments and a worker on the server at `api_url`, until stopped."""
     worker = None
     stopping = False
@@ -192,17 +299,15 @@ def _serve_on(api_url: str, root: Path, env: dict[str, str]) -> int:
         wait_healthy(api_url, None)
         check_credentials(api_url, env)
         print(f"charflow serve: Prefect API at {api_url}", flush=True)
-        subprocess.run(
-            [*PREFECT, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        pool, owner = pool_name(env)
+        env[POOL_VARIABLE] = pool
+        print(f"charflow serve: work pool {pool} (of {owner})", flush=True)
+        claim(api_url, root, env, pool, owner, own_server)
         subprocess.run([*PREFECT, "--no-prompt", "deploy", "--all"], env=env, cwd=root, check=True)
         worker = subprocess.Popen(
-            [*PREFECT, "worker", "start", "--pool", POOL], env=env, cwd=root, preexec_fn=die_with_this_process()
+            [*PREFECT, "worker", "start", "--pool", pool], env=env, cwd=root, preexec_fn=die_with_this_process()
         )
-        print(f"charflow serve: worker started on pool {POOL}; Ctrl-C stops it", flush=True)
+        print(f"charflow serve: worker started on pool {pool}; Ctrl-C stops it", flush=True)
         worker.wait()
         return 0 if stopping else worker.returncode
     except KeyboardInterrupt:
