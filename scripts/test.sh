@@ -16,4 +16,5 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy tasks artifacts
-exec .venv/bin/python -m pytest "$@"
+# The slowest tests listed at the end: where the suite's time goes (tests/conftest.py starts the longest first).
+exec .venv/bin/python -m pytest --durations=30 "$@"
