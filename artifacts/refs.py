@@ -21,12 +21,18 @@ class RefError(CharflowError, LookupError):
     """A reference that names no artifact, or more than one."""
 
 
-def version_number(catalog: Catalog, corpus: str, version: str) -> int:
-    """A version of `corpus` by number (3, v3) or `latest`: the newest complete one."""
+def _versions(catalog: Catalog, corpus: str) -> list[int]:
+    """The corpus's version numbers; refused when the catalog has no such corpus."""
     versions = sorted(v.version for v in catalog.versions(corpus))
     if not versions:
         known = sorted({v.corpus for v in catalog.versions()})
         raise RefError(f"no corpus {corpus!r} in the catalog; known corpora: {', '.join(known) or 'none'}")
+    return versions
+
+
+def version_number(catalog: Catalog, corpus: str, version: str) -> int:
+    """A version of `corpus` by number (3, v3) or `latest`: the newest complete one."""
+    versions = _versions(catalog, corpus)
     if version in ("", "latest"):
         # Only a version whose prepare finished counts as the latest (a killed run's does not).
         complete = catalog.complete(corpus)
@@ -48,7 +54,7 @@ def _alias_key(store: Store, catalog: Catalog, corpus: str, name: str, stage: st
     model = aliases.get((corpus, name))
     if model is None:
         have = ", ".join(sorted(n for _, n in aliases)) or "none"
-        versions = ", ".join(f"v{v.version}" for v in catalog.versions(corpus)) or "none"
+        versions = ", ".join(f"v{v}" for v in _versions(catalog, corpus))
         raise RefError(
             f"{corpus} has no version or alias {name!r}; versions: {versions}; aliases: {have} (set one with "
             f"charflow promote MODEL --as {name})"
