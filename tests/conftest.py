@@ -50,6 +50,14 @@ LONGEST_FIRST = [
     "tests/flows/test_dask.py",
     "tests/artifacts/test_remote.py",
     "tests/flows/test_ddp.py",
+    "tests/charflow/test_gate_cli.py",
+    "tests/flows/test_tracking.py",
+    "tests/artifacts/test_decisions.py",
+    "tests/flows/test_sweep.py",
+    "tests/charflow/test_runs_cli.py",
+    "tests/flows/test_secure.py",
+    "tests/charflow/test_serve_pools.py",
+    "tests/charflow/test_sweep_cli.py",
 ]
 # Session fixtures too costly to build on every worker: the tests that use one run on one worker.
 ONE_WORKER = ["two_versions"]
