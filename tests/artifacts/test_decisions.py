@@ -50,6 +50,7 @@ def decide_on(runner, made, gate: GateParams = GATE) -> Decided:
     )
 
 
+@pytest.mark.slow
 def test_the_first_model_is_promoted_then_a_version_is_decided_once(trained, tmp_path):
     root, _, first, _, _ = trained
     runner = plain_runner(root / "store")
@@ -73,6 +74,7 @@ def test_the_first_model_is_promoted_then_a_version_is_decided_once(trained, tmp
     assert len(decisions_of(runner.catalog.entries())) == 2
 
 
+@pytest.mark.slow
 def test_a_better_model_is_promoted_a_worse_one_rejected_on_the_same_characters(trained, tmp_path):
     root, _, first, second, worse = trained
     runner = plain_runner(root / "store")
@@ -103,6 +105,7 @@ def test_a_better_model_is_promoted_a_worse_one_rejected_on_the_same_characters(
     assert moves[-1].why == promoted.message
 
 
+@pytest.mark.slow
 def test_a_decision_whose_move_a_kill_cut_off_is_carried_out_and_a_move_since_stands(trained, tmp_path):
     root, _, first, second, _ = trained
     runner = plain_runner(root / "store")

@@ -42,6 +42,7 @@ def last_run(server, corpora):
     return run.state, page
 
 
+@pytest.mark.slow
 def test_reingest_promotes_then_rejects_a_worse_model(tmp_path, lyrics_text, prefect_server):
     corpora, home = tmp_path / "corpora", tmp_path / "home"
     corpora.mkdir()

@@ -149,6 +149,7 @@ def runs_in(home):
     return [json.loads(line) for line in lines if json.loads(line).get("event") == "run"]
 
 
+@pytest.mark.slow
 def test_a_model_is_one_run_however_often_it_is_made_and_one_never_recorded_is_recorded(
     tmp_path, lyrics_text, prefect_server
 ):
@@ -175,6 +176,7 @@ def test_a_model_is_one_run_however_often_it_is_made_and_one_never_recorded_is_r
     assert {k: v for k, v in remade.items() if k != "recorded"} == {k: v for k, v in run.items() if k != "recorded"}
 
 
+@pytest.mark.slow
 def test_promotes_killed_at_any_point_leave_whole_runs_and_moves(two_models, home):
     """kill -9 at a spread of moments over a promote's second or so (importing, resolving, recording the run,
     moving the alias): the catalog holds whole entries only, a model is one run at most, every move's `from` is

@@ -150,6 +150,7 @@ def test_reason_is_the_socket_error_where_mlflow_wraps_one():
     assert tracking.reason(ValueError("first line\nsecond")) == "first line"
 
 
+@pytest.mark.slow
 def test_a_new_run_is_logged_with_its_settings_metrics_and_keys_then_aliased(tracked, songs, tmp_path):
     source, corpus = songs
     runner = plain_runner(tmp_path / "store")
@@ -206,6 +207,7 @@ def test_a_new_run_is_logged_with_its_settings_metrics_and_keys_then_aliased(tra
     assert version.description == "the first"
 
 
+@pytest.mark.slow
 def test_an_alias_moves_between_versions_made_once_per_model_and_is_removed(tracked, songs):
     _, corpus = songs
     registered = tracking.registered_name(corpus)
@@ -225,6 +227,7 @@ def test_an_alias_moves_between_versions_made_once_per_model_and_is_removed(trac
     assert tracking.set_alias(corpus, "champion", None, "s3://models/team") is None  # gone already: nothing to do
 
 
+@pytest.mark.slow
 def test_the_command_line_logs_the_weights_with_mlflow_log_model_once(tracked, songs, prefect_server, tmp_path):
     source, corpus = songs
     home = tmp_path / "home"
@@ -257,6 +260,7 @@ def test_the_command_line_logs_the_weights_with_mlflow_log_model_once(tracked, s
     assert "champion" not in client().get_registered_model(tracking.registered_name(corpus)).aliases
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_one_warning_and_the_training_stands(songs, prefect_server, tmp_path, monkeypatch):
     source, corpus = songs
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
@@ -288,6 +292,7 @@ def test_an_alias_mlflow_cannot_take_is_one_warning(monkeypatch, caplog):
     ]
 
 
+@pytest.mark.slow
 def test_unset_a_training_command_never_imports_mlflow(songs, prefect_server, tmp_path):
     source, corpus = songs
     home = tmp_path / "home"
