@@ -69,6 +69,7 @@ def corpora(tmp_path, lyrics_text) -> list[Path]:
     return made
 
 
+@pytest.mark.slow
 def test_four_commands_at_once_on_a_new_home_share_one_server_later_ones_too_and_no_other_homes(tmp_path, corpora):
     home = tmp_path / "home"
     env = environment(home, idle=60)
@@ -121,6 +122,7 @@ def test_four_commands_at_once_on_a_new_home_share_one_server_later_ones_too_and
     assert not (home / "prefect" / "server.json").exists()
 
 
+@pytest.mark.slow
 def test_the_server_stops_when_idle_and_the_next_command_starts_another(tmp_path, corpora):
     home = tmp_path / "home"
     first = charflow(home, "prepare", str(corpora[0]), idle=10)
