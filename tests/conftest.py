@@ -152,6 +152,11 @@ def prefect_harness():
 
 
 def _start_prefect_server(prefect_home: Path) -> dict:
+    import prefect
+
+    from charflow import server_database
+
+    server_database.seed(f"{server_database.SQLITE_PREFIX}{prefect_home / 'prefect.db'}", prefect.__version__)
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
