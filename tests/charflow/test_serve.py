@@ -1,5 +1,6 @@
 """Deployments run for real: `charflow serve` (a Prefect server, the pool, prefect.yaml, a worker) and
-`prefect deployment run` from another process."""
+`prefect deployment run` from another process. The tests read runs, logs and artifacts with Prefect's client
+(a `prefect` command each cost 2 CPU seconds)."""
 
 import json
 import os
@@ -9,7 +10,10 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -43,26 +47,48 @@ def deployment_run(served, name, *params, timeout=300):
     return result, run_id.group(1) if run_id else None
 
 
+@contextmanager
+def client(served) -> Iterator:
+    """Prefect's client of the served server."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: served["env"]["PREFECT_API_URL"]}), get_client(sync_client=True) as c:
+        yield c
+
+
 def state_message(served, run_id):
-    result = subprocess.run(
-        [*PREFECT, "flow-run", "inspect", run_id, "-o", "json"],
-        env=served["env"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return json.loads(result.stdout)["state"]["message"]
+    with client(served) as c:
+        return c.read_flow_run(UUID(run_id)).state.message
 
 
 def artifact_versions(served, key):
-    result = subprocess.run(
-        [*PREFECT, "artifact", "inspect", key, "-o", "json"],
-        env=served["env"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return json.loads(result.stdout)
+    """The key's latest versions first, as `prefect artifact inspect KEY -o json` lists them."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with client(served) as c:
+        found = c.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.UPDATED_DESC, limit=10
+        )
+    return [artifact.model_dump(mode="json") for artifact in found]
+
+
+def run_logs(served, run_id) -> str:
+    """Every log line of the run, in order."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    lines: list[str] = []
+    with client(served) as c:
+        while page := c.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])),
+            sort=LogSort.TIMESTAMP_ASC,
+            limit=200,
+            offset=len(lines),
+        ):
+            lines += [log.message for log in page]
+    return "\n".join(lines)
 
 
 def summary_of(served, run_id):
@@ -92,9 +118,7 @@ def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
     assert len(models) == 1
     assert (models[0] / "weights.pt").is_file()
     # charflow's own lines in the run's logs (what the UI's Logs tab shows): keys, cache, version, epochs.
-    logs = subprocess.run(
-        [*PREFECT, "flow-run", "logs", run_id], env=served["env"], capture_output=True, text=True, timeout=60
-    ).stdout
+    logs = run_logs(served, run_id)
     key = json.loads((models[0] / "_manifest.json").read_text())["key"]
     for line in (
         r"ingest  [0-9a-f]{12}  computed  chars=63282",
