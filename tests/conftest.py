@@ -139,16 +139,32 @@ def home(tmp_path, monkeypatch) -> Path:
     return path
 
 
+def _seeded_folder() -> str:
+    """A folder for Prefect's test harness, its database already a copy of the migrated template (the harness's
+    server would otherwise migrate an empty one: 5 CPU seconds on every xdist worker)."""
+    import prefect
+
+    from charflow import server_database
+
+    folder = tempfile.mkdtemp()
+    server_database.seed(f"{server_database.SQLITE_PREFIX}{folder}/prefect-test.db", prefect.__version__)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
+    import prefect.testing.utilities as harness
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
 
-    with (
-        prefect_test_harness(server_startup_timeout=180),
-        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
-    ):
-        yield
+    made_by, harness.mkdtemp = harness.mkdtemp, _seeded_folder  # the harness's own folder, named "prefect-test.db"
+    try:
+        with (
+            harness.prefect_test_harness(server_startup_timeout=180),
+            temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        ):
+            yield
+    finally:
+        harness.mkdtemp = made_by
 
 
 def _start_prefect_server(prefect_home: Path) -> dict:
