@@ -205,7 +205,7 @@ def test_two_concurrent_runs_leave_one_copy(tmp_path, lyrics_zip, prefect_server
     assert [e["version"] for e in versions if e["event"] == "version"] == [1]
 
 
-def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, prefect_server):
+def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, prefect_server, cli, monkeypatch):
     args = [*TINY_RUN, "--pred-period", "1", "--sampler", "consecutive"]
     result = run_cli("run", str(lyrics_zip), "--name", "songs", *args, "--json", home=tmp_path, api_url=prefect_server)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -220,22 +220,24 @@ def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, pref
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["model"]["key"] == out["model"]["key"]
     assert json.loads(again.stdout)["model"]["cache_hit"] is True
+    # Generation needs no Prefect: in this process (a command each would be 2 CPU seconds of imports).
+    monkeypatch.setenv("CHARFLOW_HOME", str(tmp_path))
     for ref in (out["model"]["key"][:12], "songs@latest/train"):
-        generated = run_cli("generate", ref, "--prefix", "不分开", "--chars", "8", home=tmp_path)
-        assert generated.returncode == 0, generated.stderr
-        assert generated.stdout.startswith("不分开")
-        assert len(generated.stdout.rstrip("\n")) == 11
+        code, generated, err = cli("generate", ref, "--prefix", "不分开", "--chars", "8")
+        assert code == 0, err
+        assert generated.startswith("不分开")
+        assert len(generated.rstrip("\n")) == 11
     # Sampled: two texts drawn together, the same again with the same seed; temperature 0 is the greedy text.
     sampled = [
-        run_cli("generate", "songs@latest/train", "--prefix", "不分开", "--chars", "8", *draw, "--json", home=tmp_path)
+        cli("generate", "songs@latest/train", "--prefix", "不分开", "--chars", "8", *draw, "--json")
         for draw in (["--temperature", "1.5", "--seed", "3", "--num-samples", "2"],) * 2 + (["--temperature", "0"],)
     ]
-    assert [s.returncode for s in sampled] == [0, 0, 0], sampled[0].stderr
-    rows, again, greedy = (json.loads(s.stdout) for s in sampled)
+    assert [code for code, _, _ in sampled] == [0, 0, 0], sampled[0][2]
+    rows, again, greedy = (json.loads(printed) for _, printed, _ in sampled)
     assert [(row["prefix"], row["sample"]) for row in rows] == [("不分开", 0), ("不分开", 1)]
     assert all(row["text"].startswith("不分开") and len(row["text"]) == 11 for row in rows)
     assert again == rows
-    assert greedy == [{"prefix": "不分开", "sample": 0, "text": generated.stdout.rstrip("\n")}]
+    assert greedy == [{"prefix": "不分开", "sample": 0, "text": generated.rstrip("\n")}]
     missing = run_cli("train", "--batches", "ffffff", home=tmp_path, api_url=prefect_server)
     last = missing.stderr.splitlines()[-1]
     assert missing.returncode == 1
