@@ -356,7 +356,6 @@ def _stop_when_idle(server: object, folder: Path) -> None:
 def run(port: int) -> None:
     """The server process: Prefect's app under uvicorn until SIGTERM, or idle."""
     import uvicorn
-    from prefect import __version__
     from prefect.server.api.server import create_app
     from prefect.settings import get_current_settings
 
@@ -365,7 +364,7 @@ def run(port: int) -> None:
     folder = prefect_home()
     database = get_current_settings().server.database.connection_url
     if database is not None:
-        server_database.seed(database.get_secret_value(), __version__)
+        server_database.seed(database.get_secret_value())
     _file("users", folder).touch()  # its start counts as a use
     config = uvicorn.Config(create_app(final=True), host="127.0.0.1", port=port, log_level="error", lifespan="on")
     server = uvicorn.Server(config)

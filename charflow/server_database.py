@@ -30,9 +30,9 @@ def cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charflow"
 
 
-def seed(database_url: str, version: str) -> bool:
-    """Copy the template to the SQLite file `database_url` names when that file does not exist yet: True when
-    copied. Another database (PostgreSQL, an in-memory one) or an existing file is left alone."""
+def seed(database_url: str) -> bool:
+    """Copy the installed Prefect's template to the SQLite file `database_url` names when that file does not exist
+    yet: True when copied. Another database (PostgreSQL, an in-memory one) or an existing file is left alone."""
     if not database_url.startswith(SQLITE_PREFIX) or ":memory:" in database_url:
         return False
     database = Path(database_url.removeprefix(SQLITE_PREFIX).split("?", 1)[0])
@@ -40,7 +40,7 @@ def seed(database_url: str, version: str) -> bool:
         return False
     partial = database.with_name(f".{database.name}.{os.getpid()}")
     try:
-        template = _template(version)
+        template = _template()
         database.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(template, partial)
         os.replace(partial, database)  # a torn copy is never taken for a database
@@ -52,8 +52,10 @@ def seed(database_url: str, version: str) -> bool:
         return False
 
 
-def _template(version: str) -> Path:
+def _template() -> Path:
     """This Prefect version's migrated database, made under a lock by the first process that needs it."""
+    from prefect import __version__ as version
+
     folder = cache_folder()
     folder.mkdir(parents=True, exist_ok=True)
     template = folder / f"prefect-{version}.db"

@@ -142,12 +142,10 @@ def home(tmp_path, monkeypatch) -> Path:
 def _seeded_folder() -> str:
     """A folder for Prefect's test harness, its database already a copy of the migrated template (the harness's
     server would otherwise migrate an empty one: 5 CPU seconds on every xdist worker)."""
-    import prefect
-
     from charflow import server_database
 
     folder = tempfile.mkdtemp()
-    server_database.seed(f"{server_database.SQLITE_PREFIX}{folder}/prefect-test.db", prefect.__version__)
+    server_database.seed(f"{server_database.SQLITE_PREFIX}{folder}/prefect-test.db")
     return folder
 
 
@@ -168,11 +166,9 @@ def prefect_harness():
 
 
 def _start_prefect_server(prefect_home: Path) -> dict:
-    import prefect
-
     from charflow import server_database
 
-    server_database.seed(f"{server_database.SQLITE_PREFIX}{prefect_home / 'prefect.db'}", prefect.__version__)
+    server_database.seed(f"{server_database.SQLITE_PREFIX}{prefect_home / 'prefect.db'}")
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)

@@ -54,10 +54,10 @@ def test_a_new_home_gets_the_template_made_once_and_the_process_keeps_its_own_da
 
     own = PREFECT_API_DATABASE_CONNECTION_URL.value()
     first, second = tmp_path / "a" / "prefect.db", tmp_path / "b" / "prefect.db"
-    assert server_database.seed(url(first), VERSION)
+    assert server_database.seed(url(first))
     template = cache / f"prefect-{VERSION}.db"
     made = template.stat().st_mtime_ns
-    assert server_database.seed(url(second), VERSION)
+    assert server_database.seed(url(second))
     assert template.stat().st_mtime_ns == made  # made once
     assert sorted(p.name for p in cache.iterdir()) == [f"prefect-{VERSION}.db", f"prefect-{VERSION}.lock"]
     assert head(first) == head(second) == sqlite_head()
@@ -69,10 +69,10 @@ def test_a_new_home_gets_the_template_made_once_and_the_process_keeps_its_own_da
 def test_an_existing_database_or_another_kind_is_left_alone(tmp_path, cache):
     existing = tmp_path / "prefect.db"
     existing.write_bytes(b"a home's own runs")
-    assert not server_database.seed(url(existing), VERSION)
+    assert not server_database.seed(url(existing))
     assert existing.read_bytes() == b"a home's own runs"
-    assert not server_database.seed("postgresql+asyncpg://prefect@127.0.0.1/prefect", VERSION)
-    assert not server_database.seed("sqlite+aiosqlite:///:memory:", VERSION)
+    assert not server_database.seed("postgresql+asyncpg://prefect@127.0.0.1/prefect")
+    assert not server_database.seed("sqlite+aiosqlite:///:memory:")
     assert not cache.exists()
 
 
@@ -81,7 +81,7 @@ def test_a_damaged_template_is_made_again(tmp_path, cache):
     cache.mkdir(parents=True)
     template = cache / f"prefect-{VERSION}.db"
     template.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)  # torn
-    assert server_database.seed(url(tmp_path / "prefect.db"), VERSION)
+    assert server_database.seed(url(tmp_path / "prefect.db"))
     assert head(template) == head(tmp_path / "prefect.db")
 
 
@@ -89,7 +89,7 @@ def test_no_template_leaves_the_database_to_the_server(tmp_path, cache, caplog):
     cache.parent.mkdir()
     cache.write_text("a file where the cache folder goes")
     database = tmp_path / "prefect.db"
-    assert not server_database.seed(url(database), VERSION)
+    assert not server_database.seed(url(database))
     assert not database.exists()
     assert list(tmp_path.glob(".prefect.db.*")) == []
     assert "no Prefect database template" in caplog.text
