@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.allocator import keep_freed_memory
 from tasks.batches import split_validation
 from tasks.encode import lookup_table
 from tasks.errors import CharflowError, ParameterError
@@ -200,5 +201,6 @@ def evaluate(model: CharModel, mapped: Mapped, params: EvaluateParams) -> Score:
 
     from tasks.train.scoring import score
 
+    keep_freed_memory()
     streams, num_steps = check_resolved(params)
     return score(model, mapped.indices, num_steps=num_steps, streams=streams, device=torch.device(params.device))
