@@ -1,4 +1,4 @@
-"""The quality gate on scheduled re-ingestion, on real processes against a real Prefect server: the first model
+"""The quality gate on scheduled re-ingestion, through `charflow reingest` on a real Prefect server: the first model
 takes the alias (a version trained before --promote was given is decided when it is), a version is decided once,
 a better model is promoted, a deliberately worse one (a tiny learning rate) rejected with the champion left in
 place and the run Completed saying so; and every refusal of the gate's settings, in one line, before any work."""
@@ -14,16 +14,21 @@ from artifacts.catalog import JsonlCatalog
 from artifacts.decisions import decisions_of
 from charflow.cli import main
 from flows.run_words import text
-from tests.helpers import run_cli
 
 SMALL = ("--max-chars", "3000", "--epochs", "3", "--hidden", "32", "--val-fraction", "0.1", "--pred-period", "100")
 GATE = ("--train", "--promote", "champion", *SMALL)
 
 
-def reingest(corpora, home, server, *args):
-    made = run_cli("reingest", str(corpora), *args, "--json", home=home, api_url=server)
-    assert made.returncode == 0, made.stderr[-3000:]
-    return json.loads(made.stdout), made.stderr
+def reingest(cli, corpora, home, server, *args):
+    """`charflow reingest` in this process (its process boundary is not what is tested here: 2 CPU seconds of
+    imports a command), on `home`, recorded on `server`."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server}), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHARFLOW_HOME", str(home))
+        code, out, err = cli("reingest", str(corpora), *args, "--json")
+    assert code == 0, err[-3000:]
+    return json.loads(out), err
 
 
 def last_run(server, corpora):
@@ -43,7 +48,7 @@ def last_run(server, corpora):
 
 
 @pytest.mark.slow
-def test_reingest_promotes_then_rejects_a_worse_model(tmp_path, lyrics_text, prefect_server):
+def test_reingest_promotes_then_rejects_a_worse_model(cli, tmp_path, lyrics_text, prefect_server):
     corpora, home = tmp_path / "corpora", tmp_path / "home"
     corpora.mkdir()
     song = corpora / "songs.txt"
@@ -51,9 +56,9 @@ def test_reingest_promotes_then_rejects_a_worse_model(tmp_path, lyrics_text, pre
     catalog = JsonlCatalog(home / "store")
 
     # v1 trained without the gate, then decided when --promote is first given: no champion yet, so promoted.
-    rows, _ = reingest(corpora, home, prefect_server, "--train", *SMALL)
+    rows, _ = reingest(cli, corpora, home, prefect_server, "--train", *SMALL)
     assert [(r["status"], r["version"], "decision" in r) for r in rows] == [("new", 1, False)]
-    rows, _ = reingest(corpora, home, prefect_server, *GATE)
+    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE)
     first = rows[0]["decision"]
     assert (rows[0]["status"], first["verdict"], first["decided_now"], first["moved"]) == (
         "unchanged",
@@ -66,12 +71,12 @@ def test_reingest_promotes_then_rejects_a_worse_model(tmp_path, lyrics_text, pre
     assert first["message"].startswith("champion of songs: promoted, the first model (no champion yet): model ")
     v1 = first["model"]
     # Decided once: the same command again has nothing to do.
-    rows, _ = reingest(corpora, home, prefect_server, *GATE)
+    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE)
     assert [(r["status"], "decision" in r) for r in rows] == [("unchanged", False)]
 
     # v2: one line changed, trained twice as long: better, promoted.
     song.write_text(lyrics_text[:1500] + "我" + lyrics_text[1501:3000], encoding="utf-8")
-    rows, _ = reingest(corpora, home, prefect_server, *GATE, "--epochs", "6")
+    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE, "--epochs", "6")
     second = rows[0]["decision"]
     assert (rows[0]["status"], rows[0]["version"], second["verdict"], second["moved"]) == (
         "changed",
@@ -88,7 +93,7 @@ def test_reingest_promotes_then_rejects_a_worse_model(tmp_path, lyrics_text, pre
 
     # v3: a tiny learning rate, a model far worse: rejected, the champion stays, the run Completed saying so.
     song.write_text(lyrics_text[:1500] + "你" + lyrics_text[1501:3000], encoding="utf-8")
-    rows, _ = reingest(corpora, home, prefect_server, *GATE, "--lr", "0.01")
+    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE, "--lr", "0.01")
     third = rows[0]["decision"]
     assert (rows[0]["version"], third["verdict"], third["moved"], third["champion"]) == (3, "rejected", False, v2)
     assert third["new"]["perplexity"] > third["held"]["perplexity"] * 1.02
@@ -103,7 +108,7 @@ def test_reingest_promotes_then_rejects_a_worse_model(tmp_path, lyrics_text, pre
     # Decided again when asked, on a text of its own: ingested and cleaned as v3's corpus, every character of it.
     (tmp_path / "held-out.txt").write_text(lyrics_text[5000:5400], encoding="utf-8")
     eval_source = ("--eval-source", str(tmp_path / "held-out.txt"))
-    rows, _ = reingest(corpora, home, prefect_server, *GATE, "--lr", "0.01", "--redecide", *eval_source)
+    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE, "--lr", "0.01", "--redecide", *eval_source)
     again = rows[0]["decision"]
     assert (rows[0]["status"], again["version"], again["verdict"], again["decided_now"]) == (
         "unchanged",
