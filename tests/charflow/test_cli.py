@@ -205,22 +205,21 @@ def test_two_concurrent_runs_leave_one_copy(tmp_path, lyrics_zip, prefect_server
     assert [e["version"] for e in versions if e["event"] == "version"] == [1]
 
 
-def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, prefect_server, cli, monkeypatch):
+def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, prefect_server, cli, cli_on, monkeypatch):
     args = [*TINY_RUN, "--pred-period", "1", "--sampler", "consecutive"]
-    result = run_cli("run", str(lyrics_zip), "--name", "songs", *args, "--json", home=tmp_path, api_url=prefect_server)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout)
+    code, printed, err = cli_on(tmp_path, prefect_server, "run", lyrics_zip, "--name", "songs", *args, "--json")
+    assert code == 0, err[-3000:]
+    out = json.loads(printed)
     assert list(out["stages"]) == [*STAGES, "batches", "train"]
     assert out["model"]["key"] == out["stages"]["train"]["key"]
     assert out["perplexity"] > 1
     # Every reference `inspect` takes: here corpus@version/stage.
-    again = run_cli(
-        "train", "--batches", "songs@latest/batches", *args[2:], "--json", home=tmp_path, api_url=prefect_server
+    code, printed, err = cli_on(
+        tmp_path, prefect_server, "train", "--batches", "songs@latest/batches", *args[2:], "--json"
     )
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads(again.stdout)["model"]["key"] == out["model"]["key"]
-    assert json.loads(again.stdout)["model"]["cache_hit"] is True
-    # Generation needs no Prefect: in this process (a command each would be 2 CPU seconds of imports).
+    assert code == 0, err[-3000:]
+    assert json.loads(printed)["model"]["key"] == out["model"]["key"]
+    assert json.loads(printed)["model"]["cache_hit"] is True
     monkeypatch.setenv("CHARFLOW_HOME", str(tmp_path))
     for ref in (out["model"]["key"][:12], "songs@latest/train"):
         code, generated, err = cli("generate", ref, "--prefix", "不分开", "--chars", "8")
@@ -238,9 +237,9 @@ def test_run_then_train_and_generate_by_any_reference(tmp_path, lyrics_zip, pref
     assert all(row["text"].startswith("不分开") and len(row["text"]) == 11 for row in rows)
     assert again == rows
     assert greedy == [{"prefix": "不分开", "sample": 0, "text": generated.rstrip("\n")}]
-    missing = run_cli("train", "--batches", "ffffff", home=tmp_path, api_url=prefect_server)
-    last = missing.stderr.splitlines()[-1]
-    assert missing.returncode == 1
+    code, _, err = cli_on(tmp_path, prefect_server, "train", "--batches", "ffffff")
+    last = err.splitlines()[-1]
+    assert code == 1
     assert last.startswith("charflow: error: 'ffffff' names no batches artifact; candidates:")
 
 
@@ -271,24 +270,24 @@ def test_default_corpus_on_the_embedded_server(tmp_path, lyrics_zip):
     assert (env_home / ".charflow" / "prefect" / "prefect.db").is_file()
 
 
-def test_reingest_prepares_what_is_new_and_then_nothing(tmp_path, lyrics_text, prefect_server):
+def test_reingest_prepares_what_is_new_and_then_nothing(tmp_path, lyrics_text, prefect_server, cli_on):
     corpora = tmp_path / "corpora"
     corpora.mkdir()
     (corpora / "first.txt").write_text(lyrics_text[:5000])
     (corpora / "second.txt").write_text(lyrics_text[5000:9000])
     home = tmp_path / "home"
-    made = run_cli("reingest", str(corpora), "--max-chars", "2000", home=home, api_url=prefect_server)
-    assert made.returncode == 0, made.stderr[-3000:]
-    lines = made.stdout.splitlines()
+    code, printed, err = cli_on(home, prefect_server, "reingest", corpora, "--max-chars", "2000")
+    assert code == 0, err[-3000:]
+    lines = printed.splitlines()
     assert lines[0].split() == ["first", "new", "v1", str(corpora / "first.txt")]
     assert lines[1].startswith("  ingest ")
     assert lines[1].count(",") == 3  # ingest, clean, vocab, encode keys
     assert lines[2].split() == ["second", "new", "v1", str(corpora / "second.txt")]
     assert lines[-1] == "2 corpora looked at"
     (corpora / "second.txt").write_text(lyrics_text[5000:9001])
-    again = run_cli("reingest", str(corpora), "--max-chars", "2000", "--json", home=home, api_url=prefect_server)
-    assert again.returncode == 0, again.stderr[-3000:]
-    rows = json.loads(again.stdout)
+    code, printed, err = cli_on(home, prefect_server, "reingest", corpora, "--max-chars", "2000", "--json")
+    assert code == 0, err[-3000:]
+    rows = json.loads(printed)
     assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [
         ("first", "unchanged", 1),
         ("second", "changed", 2),

@@ -19,14 +19,8 @@ SMALL = ("--max-chars", "3000", "--epochs", "3", "--hidden", "32", "--val-fracti
 GATE = ("--train", "--promote", "champion", *SMALL)
 
 
-def reingest(cli, corpora, home, server, *args):
-    """`charflow reingest` in this process (its process boundary is not what is tested here: 2 CPU seconds of
-    imports a command), on `home`, recorded on `server`."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: server}), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHARFLOW_HOME", str(home))
-        code, out, err = cli("reingest", str(corpora), *args, "--json")
+def reingest(cli_on, corpora, home, server, *args):
+    code, out, err = cli_on(home, server, "reingest", str(corpora), *args, "--json")
     assert code == 0, err[-3000:]
     return json.loads(out), err
 
@@ -48,7 +42,7 @@ def last_run(server, corpora):
 
 
 @pytest.mark.slow
-def test_reingest_promotes_then_rejects_a_worse_model(cli, tmp_path, lyrics_text, prefect_server):
+def test_reingest_promotes_then_rejects_a_worse_model(cli_on, tmp_path, lyrics_text, prefect_server):
     corpora, home = tmp_path / "corpora", tmp_path / "home"
     corpora.mkdir()
     song = corpora / "songs.txt"
@@ -56,9 +50,9 @@ def test_reingest_promotes_then_rejects_a_worse_model(cli, tmp_path, lyrics_text
     catalog = JsonlCatalog(home / "store")
 
     # v1 trained without the gate, then decided when --promote is first given: no champion yet, so promoted.
-    rows, _ = reingest(cli, corpora, home, prefect_server, "--train", *SMALL)
+    rows, _ = reingest(cli_on, corpora, home, prefect_server, "--train", *SMALL)
     assert [(r["status"], r["version"], "decision" in r) for r in rows] == [("new", 1, False)]
-    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE)
+    rows, _ = reingest(cli_on, corpora, home, prefect_server, *GATE)
     first = rows[0]["decision"]
     assert (rows[0]["status"], first["verdict"], first["decided_now"], first["moved"]) == (
         "unchanged",
@@ -71,12 +65,12 @@ def test_reingest_promotes_then_rejects_a_worse_model(cli, tmp_path, lyrics_text
     assert first["message"].startswith("champion of songs: promoted, the first model (no champion yet): model ")
     v1 = first["model"]
     # Decided once: the same command again has nothing to do.
-    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE)
+    rows, _ = reingest(cli_on, corpora, home, prefect_server, *GATE)
     assert [(r["status"], "decision" in r) for r in rows] == [("unchanged", False)]
 
     # v2: one line changed, trained twice as long: better, promoted.
     song.write_text(lyrics_text[:1500] + "我" + lyrics_text[1501:3000], encoding="utf-8")
-    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE, "--epochs", "6")
+    rows, _ = reingest(cli_on, corpora, home, prefect_server, *GATE, "--epochs", "6")
     second = rows[0]["decision"]
     assert (rows[0]["status"], rows[0]["version"], second["verdict"], second["moved"]) == (
         "changed",
@@ -93,7 +87,7 @@ def test_reingest_promotes_then_rejects_a_worse_model(cli, tmp_path, lyrics_text
 
     # v3: a tiny learning rate, a model far worse: rejected, the champion stays, the run Completed saying so.
     song.write_text(lyrics_text[:1500] + "你" + lyrics_text[1501:3000], encoding="utf-8")
-    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE, "--lr", "0.01")
+    rows, _ = reingest(cli_on, corpora, home, prefect_server, *GATE, "--lr", "0.01")
     third = rows[0]["decision"]
     assert (rows[0]["version"], third["verdict"], third["moved"], third["champion"]) == (3, "rejected", False, v2)
     assert third["new"]["perplexity"] > third["held"]["perplexity"] * 1.02
@@ -108,7 +102,7 @@ def test_reingest_promotes_then_rejects_a_worse_model(cli, tmp_path, lyrics_text
     # Decided again when asked, on a text of its own: ingested and cleaned as v3's corpus, every character of it.
     (tmp_path / "held-out.txt").write_text(lyrics_text[5000:5400], encoding="utf-8")
     eval_source = ("--eval-source", str(tmp_path / "held-out.txt"))
-    rows, _ = reingest(cli, corpora, home, prefect_server, *GATE, "--lr", "0.01", "--redecide", *eval_source)
+    rows, _ = reingest(cli_on, corpora, home, prefect_server, *GATE, "--lr", "0.01", "--redecide", *eval_source)
     again = rows[0]["decision"]
     assert (rows[0]["status"], again["version"], again["verdict"], again["decided_now"]) == (
         "unchanged",

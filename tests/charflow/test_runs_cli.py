@@ -19,7 +19,6 @@ from tasks.batches import BatchesParams
 from tasks.clean import CleanParams
 from tasks.fetch import resolve_source
 from tasks.train.params import TrainParams
-from tests.helpers import run_cli
 
 SMALL = TrainParams(model="rnn", hidden=8, prefixes=())
 LARGER = TrainParams(model="rnn", hidden=16, optimizer="adam", lr=0.01, prefixes=())
@@ -151,17 +150,17 @@ def runs_in(home):
 
 @pytest.mark.slow
 def test_a_model_is_one_run_however_often_it_is_made_and_one_never_recorded_is_recorded(
-    tmp_path, lyrics_text, prefect_server
+    tmp_path, lyrics_text, prefect_server, cli_on
 ):
     song = tmp_path / "songs.txt"
     song.write_text(lyrics_text[:1500], encoding="utf-8")
     home = tmp_path / "home"
     args = ["run", str(song), "--epochs", "1", "--model", "rnn", "--hidden", "8", "--prefix", "想要", "--json"]
-    first = run_cli(*args, home=home, api_url=prefect_server)
-    assert first.returncode == 0, first.stderr[-3000:]
-    model = json.loads(first.stdout)["model"]["key"]
-    again = run_cli(*args, home=home, api_url=prefect_server)
-    assert again.returncode == 0, again.stderr[-3000:]
+    code, out, err = cli_on(home, prefect_server, *args)
+    assert code == 0, err[-3000:]
+    model = json.loads(out)["model"]["key"]
+    code, _, err = cli_on(home, prefect_server, *args)
+    assert code == 0, err[-3000:]
     [run] = runs_in(home)
     assert (run["model"], run["corpus"], run["version"]) == (model, "songs", 1)
     # A kill -9 between publishing the model and recording its run, as the catalog then holds it.
@@ -169,9 +168,9 @@ def test_a_model_is_one_run_however_often_it_is_made_and_one_never_recorded_is_r
     lines = catalog.read_text(encoding="utf-8").splitlines(keepends=True)
     catalog.write_text("".join(line for line in lines if json.loads(line).get("event") != "run"), encoding="utf-8")
     assert runs_in(home) == []
-    third = run_cli(*args, home=home, api_url=prefect_server)
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert json.loads(third.stdout)["model"]["cache_hit"] is True
+    code, out, err = cli_on(home, prefect_server, *args)
+    assert code == 0, err[-3000:]
+    assert json.loads(out)["model"]["cache_hit"] is True
     [remade] = runs_in(home)
     assert {k: v for k, v in remade.items() if k != "recorded"} == {k: v for k, v in run.items() if k != "recorded"}
 

@@ -1,6 +1,6 @@
-"""Deployments run for real: `charflow serve` (a Prefect server, the pool, prefect.yaml, a worker) and
-`prefect deployment run` from another process. The tests read runs, logs and artifacts with Prefect's client
-(a `prefect` command each cost 2 CPU seconds)."""
+"""Deployments run for real: `charflow serve` (a Prefect server, the pool, prefect.yaml, a worker), and
+`prefect deployment run` from another process where its own checks or output are tested. Other runs are started,
+and runs, logs and artifacts read, with Prefect's client (a `prefect` command each cost 2 CPU seconds)."""
 
 import json
 import os
@@ -45,6 +45,17 @@ def deployment_run(served, name, *params, timeout=300):
     )
     run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout)
     return result, run_id.group(1) if run_id else None
+
+
+def run_deployed(served, name, timeout=300, **parameters):
+    """The deployment run on the served worker, as `prefect deployment run NAME --watch` starts it, through
+    Prefect's client: (its final state, its id)."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: served["env"]["PREFECT_API_URL"]}):
+        run = run_deployment(name, parameters=parameters, timeout=timeout, poll_interval=1)
+    return run.state, str(run.id)
 
 
 @contextmanager
@@ -101,19 +112,18 @@ def summary_rows(served, run_id):
 
 
 def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
-    result, run_id = deployment_run(
+    state, run_id = run_deployed(
         served,
         "train/default",
-        f"source={lyrics_zip}",
-        "epochs=2",
-        "model=rnn",
-        "optimizer=adam",
-        "lr=0.01",
-        "hidden=32",
-        "sampler=consecutive",
+        source=str(lyrics_zip),
+        epochs=2,
+        model="rnn",
+        optimizer="adam",
+        lr=0.01,
+        hidden=32,
+        sampler="consecutive",
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "Completed" in result.stdout
+    assert state.is_completed(), state.message
     models = list((served["home"] / "store" / "train").iterdir())
     assert len(models) == 1
     assert (models[0] / "weights.pt").is_file()
@@ -231,18 +241,18 @@ def test_reingest_processes_only_what_is_new(served, tmp_path):
     corpora = tmp_path / "corpora"
     corpora.mkdir()
     (corpora / "first.txt").write_text("one corpus, a few words", encoding="utf-8")
-    result, run_id = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
-    assert result.returncode == 0, result.stdout[-3000:]
+    state, run_id = run_deployed(served, "reingest/daily", sources=[str(corpora)])
+    assert state.is_completed(), state.message
     assert [(r["corpus"], r["status"], r["version"]) for r in summary_rows(served, run_id)] == [("first", "new", 1)]
     (corpora / "second.txt").write_text("another corpus", encoding="utf-8")
-    result, run_id = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
-    assert result.returncode == 0, result.stdout[-3000:]
+    state, run_id = run_deployed(served, "reingest/daily", sources=[str(corpora)])
+    assert state.is_completed(), state.message
     rows = summary_rows(served, run_id)
     assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [("first", "unchanged", 1), ("second", "new", 1)]
     assert rows[0]["keys"] == ""
     assert "ingest" in rows[1]["keys"]
     (corpora / "first.txt").write_text("one corpus, changed", encoding="utf-8")
-    result, run_id = deployment_run(served, "reingest/daily", f'sources=["{corpora}"]')
+    state, run_id = run_deployed(served, "reingest/daily", sources=[str(corpora)])
     assert [(r["corpus"], r["status"], r["version"]) for r in summary_rows(served, run_id)] == [
         ("first", "changed", 2),
         ("second", "unchanged", 1),
@@ -255,13 +265,14 @@ def test_the_daily_reingest_gates_its_models(served, tmp_path, lyrics_text):
     corpora = tmp_path / "gated"
     corpora.mkdir()
     (corpora / "gated.txt").write_text(lyrics_text[:3000], encoding="utf-8")
-    small = ["max_chars=3000", "epochs=2", "hidden=16", "val_fraction=0.1", "pred_period=100"]
-    sources = f'sources=["{corpora}"]'
-    result, run_id = deployment_run(served, "reingest/daily", sources, "train=true", "promote=champion", *small)
-    assert result.returncode == 0, result.stdout[-3000:]
+    small = {"max_chars": 3000, "epochs": 2, "hidden": 16, "val_fraction": 0.1, "pred_period": 100}
+    sources = [str(corpora)]
+    state, run_id = run_deployed(served, "reingest/daily", sources=sources, train=True, promote="champion", **small)
+    assert state.is_completed(), state.message
     assert state_message(served, run_id).startswith("1 corpora looked at; champion of gated: promoted, the first ")
     assert [(r["corpus"], r["decision"]) for r in summary_rows(served, run_id)] == [("gated", "first")]
-    result, run_id = deployment_run(served, "reingest/daily", sources, "promote=champion")
+    state, run_id = run_deployed(served, "reingest/daily", sources=sources, promote="champion")
+    assert state.is_failed()
     assert "add --train" in state_message(served, run_id)
 
 
