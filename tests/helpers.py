@@ -37,6 +37,26 @@ def run_cli(*args: str, home: Path, api_url: str | None = None, cwd: Path | None
     )
 
 
+def task_runs_of(flow_run_id, until=lambda runs: True, timeout: float = 60.0) -> list:
+    """The flow run's task runs on the server (this process's Prefect settings), read again until `until(runs)`
+    holds or `timeout` passes: Prefect 3 records task runs from the events its client sends in the background,
+    and the server's recorder consumes them a moment later, so a read right after the flow may miss some."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from charflow.home_server import drain_prefect
+
+    drain_prefect()  # this process's events sent
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=this_run)
+            if until(runs) or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.2)
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` with its bytes: to check that a failure changed nothing."""
     if not folder.exists():

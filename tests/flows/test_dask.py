@@ -15,7 +15,7 @@ from flows.pipeline import train as train_pipeline
 from tasks.batches import BatchesParams
 from tasks.fetch import Located
 from tasks.train.params import TrainParams, resolve_device
-from tests.helpers import free_port, run_cli
+from tests.helpers import free_port, run_cli, task_runs_of
 from tests.services import KillOnFirstRun
 
 pytestmark = pytest.mark.slow
@@ -63,19 +63,28 @@ def test_the_train_flow_on_two_workers_gives_the_local_runners_artifacts(on_clus
     assert made.version == 1
 
 
-def test_reingest_prepares_its_corpora_at_once_on_the_cluster(on_cluster, lyrics_zip, tmp_path):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+def stages_done(runs, corpora: list[str], stages: list[str]) -> bool:
+    """Whether the server has recorded every one of those stage task runs of each corpus as ended."""
+    done = {
+        (tag, stage)
+        for run in runs
+        if run.end_time is not None
+        for tag in run.tags
+        for stage in stages
+        if f"stage:{stage}" in run.tags
+    }
+    return all((f"corpus:{corpus}", stage) in done for corpus in corpora for stage in stages)
 
+
+def test_reingest_prepares_its_corpora_at_once_on_the_cluster(on_cluster, lyrics_zip, tmp_path):
     from flows.reingest import reingest
 
     split_lyrics(lyrics_zip, tmp_path / "corpora", parts=3, size=15000)
     state = reingest(sources=[str(tmp_path / "corpora")], return_state=True)
     rows = state.result()
     assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [(f"part{n}", "new", 1) for n in range(3)]
-    with get_client(sync_client=True) as client:
-        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        task_runs = client.read_task_runs(flow_run_filter=this_run)
+    parts = [f"part{n}" for n in range(3)]
+    task_runs = task_runs_of(state.state_details.flow_run_id, until=lambda runs: stages_done(runs, parts, STAGES[:4]))
     spans = {}
     for run in task_runs:
         for corpus in (tag.removeprefix("corpus:") for tag in run.tags if tag.startswith("corpus:")):
@@ -89,12 +98,13 @@ def test_reingest_prepares_its_corpora_at_once_on_the_cluster(on_cluster, lyrics
     assert [(r["status"], r["version"]) for r in again] == [("unchanged", 1)] * 3
 
 
-def test_charflow_reingest_on_the_cluster(on_cluster, lyrics_zip, tmp_path):
+def test_charflow_reingest_on_the_cluster(on_cluster, lyrics_zip, tmp_path, cli):
+    """The command (in this process: its process boundary is not what is tested) takes the cluster from
+    CHARFLOW_DASK_ADDRESS."""
     split_lyrics(lyrics_zip, tmp_path / "corpora", parts=2, size=12345, name="cli")
-    corpora = str(tmp_path / "corpora")
-    made = run_cli("reingest", corpora, "--train", "--max-chars", "2000", "--json", home=tmp_path / "cli", timeout=600)
-    assert made.returncode == 0, made.stderr[-3000:]
-    rows = json.loads(made.stdout)
+    code, out, err = cli("reingest", tmp_path / "corpora", "--train", "--max-chars", "2000", "--json")
+    assert code == 0, err[-3000:]
+    rows = json.loads(out)
     assert [(r["corpus"], r["status"], r["version"]) for r in rows] == [("cli0", "new", 1), ("cli1", "new", 1)]
     for row in rows:
         keys = dict(pair.split() for pair in row["keys"].split(", "))
@@ -175,8 +185,6 @@ def test_a_bad_file_fails_on_a_worker_with_its_one_line(on_cluster, tmp_path):
 
 @pytest.mark.parametrize("packed", ["folder", "zip"])
 def test_a_many_file_corpus_is_counted_member_by_member_with_the_serial_bytes(on_cluster, lyrics_zip, tmp_path, packed):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from flows.pipeline import prepare as prepare_pipeline
     from flows.prepare import prepare
@@ -197,10 +205,10 @@ def test_a_many_file_corpus_is_counted_member_by_member_with_the_serial_bytes(on
         assert made.stages[stage].key == local.stages[stage].key, stage
         assert files(made.stages[stage]) == files(local.stages[stage]), stage
     assert made.stages["vocab"].summary["size"] == local.stages["vocab"].summary["size"] > 1_000
-    with get_client(sync_client=True) as client:
-        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        names = sorted(run.name for run in client.read_task_runs(flow_run_filter=this_run))
     prefix = "lyrics/" if packed == "zip" else ""
+    counts = [f"count {prefix}{packed}-member{n}.txt" for n in range(4)]
+    runs = task_runs_of(state.state_details.flow_run_id, until=lambda runs: set(counts) <= {r.name for r in runs})
+    names = sorted(run.name for run in runs)
     assert [n for n in names if n.startswith("count ")] == [f"count {prefix}{packed}-member{n}.txt" for n in range(4)]
     # The vocabulary was built from those counts, not from a count of its own that replaced them.
     worker_logs = "".join((on_cluster["logs"] / f"worker-{n}.log").read_text() for n in range(2))

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from flows.publish import corpus_prefix, markdown_table, sample_json, shown_value, visible
+from tests.helpers import task_runs_of
 
 
 def test_ui_artifacts_are_published(two_versions):
@@ -53,10 +54,8 @@ def test_ui_artifacts_are_published(two_versions):
     rows = json.loads(metrics.data) if isinstance(metrics.data, str) else metrics.data
     assert [r["epoch"] for r in rows] == [1, 2]
     # Its task runs: named by stage and short key, tagged by corpus, stage, sampler and model.
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[summary.flow_run_id])))
+    stage_runs = {f"{stage} {stages[stage].key[:12]}" for stage in ("vocab", "batches", "train")}
+    runs = task_runs_of(summary.flow_run_id, until=lambda runs: stage_runs <= {run.name for run in runs})
     named = {run.name: set(run.tags) for run in runs}
     assert {"stage:vocab", "corpus:songs"} <= named[f"vocab {stages['vocab'].key[:12]}"]
     assert {"stage:batches", "sampler:random"} <= named[f"batches {stages['batches'].key[:12]}"]

@@ -6,6 +6,7 @@ import pytest
 
 from artifacts import runs
 from artifacts.backends import open_catalog
+from tests.helpers import task_runs_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 # A run in a few seconds on a loaded 2-core machine: 2,000 characters, 2 epochs of 7 batches, 16 or 32 units.
@@ -22,14 +23,15 @@ SMALL = {
 }
 
 
-def flow_run_of(state):
+def flow_run_of(state, trains: int):
+    """The sweep's flow run, its artifacts, and its task runs once its `trains` train task runs are recorded."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
         artifacts = {a.key: a for a in client.read_artifacts() if a.flow_run_id == run.id}
-        task_runs = client.read_task_runs()
-    return run, artifacts, [t for t in task_runs if t.flow_run_id == run.id]
+    task_runs = task_runs_of(run.id, until=lambda runs: sum("stage:train" in t.tags for t in runs) >= trains)
+    return run, artifacts, task_runs
 
 
 def train_alone(source, folder, **grid):
@@ -73,7 +75,7 @@ def test_a_sweep_trains_each_combination_once_records_it_and_a_repeat_is_all_cac
     for row in rows:
         assert by_model[row["model"]].perplexity == row["perplexity"]
         assert by_model[row["model"]].params["hidden"] == row["hidden"]
-    run, artifacts, task_runs = flow_run_of(state)
+    run, artifacts, task_runs = flow_run_of(state, trains=4)
     assert run.name.startswith("sweep jaychou_lyrics v1")
     board = artifacts["jaychou-lyrics-sweep-leaderboard"].data
     assert board.startswith("## sweep jaychou_lyrics v1: 4 runs\n\n| run | hidden | seed | status | model |")
@@ -128,7 +130,7 @@ def test_four_runs_two_at_once_on_the_two_worker_cluster_then_all_cache_hits(on_
         (32, 0.01, "trained"),
         (32, 0.02, "trained"),
     ]
-    _, artifacts, task_runs = flow_run_of(state)
+    _, artifacts, task_runs = flow_run_of(state, trains=4)
     trains = [t for t in task_runs if "stage:train" in t.tags]
     assert len(trains) == 4
     # Two at once, never more: the workers hold four task slots between them.

@@ -228,7 +228,9 @@ def test_an_alias_moves_between_versions_made_once_per_model_and_is_removed(trac
 
 
 @pytest.mark.slow
-def test_the_command_line_logs_the_weights_with_mlflow_log_model_once(tracked, songs, prefect_server, tmp_path):
+def test_the_command_line_logs_the_weights_with_mlflow_log_model_once(
+    tracked, songs, prefect_server, tmp_path, cli, monkeypatch
+):
     source, corpus = songs
     home = tmp_path / "home"
     command = ["train", str(source), "--name", corpus, *CLI_TINY, "--mlflow-log-model", "--json"]
@@ -250,13 +252,14 @@ def test_the_command_line_logs_the_weights_with_mlflow_log_model_once(tracked, s
     assert len(logged_runs(corpus)) == 1  # recorded once, logged once
 
     # `charflow promote` moves MLflow's registered-model alias with charflow's, and --unset removes it.
-    promoted = run_cli("promote", model["key"][:12], "--as", "champion", home=home)
-    assert promoted.returncode == 0, promoted.stderr
+    monkeypatch.setenv("CHARFLOW_HOME", str(home))  # promote runs no flow: in this process
+    code, _, err = cli("promote", model["key"][:12], "--as", "champion")
+    assert code == 0, err
     version = client().get_model_version_by_alias(tracking.registered_name(corpus), "champion")
     assert version.source.endswith(f"/train/{model['key']}")
     assert version.run_id == logged.info.run_id
-    unset = run_cli("promote", f"{corpus}@champion", "--unset", home=home)
-    assert unset.returncode == 0, unset.stderr
+    code, _, err = cli("promote", f"{corpus}@champion", "--unset")
+    assert code == 0, err
     assert "champion" not in client().get_registered_model(tracking.registered_name(corpus)).aliases
 
 
