@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,21 +86,28 @@ def artifact_versions(served, key):
     return [artifact.model_dump(mode="json") for artifact in found]
 
 
-def run_logs(served, run_id) -> str:
-    """Every log line of the run, in order."""
+def run_logs(served, run_id, until: tuple[str, ...] = (), timeout: float = 60.0) -> str:
+    """Every log line of the run, in order, read again until each pattern of `until` is in them (or `timeout`
+    passes): the run's process sends its last lines in the background, and its state may be final before they are
+    stored."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
-    lines: list[str] = []
-    with client(served) as c:
-        while page := c.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])),
-            sort=LogSort.TIMESTAMP_ASC,
-            limit=200,
-            offset=len(lines),
-        ):
-            lines += [log.message for log in page]
-    return "\n".join(lines)
+    deadline = time.monotonic() + timeout
+    while True:
+        lines: list[str] = []
+        with client(served) as c:
+            while page := c.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])),
+                sort=LogSort.TIMESTAMP_ASC,
+                limit=200,
+                offset=len(lines),
+            ):
+                lines += [log.message for log in page]
+        logs = "\n".join(lines)
+        if all(re.search(pattern, logs) for pattern in until) or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.5)
 
 
 def summary_of(served, run_id):
@@ -128,16 +136,22 @@ def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
     assert len(models) == 1
     assert (models[0] / "weights.pt").is_file()
     # charflow's own lines in the run's logs (what the UI's Logs tab shows): keys, cache, version, epochs.
-    logs = run_logs(served, run_id)
     key = json.loads((models[0] / "_manifest.json").read_text())["key"]
-    for line in (
+    expected = (
         r"ingest  [0-9a-f]{12}  computed  chars=63282",
         r"corpus jaychou_lyrics v1 \(new version, sha256 [0-9a-f]{12}\)",
         rf"train   {key[:12]}  computed",
         r"epoch 2: perplexity [0-9.]+, [0-9,]+ tokens/s",
-    ):
+    )
+    logs = run_logs(served, run_id, until=expected)
+    for line in expected:
         assert re.search(line, logs), f"{line!r} not in the run's logs:\n{logs[-3000:]}"
-    assert re.search(rf"train   {key[:12]}  computed", (served["root"] / "serve.log").read_text())  # the worker's
+    # The worker's own output, relayed from the run's process: a moment after the run's state, at most.
+    worker_log = served["root"] / "serve.log"
+    deadline = time.monotonic() + 30
+    while not re.search(rf"train   {key[:12]}  computed", worker_log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert re.search(rf"train   {key[:12]}  computed", worker_log.read_text())
 
 
 def render(chromium, url, screenshot):
