@@ -8,9 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -37,10 +40,19 @@ def run_cli(*args: str, home: Path, api_url: str | None = None, cwd: Path | None
     )
 
 
+def read_until(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 60.0, every: float = 0.2) -> T:
+    """`read()` again until `done` holds of what it read, or `timeout` passes: the last read either way (the
+    caller's assertions say what was missing). For what a server or another process stores a moment later."""
+    deadline = time.monotonic() + timeout
+    while not done(found := read()) and time.monotonic() < deadline:
+        time.sleep(every)
+    return found
+
+
 def task_runs_of(flow_run_id, until=lambda runs: True, timeout: float = 60.0) -> list:
-    """The flow run's task runs on the server (this process's Prefect settings), read again until `until(runs)`
-    holds or `timeout` passes: Prefect 3 records task runs from the events its client sends in the background,
-    and the server's recorder consumes them a moment later, so a read right after the flow may miss some."""
+    """The flow run's task runs on the server (this process's Prefect settings), read until `until(runs)` holds:
+    Prefect 3 records task runs from the events its client sends in the background, and the server's recorder
+    consumes them a moment later, so a read right after the flow may miss some."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -48,13 +60,8 @@ def task_runs_of(flow_run_id, until=lambda runs: True, timeout: float = 60.0) ->
 
     drain_prefect()  # this process's events sent
     this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=this_run)
-            if until(runs) or time.monotonic() > deadline:
-                return runs
-            time.sleep(0.2)
+        return read_until(lambda: client.read_task_runs(flow_run_filter=this_run), until, timeout)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

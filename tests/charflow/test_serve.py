@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from uuid import UUID
 
 import pytest
 
-from tests.helpers import charflow_serve, snapshot
+from tests.helpers import charflow_serve, read_until, snapshot
 
 pytestmark = pytest.mark.slow
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -87,14 +86,12 @@ def artifact_versions(served, key):
 
 
 def run_logs(served, run_id, until: tuple[str, ...] = (), timeout: float = 60.0) -> str:
-    """Every log line of the run, in order, read again until each pattern of `until` is in them (or `timeout`
-    passes): the run's process sends its last lines in the background, and its state may be final before they are
-    stored."""
+    """Every log line of the run, in order, read until each pattern of `until` is in them: the run's process
+    sends its last lines in the background, and its state may be final before they are stored."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def read() -> str:
         lines: list[str] = []
         with client(served) as c:
             while page := c.read_logs(
@@ -104,10 +101,9 @@ def run_logs(served, run_id, until: tuple[str, ...] = (), timeout: float = 60.0)
                 offset=len(lines),
             ):
                 lines += [log.message for log in page]
-        logs = "\n".join(lines)
-        if all(re.search(pattern, logs) for pattern in until) or time.monotonic() > deadline:
-            return logs
-        time.sleep(0.5)
+        return "\n".join(lines)
+
+    return read_until(read, lambda logs: all(re.search(pattern, logs) for pattern in until), timeout, every=0.5)
 
 
 def summary_of(served, run_id):
@@ -147,11 +143,9 @@ def test_train_deployment_runs_on_the_worker(served, lyrics_zip):
     for line in expected:
         assert re.search(line, logs), f"{line!r} not in the run's logs:\n{logs[-3000:]}"
     # The worker's own output, relayed from the run's process: a moment after the run's state, at most.
-    worker_log = served["root"] / "serve.log"
-    deadline = time.monotonic() + 30
-    while not re.search(rf"train   {key[:12]}  computed", worker_log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert re.search(rf"train   {key[:12]}  computed", worker_log.read_text())
+    computed = rf"train   {key[:12]}  computed"
+    worker_log = read_until((served["root"] / "serve.log").read_text, lambda text: bool(re.search(computed, text)), 30)
+    assert re.search(computed, worker_log)
 
 
 def render(chromium, url, screenshot):
