@@ -84,5 +84,5 @@ def read_indices_from(folder: Path, start: int) -> np.ndarray:
 
 def read_indices(folder: Path) -> np.ndarray:
     """(n,) int32."""
-    column = pq.read_table(folder / INDICES_FILE, columns=["index"]).column("index")
+    column = pq.ParquetFile(folder / INDICES_FILE).read(columns=["index"]).column("index")
     return column.to_numpy().astype(np.int32, copy=False)

@@ -144,7 +144,7 @@ def metric_deltas(a: Run, b: Run) -> dict[str, dict[str, float | None]]:
 
 def curve(found: StoreEntry) -> list[dict[str, Any]]:
     """A model's metrics per epoch: epoch, perplexity, val_perplexity (None on epochs not validated)."""
-    table = pq.read_table(found.path / METRICS_FILE, columns=["epoch", "perplexity", "val_perplexity"])
+    table = pq.ParquetFile(found.path / METRICS_FILE).read(columns=["epoch", "perplexity", "val_perplexity"])
     return table.to_pylist()
 
 

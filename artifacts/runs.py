@@ -60,7 +60,7 @@ def run_of(model: ArtifactRef | Manifest, corpus: str, version: int, batches: Ma
     summary = TrainSummary.of(manifest)
     tokens = seconds = 0.0
     if path is not None and (path / METRICS_FILE).is_file():
-        metrics = pq.read_table(path / METRICS_FILE, columns=["tokens_per_s", "seconds"]).to_pylist()
+        metrics = pq.ParquetFile(path / METRICS_FILE).read(columns=["tokens_per_s", "seconds"]).to_pylist()
         seconds = sum(row["seconds"] or 0.0 for row in metrics)
         tokens = sum((row["tokens_per_s"] or 0.0) * (row["seconds"] or 0.0) for row in metrics)
     if summary.checkpoint == "best" and summary.best_val_perplexity is not None:

@@ -60,4 +60,4 @@ def read_vocab(folder: Path) -> Vocab:
 
 
 def read_tokens(folder: Path) -> list[str]:
-    return pq.read_table(folder / VOCAB_FILE, columns=["token"]).column("token").to_pylist()
+    return pq.ParquetFile(folder / VOCAB_FILE).read(columns=["token"]).column("token").to_pylist()

@@ -185,7 +185,7 @@ def epoch_metrics(folder: Path, start_ms: int) -> list[tuple[str, float, int, in
 
     from artifacts.model import METRICS_FILE
 
-    rows = pq.read_table(folder / METRICS_FILE).to_pylist()
+    rows = pq.ParquetFile(folder / METRICS_FILE).read().to_pylist()
     found, at = [], start_ms
     for row in rows:
         at += round((row["seconds"] or 0.0) * 1000)
