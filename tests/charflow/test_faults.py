@@ -1,7 +1,8 @@
 """Faults done for real to real processes: kill -9 mid-stage, Ctrl-C and SIGTERM mid-training, a killed newer
 version, a lost artifact, an empty corpus, a torn catalog, a read-only home, a full disk, a moved home, a
 closed port, work that would fail late. Each ends in one clear line or a clean rerun with the same keys and
-bytes as a run that was never disturbed, `verify` clean, and no process left behind."""
+bytes as a run that was never disturbed, `verify` clean, and no process left behind. What only sets a fault up
+runs in the test's process (`cli_on`) where the process is not what the fault is done to."""
 
 from __future__ import annotations
 
@@ -218,10 +219,10 @@ def test_kill_9_of_charflow_leaves_its_home_server_to_stop_once_unused(tmp_path,
     wait_for(lambda: processes_of(home) == [], "the server stop", timeout=20)
 
 
-def test_gc_after_a_killed_newer_version_keeps_the_last_complete_one(tmp_path, lyrics_text, prefect_server):
+def test_gc_after_a_killed_newer_version_keeps_the_last_complete_one(cli_on, tmp_path, lyrics_text, prefect_server):
     home, song = tmp_path / "home", tmp_path / "songs.txt"
     song.write_text(lyrics_text[:20_000], encoding="utf-8")
-    code, first, err = charflow(home, "prepare", song, "--max-chars", "none", "--json", api_url=prefect_server)
+    code, first, err = cli_on(home, prefect_server, "prepare", song, "--max-chars", "none", "--json")
     assert code == 0, err
     song.write_text(lyrics_text[:20_000] + " and more", encoding="utf-8")
     process = start(home, "prepare", song, "--max-chars", "none", api_url=prefect_server)
@@ -238,9 +239,9 @@ def test_gc_after_a_killed_newer_version_keeps_the_last_complete_one(tmp_path, l
     verify_clean(home)
 
 
-def test_verify_sees_a_lost_artifact_and_leftovers(tmp_path, lyrics_zip, prefect_server):
+def test_verify_sees_a_lost_artifact_and_leftovers(cli_on, tmp_path, lyrics_zip, prefect_server):
     home = tmp_path / "home"
-    code, out, err = charflow(home, "prepare", lyrics_zip, "--json", api_url=prefect_server)
+    code, out, err = cli_on(home, prefect_server, "prepare", lyrics_zip, "--json")
     assert code == 0, err
     lost = outputs(out)["vocab"]
     for path in Path(lost["path"]).iterdir():
@@ -252,16 +253,16 @@ def test_verify_sees_a_lost_artifact_and_leftovers(tmp_path, lyrics_zip, prefect
     assert code == 1
     assert [m["key"] for m in found["missing"]] == [lost["key"]]
     assert [x["kind"] for x in found["leftovers"]] == ["checkpoint"]
-    code, out, err = charflow(home, "prepare", lyrics_zip, "--json", api_url=prefect_server)
+    code, out, err = cli_on(home, prefect_server, "prepare", lyrics_zip, "--json")
     assert code == 0, err
     assert outputs(out)["vocab"]["cache_hit"] is False
     code, out, _ = charflow(home, "inspect", "gc", "--yes", "--checkpoints", "--json")
     verify_clean(home)
 
 
-def test_a_torn_catalog_line_is_survived_and_repaired(tmp_path, lyrics_zip, prefect_server):
+def test_a_torn_catalog_line_is_survived_and_repaired(cli_on, tmp_path, lyrics_zip, prefect_server):
     home = tmp_path / "home"
-    assert charflow(home, "prepare", lyrics_zip, api_url=prefect_server)[0] == 0
+    assert cli_on(home, prefect_server, "prepare", lyrics_zip)[0] == 0
     catalog = home / "store" / "catalog.jsonl"
     catalog.write_bytes(catalog.read_bytes() + b'{"corpus": "jaychou_lyrics", "event": "outp')
     code, out, err = charflow(home, "inspect", "ls", "--json")
@@ -345,9 +346,9 @@ def test_a_diverging_run_names_only_a_checkpoint_that_exists(tmp_path, lyrics_zi
         assert named.is_file(), last
 
 
-def test_a_moved_home_keeps_its_store(tmp_path, lyrics_zip, prefect_server):
+def test_a_moved_home_keeps_its_store(cli_on, tmp_path, lyrics_zip, prefect_server):
     first, moved = tmp_path / "first", tmp_path / "moved"
-    code, out, err = charflow(first, "prepare", lyrics_zip, "--json", api_url=prefect_server)
+    code, out, err = cli_on(first, prefect_server, "prepare", lyrics_zip, "--json")
     assert code == 0, err
     first.rename(moved)
     code, again, err = charflow(moved, "prepare", lyrics_zip, "--json", api_url=prefect_server)
