@@ -1,4 +1,8 @@
-"""The cache policy: Prefect's key is the stage's content key, and a record whose artifact is gone is dropped."""
+"""The cache policy: Prefect's key is the stage's content key, and a record whose artifact is gone, or whose
+result this process's Prefect cannot read, is dropped."""
+
+import json
+from pathlib import Path
 
 from artifacts.stages import STAGES
 from flows.cache import ContentKeyPolicy
@@ -18,10 +22,34 @@ def test_the_key_is_the_content_key_and_a_record_without_its_artifact_is_dropped
     inputs = {"inputs": {"text": prepared.stages["clean"]}, "params": VocabParams()}
     key = policy.compute_key(None, inputs, {})
     assert key == STAGES["vocab"].key(inputs["inputs"], inputs["params"]) == prepared.stages["vocab"].key
-    (records / key).write_text("a record")
+    write_record(records / key, local_storage() / key)
     assert policy.compute_key(None, inputs, {}) == key
     assert (records / key).exists()
+    # Written under another PREFECT_HOME (the user's own Prefect program on this home): Prefect here would raise
+    # "Provided path ... is outside of the base path" instead of recomputing.
+    write_record(records / key, tmp_path / "their-prefect" / "storage" / key)
+    assert policy.compute_key(None, inputs, {}) == key
+    assert not (records / key).exists()
+    (records / key).write_text("torn")
+    policy.compute_key(None, inputs, {})
+    assert not (records / key).exists()
+    write_record(records / key, local_storage() / key)
     for path in prepared.stages["vocab"].path.iterdir():
         path.unlink()
     assert policy.compute_key(None, inputs, {}) == key
     assert not (records / key).exists()
+
+
+def local_storage() -> Path:
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().results.local_storage_path)
+
+
+def write_record(record: Path, result: Path) -> None:
+    """A cache record as Prefect writes one (its metadata, the result beside it in `result`)."""
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_bytes(b"a result")
+    serializer = {"type": "pickle", "picklelib": "cloudpickle", "picklelib_version": None}
+    metadata = {"storage_key": str(result), "expiration": None, "serializer": serializer, "storage_block_id": None}
+    record.write_text(json.dumps(metadata))
