@@ -92,8 +92,8 @@ def test_a_cached_command_loads_neither_prefect_nor_torch(trained, lyrics_zip, h
 
 
 def test_the_command_recomputes_a_stage_whose_manifest_is_gone(cli_on, tmp_path, lyrics_zip, prefect_server):
-    """The store prepared in this process, a Prefect program with a PREFECT_HOME of its own (its cache records
-    name results the commands' Prefect cannot read: they recompute, not fail); the commands in their own."""
+    """The store prepared in this process (a Prefect program with a PREFECT_HOME of its own: see test_cache for
+    the records it may leave); the commands that answer from it, or recompute, in their own."""
     home = tmp_path / "home"
     code, first, err = cli_on(home, prefect_server, "prepare", str(lyrics_zip), "--json")
     assert code == 0, err[-2000:]
