@@ -4,6 +4,8 @@ result this process's Prefect cannot read, is dropped."""
 import json
 from pathlib import Path
 
+import pytest
+
 from artifacts.stages import STAGES
 from flows.cache import ContentKeyPolicy
 from flows.home import store_root
@@ -12,7 +14,17 @@ from tasks.fetch import resolve_source
 from tasks.vocab import VocabParams
 
 
-def test_the_key_is_the_content_key_and_a_record_without_its_artifact_is_dropped(home, tmp_path):
+@pytest.fixture
+def local_storage(tmp_path):
+    """Prefect's result storage for this test alone (the session's holds other tests' real results)."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    storage = tmp_path / "results"
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        yield storage
+
+
+def test_the_key_is_the_content_key_and_a_record_without_its_artifact_is_dropped(home, tmp_path, local_storage):
     song = tmp_path / "song.txt"
     song.write_text("la la la", encoding="utf-8")
     prepared = prepare(plain_runner(store_root()), resolve_source(str(song)))
@@ -22,7 +34,7 @@ def test_the_key_is_the_content_key_and_a_record_without_its_artifact_is_dropped
     inputs = {"inputs": {"text": prepared.stages["clean"]}, "params": VocabParams()}
     key = policy.compute_key(None, inputs, {})
     assert key == STAGES["vocab"].key(inputs["inputs"], inputs["params"]) == prepared.stages["vocab"].key
-    write_record(records / key, local_storage() / key)
+    write_record(records / key, local_storage / key)
     assert policy.compute_key(None, inputs, {}) == key
     assert (records / key).exists()
     # Written under another PREFECT_HOME (the user's own Prefect program on this home): Prefect here would raise
@@ -33,17 +45,11 @@ def test_the_key_is_the_content_key_and_a_record_without_its_artifact_is_dropped
     (records / key).write_text("torn")
     policy.compute_key(None, inputs, {})
     assert not (records / key).exists()
-    write_record(records / key, local_storage() / key)
+    write_record(records / key, local_storage / key)
     for path in prepared.stages["vocab"].path.iterdir():
         path.unlink()
     assert policy.compute_key(None, inputs, {}) == key
     assert not (records / key).exists()
-
-
-def local_storage() -> Path:
-    from prefect.settings import get_current_settings
-
-    return Path(get_current_settings().results.local_storage_path)
 
 
 def write_record(record: Path, result: Path) -> None:
